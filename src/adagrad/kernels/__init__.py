@@ -1,0 +1,44 @@
+"""The fast paths: interchangeable implementations of the reference rules.
+
+Each kernel takes the tensors of one parameter and a `StepRule` and updates in place:
+
+- `dense_adagrad_(param, grad, state_sum, rule)`: ALGORITHMS.md §1.
+- `sparse_adagrad_(param, state_sum, indices, values, rule, clocks)`: §2 on a
+  ``(rows, D)`` table, duplicates summed, lazy decay caught up through `RowClocks`.
+
+The dispatchers here pick the numba CPU kernel (`dense_cpu`, `sparse_cpu`) where it
+applies and the torch-ops kernel (`portable`) everywhere else (CUDA, fp16, autograd). Both
+are public so that tests can hold each to the reference.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from adagrad.kernels import dense_cpu, portable, sparse_cpu
+from adagrad.kernels.clocks import RowClocks
+from adagrad.kernels.rule import StepRule
+
+__all__ = ["RowClocks", "StepRule", "dense_adagrad_", "flush_rows_", "sparse_adagrad_"]
+
+flush_rows_ = portable.flush_rows_
+
+
+def dense_adagrad_(param: Tensor, grad: Tensor, state_sum: Tensor, rule: StepRule) -> None:
+    """One dense Adagrad step, in place, on the fastest kernel that fits."""
+    if dense_cpu.supports(param, grad, state_sum):
+        dense_cpu.dense_adagrad_(param, grad, state_sum, rule)
+    else:
+        portable.dense_adagrad_(param, grad, state_sum, rule)
+
+
+def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: Tensor,
+                    rule: StepRule, clocks: RowClocks) -> None:
+    """One sparse Adagrad step on a ``(rows, D)`` table, in place, on the fastest kernel.
+
+    Indices must lie in ``[0, rows)`` (the optimizer checks them before any write).
+    """
+    if sparse_cpu.supports(param, state_sum, values):
+        sparse_cpu.sparse_adagrad_(param, state_sum, indices, values, rule, clocks)
+    else:
+        portable.sparse_adagrad_(param, state_sum, indices, values, rule, clocks)

@@ -1,0 +1,35 @@
+"""Lazy per-row catch-up for sparse updates (ALGORITHMS.md §2).
+
+A row that a sparse gradient does not touch still decays in the dense algorithm: its
+parameter by ``(1 - lr_s·wd)`` each step under decoupled weight decay, its accumulator by
+``ρ_s`` each step under ``accumulator_decay``. Rather than touch every row every step, each
+tensor keeps a running log-product (a "clock") and each row a snapshot of that clock from
+when it was last brought up to date; the pending factor of a row is
+``exp(clock - snapshot[row])``, applied when the row is next touched or flushed. Clocks in
+the log domain stay exact when the learning rate or ρ change between steps (schedulers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class RowClocks:
+    """The clocks of one tensor, after this step's factor has been added.
+
+    Attributes:
+      param_log: ``Σ_{s≤t} log(1 - lr_s·wd)``, the decoupled-decay clock.
+      row_param_log: float64 ``(rows,)`` snapshots of ``param_log``, or None when the
+        tensor has no lazy weight decay.
+      sum_log: ``Σ_{s≤t} log ρ_s``, the accumulator-decay clock.
+      row_sum_log: float64 ``(rows,)`` snapshots of ``sum_log``, or None when ρ has
+        always been 1.
+    """
+
+    param_log: float = 0.0
+    row_param_log: Tensor | None = None
+    sum_log: float = 0.0
+    row_sum_log: Tensor | None = None

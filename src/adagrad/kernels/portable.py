@@ -1,0 +1,98 @@
+"""Adagrad kernels built from torch ops: any device, any floating dtype, autograd-friendly.
+
+The semantics are those of ALGORITHMS.md §1-2 (see `StepRule`, `RowClocks`); the CPU fast
+paths in `dense_cpu` and `sparse_cpu` are held to the same reference by the tests.
+Arithmetic runs in the accumulator's dtype (float32 for bf16/fp16 parameters by default).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from adagrad.kernels.clocks import RowClocks
+from adagrad.kernels.rule import StepRule
+
+
+def _adagrad_rows(param: Tensor, grad: Tensor, state_sum: Tensor, rule: StepRule,
+                  sum_factor: Tensor | float) -> Tensor:
+    """The §1 update on matching tensors, in the accumulator's dtype; returns the new θ.
+
+    ``param`` is not modified; ``state_sum`` is, in place.
+    """
+    grad = grad.to(state_sum.dtype)
+    param = param.to(state_sum.dtype)
+    if rule.maximize:
+        grad = -grad
+    if rule.weight_decay != 0:
+        if rule.decoupled:
+            param = param * (1 - rule.lr * rule.weight_decay)
+        else:
+            grad = grad + rule.weight_decay * param
+    if not isinstance(sum_factor, float) or sum_factor != 1.0:
+        state_sum.mul_(sum_factor)
+    state_sum.addcmul_(grad, grad)
+    if rule.eps_inside:
+        denom = (state_sum + rule.eps).sqrt()
+        # G + ε == 0 only where g == 0 (G ≥ g²): the update there is 0, not 0/0.
+        denom = denom.masked_fill(denom == 0, 1.0)
+    else:
+        denom = state_sum.sqrt() + rule.eps
+    return param.addcdiv(grad, denom, value=-rule.lr)
+
+
+def dense_adagrad_(param: Tensor, grad: Tensor, state_sum: Tensor, rule: StepRule) -> None:
+    """One dense Adagrad step (ALGORITHMS.md §1), in place on ``param`` and ``state_sum``."""
+    new_param = _adagrad_rows(param, grad, state_sum, rule, rule.accumulator_decay)
+    param.copy_(new_param)
+
+
+def _row_factors(clock: float, snapshots: Tensor | None, rows: Tensor) -> Tensor | float:
+    """Pending decay factors ``exp(clock - snapshot[row])`` of ``rows``; snapshots advance."""
+    if snapshots is None:
+        return 1.0
+    factors = torch.exp(clock - snapshots[rows])
+    snapshots[rows] = clock
+    return factors
+
+
+def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: Tensor,
+                    rule: StepRule, clocks: RowClocks) -> None:
+    """One sparse Adagrad step (ALGORITHMS.md §2) on a ``(rows, D)`` table.
+
+    Duplicate ``indices`` are summed first; then each touched row is caught up on its
+    lazy decay (``clocks``) and updated by the dense rule. ``rule.weight_decay`` is L2 on
+    the touched rows ("touched" mode); lazy decoupled decay comes through ``clocks``.
+    Indices must already be validated to lie in ``[0, rows)``.
+    """
+    rows, inverse = torch.unique(indices, return_inverse=True)
+    grad = torch.zeros((rows.numel(),) + values.shape[1:], dtype=state_sum.dtype,
+                       device=values.device)
+    grad.index_add_(0, inverse, values.to(state_sum.dtype))
+    row_param = param.index_select(0, rows)
+    param_factor = _row_factors(clocks.param_log, clocks.row_param_log, rows)
+    if not isinstance(param_factor, float):
+        row_param = row_param * _broadcast(param_factor, row_param)
+    sum_factor = _row_factors(clocks.sum_log, clocks.row_sum_log, rows)
+    if isinstance(sum_factor, Tensor):
+        sum_factor = _broadcast(sum_factor, grad).to(state_sum.dtype)
+    row_sum = state_sum.index_select(0, rows)
+    row_rule = StepRule(rule.lr, rule.eps, rule.eps_inside, rule.maximize,
+                        rule.weight_decay, decoupled=False)
+    new_rows = _adagrad_rows(row_param, grad, row_sum, row_rule, sum_factor)
+    param.index_copy_(0, rows, new_rows.to(param.dtype))
+    state_sum.index_copy_(0, rows, row_sum)
+
+
+def flush_rows_(param: Tensor, state_sum: Tensor, clocks: RowClocks) -> None:
+    """Bring every row up to date on its pending lazy decay (ALGORITHMS.md §2)."""
+    every_row = torch.arange(param.shape[0], device=param.device)
+    for tensor, clock, snapshots in ((param, clocks.param_log, clocks.row_param_log),
+                                     (state_sum, clocks.sum_log, clocks.row_sum_log)):
+        factors = _row_factors(clock, snapshots, every_row)
+        if isinstance(factors, Tensor):
+            tensor.mul_(_broadcast(factors, tensor).to(tensor.dtype))
+
+
+def _broadcast(per_row: Tensor, like: Tensor) -> Tensor:
+    return per_row.view((-1,) + (1,) * (like.dim() - 1))

@@ -1,0 +1,38 @@
+"""The hyperparameters of one Adagrad step on one tensor, as every kernel receives them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StepRule:
+    """One step of ALGORITHMS.md §1 on one tensor, with the learning rate already decayed.
+
+    Per coordinate, in this order::
+
+        g ← -g                              if maximize
+        g ← g + weight_decay·θ              if not decoupled (L2, "coupled")
+        θ ← θ·(1 - lr·weight_decay)         if decoupled
+        G ← accumulator_decay·G + g²
+        θ ← θ - lr·g / (sqrt(G) + eps)      eps_inside=False
+        θ ← θ - lr·g / sqrt(G + eps)        eps_inside=True (0 where G + eps == 0)
+
+    Attributes:
+      lr: the step's learning rate ``lr_t = lr / (1 + (t-1)·lr_decay)``.
+      eps: the ε of the denominator.
+      eps_inside: ε inside the square root (the founding formula, optax, Keras).
+      maximize: ascend instead of descend.
+      weight_decay: the decay coefficient ``wd``.
+      decoupled: decoupled decay (AdamW/Keras style) instead of L2 added to the gradient.
+        Sparse kernels ignore it: their decay mode is given separately.
+      accumulator_decay: ρ in ``G ← ρ·G + g²``; 1.0 is plain Adagrad.
+    """
+
+    lr: float
+    eps: float
+    eps_inside: bool = False
+    maximize: bool = False
+    weight_decay: float = 0.0
+    decoupled: bool = False
+    accumulator_decay: float = 1.0

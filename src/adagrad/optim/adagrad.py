@@ -1,0 +1,249 @@
+"""`Adagrad`: a drop-in for `torch.optim.Adagrad`, exact, with the conventions users port
+from and sparse updates done right (ALGORITHMS.md §1-2)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim.optimizer import ParamsT
+
+from adagrad import kernels
+from adagrad.kernels import RowClocks, StepRule, portable
+from adagrad.optim import conventions
+from adagrad.optim.base import AdagradFamily, sparse_rows
+from adagrad.optim.validation import (check_choice, check_in_unit_interval, check_non_negative,
+                                      check_state_dtype)
+
+EPS_PLACEMENTS = ("outside", "inside")
+SPARSE_WEIGHT_DECAY_MODES = (None, "lazy", "touched")
+_CLOCKS = (("param_log", "row_param_log"), ("sum_log", "row_sum_log"))
+
+
+class Adagrad(AdagradFamily):
+    r"""Adagrad (Duchi, Hazan, Singer, JMLR 2011): per-coordinate steps from the running
+    sum of squared gradients.
+
+    With only `torch.optim.Adagrad`'s arguments it is that optimizer: same defaults, same
+    ``state_dict`` (state ``step`` and ``sum``), same results. The update (ALGORITHMS.md §1)::
+
+        t ← t + 1;  lr_t = lr / (1 + (t-1)·lr_decay)
+        g ← g + wd·θ                      (or θ ← θ·(1 - lr_t·wd) if decoupled_weight_decay)
+        G ← ρ·G + g²
+        θ ← θ - lr_t·g / (sqrt(G) + ε)    (eps_placement="outside", torch)
+        θ ← θ - lr_t·g / sqrt(G + ε)      (eps_placement="inside", the founding formula)
+
+    Sparse gradients (``nn.Embedding(sparse=True)``) take a deduplicating row update
+    (ALGORITHMS.md §2), equal to the dense update with zero rows.
+
+    Args:
+      params: parameters or parameter groups; every keyword below may be set per group.
+      lr: learning rate (float or 1-element tensor). Default 1e-2.
+      lr_decay: inverse-time decay of the learning rate per step. Default 0.
+      weight_decay: decay coefficient ``wd``. Default 0.
+      initial_accumulator_value: ``G₀``; honoured per group. Default: the convention's (0).
+      eps: ε. Default: the convention's (1e-10).
+      foreach, fused: accepted for compatibility; the fastest exact path is always taken.
+      maximize: ascend the objective. Default False.
+      differentiable: let autograd through the step (torch ops, slower). Default False.
+      eps_placement: ``"outside"`` (torch, TensorFlow, FBGEMM) or ``"inside"`` the square
+        root (optax, Keras, the founding formula). Default: the convention's ("outside").
+      decoupled_weight_decay: ``θ ← θ·(1 - lr_t·wd)`` instead of L2 added to ``g``.
+        Default: the convention's (False).
+      accumulator_decay: ρ in ``G ← ρ·G + g²``, in (0, 1]; below 1 the step no longer
+        only shrinks. Default 1.0 (plain Adagrad).
+      state_dtype: dtype of ``sum``. Default: float32 for fp16/bf16 parameters (torch keeps
+        them in the parameter's dtype, where ``sum`` stalls at 256 for bf16), else the
+        parameter's.
+      convention: ``"torch"`` (default), ``"optax"``, ``"keras"``, ``"tensorflow"`` or
+        ``"fbgemm"``: sets eps, eps_placement, initial_accumulator_value and
+        decoupled_weight_decay as those libraries do; explicit arguments win.
+      sparse_weight_decay: weight decay for sparse gradients: ``"lazy"`` (decoupled,
+        caught up per row when next touched and by `flush()`; equals dense decoupled
+        decay) or ``"touched"`` (L2 on the touched rows only, as TensorFlow, Keras and
+        FBGEMM). Default None: sparse gradients with weight_decay raise, as in torch.
+    """
+
+    def __init__(self, params: ParamsT, lr: float | Tensor = 1e-2, lr_decay: float = 0,
+                 weight_decay: float = 0, initial_accumulator_value: float | None = None,
+                 eps: float | None = None, foreach: bool | None = None, *,
+                 maximize: bool = False, differentiable: bool = False,
+                 fused: bool | None = None, eps_placement: str | None = None,
+                 decoupled_weight_decay: bool | None = None, accumulator_decay: float = 1.0,
+                 state_dtype: torch.dtype | None = None, convention: str | None = None,
+                 sparse_weight_decay: str | None = None) -> None:
+        chosen = conventions.resolve(
+            convention, eps=eps, eps_placement=eps_placement,
+            initial_accumulator_value=initial_accumulator_value,
+            decoupled_weight_decay=decoupled_weight_decay)
+        defaults = dict(lr=lr, lr_decay=lr_decay, eps=chosen["eps"], weight_decay=weight_decay,
+                        initial_accumulator_value=chosen["initial_accumulator_value"],
+                        foreach=foreach, maximize=maximize, differentiable=differentiable,
+                        fused=fused, eps_placement=chosen["eps_placement"],
+                        decoupled_weight_decay=chosen["decoupled_weight_decay"],
+                        accumulator_decay=accumulator_decay, state_dtype=state_dtype,
+                        sparse_weight_decay=sparse_weight_decay)
+        _check_hyperparameters(defaults)
+        if fused and differentiable:
+            raise RuntimeError("`fused` does not support `differentiable`")
+        if fused and foreach:
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        _check_hyperparameters(self.param_groups[-1])
+
+    # -- state ----------------------------------------------------------------------
+
+    def _init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
+        value = group["initial_accumulator_value"]
+        if param.is_complex():
+            initial = torch.full_like(param, complex(value, value),
+                                      memory_format=torch.preserve_format)
+        else:
+            initial = torch.full_like(param, value, dtype=self.state_dtype(param, group),
+                                      memory_format=torch.preserve_format)
+        return {"step": self._new_step(), "sum": initial}
+
+    def _state_shapes(self, param: Tensor) -> dict[str, tuple[int, ...]]:
+        return {"sum": tuple(param.shape)}
+
+    def reset_state(self) -> None:
+        """Put every accumulator back to its initial value (the founding document's
+        remedy for the ever-shrinking step). Step counts and parameters are kept."""
+        for param, group in self._params_with_groups():
+            state = self.state.get(param)
+            if not state:
+                continue
+            value = group["initial_accumulator_value"]
+            state["sum"].fill_(complex(value, value) if param.is_complex() else value)
+            if "row_sum_log" in state:
+                state["row_sum_log"].fill_(state["sum_log"].item())
+
+    def flush(self) -> None:
+        """Apply every row's pending lazy decay (sparse weight decay, accumulator decay),
+        so that parameters and state equal the dense algorithm's. `state_dict()` calls it."""
+        for param, group in self._params_with_groups():
+            state = self.state.get(param)
+            if state:
+                self._flush_rows(param, state)
+
+    @staticmethod
+    def _flush_rows(param: Tensor, state: dict[str, Tensor]) -> None:
+        snapshots = state.get("row_param_log", state.get("row_sum_log"))
+        if snapshots is None:
+            return
+        table_shape = (snapshots.numel(), -1)
+        kernels.flush_rows_(param.detach().view(table_shape), state["sum"].view(table_shape),
+                            _row_clocks(state))
+
+    # -- stepping -------------------------------------------------------------------
+
+    def _check_grad(self, param: Tensor, group: dict[str, Any]) -> None:
+        super()._check_grad(param, group)
+        if param.grad.is_sparse and group["sparse_weight_decay"] is None \
+                and group["weight_decay"] != 0:
+            raise RuntimeError(
+                "weight_decay option is not compatible with sparse gradients: pass "
+                "sparse_weight_decay='lazy' (decoupled, equal to dense) or 'touched' "
+                "(L2 on the touched rows)")
+
+    def _step_group(self, group: dict[str, Any]) -> None:
+        lr = float(group["lr"])
+        torch_fused: dict[tuple[torch.device, torch.dtype], list[list[Tensor]]] = {}
+        for param in group["params"]:
+            grad = param.grad
+            if grad is None:
+                continue
+            state = self._state_for(param, group)
+            if grad.is_sparse:
+                self._sparse_step(param, grad, state, group, lr)
+                continue
+            self._flush_rows(param, state)
+            state["step"] += 1
+            param, grad, state_sum = _as_real(param, grad, state["sum"])
+            if self._is_torch_fused_case(param, state_sum, group):
+                batch = torch_fused.setdefault((param.device, param.dtype), [[], [], [], []])
+                for tensors, tensor in zip(batch, (param, grad, state_sum, state["step"])):
+                    tensors.append(tensor)
+                continue
+            rule = _step_rule(group, lr, state["step"].item())
+            kernel = portable if group["differentiable"] else kernels
+            kernel.dense_adagrad_(param, grad, state_sum, rule)
+        for params, grads, sums, steps in torch_fused.values():
+            torch._fused_adagrad_(params, grads, sums, steps, lr=lr, lr_decay=group["lr_decay"],
+                                  weight_decay=group["weight_decay"], eps=group["eps"],
+                                  maximize=group["maximize"])
+
+    @staticmethod
+    def _is_torch_fused_case(param: Tensor, state_sum: Tensor, group: dict[str, Any]) -> bool:
+        """torch's fused CPU kernel computes exactly torch's rule: use it when the group
+        asks for nothing else."""
+        return (param.device.type == "cpu" and state_sum.dtype == param.dtype
+                and param.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+                and group["eps_placement"] == "outside" and group["accumulator_decay"] == 1.0
+                and (group["weight_decay"] == 0 or not group["decoupled_weight_decay"])
+                and not group["differentiable"])
+
+    def _sparse_step(self, param: Tensor, grad: Tensor, state: dict[str, Tensor],
+                     group: dict[str, Any], lr: float) -> None:
+        sparse = sparse_rows(param.detach(), grad)
+        rule = _step_rule(group, lr, state["step"].item() + 1)
+        touched_l2 = group["weight_decay"] if group["sparse_weight_decay"] == "touched" else 0
+        rule = StepRule(rule.lr, rule.eps, rule.eps_inside, rule.maximize, touched_l2)
+        clocks = self._advance_clocks(state, group, rule.lr, sparse.table.shape[0], param.device)
+        kernels.sparse_adagrad_(sparse.table, sparse.view(state["sum"]), sparse.indices,
+                                sparse.values, rule, clocks)
+        state["step"] += 1
+        for (clock, _), value in zip(_CLOCKS, (clocks.param_log, clocks.sum_log)):
+            if clock in state:
+                state[clock].fill_(value)
+
+    @staticmethod
+    def _advance_clocks(state: dict[str, Tensor], group: dict[str, Any], lr_t: float,
+                        rows: int, device: torch.device) -> RowClocks:
+        """This step's lazy-decay clocks (ALGORITHMS.md §2); creates them on first need."""
+        weight_decay = group["weight_decay"] if group["sparse_weight_decay"] == "lazy" else 0.0
+        if weight_decay and lr_t * weight_decay >= 1:
+            raise ValueError(f"sparse_weight_decay='lazy' needs lr·weight_decay < 1, got "
+                             f"{lr_t} · {weight_decay}")
+        now = []
+        for (clock, snapshots), factor in zip(_CLOCKS, (1 - lr_t * weight_decay,
+                                                         group["accumulator_decay"])):
+            if factor != 1 and clock not in state:
+                state[clock] = torch.tensor(0.0, dtype=torch.float64)
+                state[snapshots] = torch.zeros(rows, dtype=torch.float64, device=device)
+            now.append(state[clock].item() + math.log(factor) if clock in state else 0.0)
+        return RowClocks(now[0], state.get("row_param_log"), now[1], state.get("row_sum_log"))
+
+
+def _row_clocks(state: dict[str, Tensor]) -> RowClocks:
+    return RowClocks(state["param_log"].item() if "param_log" in state else 0.0,
+                     state.get("row_param_log"),
+                     state["sum_log"].item() if "sum_log" in state else 0.0,
+                     state.get("row_sum_log"))
+
+
+def _step_rule(group: dict[str, Any], lr: float, step: float) -> StepRule:
+    return StepRule(lr=lr / (1 + (step - 1) * group["lr_decay"]), eps=group["eps"],
+                    eps_inside=group["eps_placement"] == "inside", maximize=group["maximize"],
+                    weight_decay=group["weight_decay"],
+                    decoupled=bool(group["decoupled_weight_decay"]),
+                    accumulator_decay=group["accumulator_decay"])
+
+
+def _as_real(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """Complex tensors as two real coordinates each, as torch.optim does."""
+    return tuple(torch.view_as_real(t) if t.is_complex() else t for t in tensors)
+
+
+def _check_hyperparameters(group: dict[str, Any]) -> None:
+    for name in ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps"):
+        check_non_negative(name, group[name])
+    check_choice("eps_placement", group["eps_placement"], EPS_PLACEMENTS)
+    check_in_unit_interval("accumulator_decay", group["accumulator_decay"])
+    check_state_dtype(group["state_dtype"])
+    check_choice("sparse_weight_decay", group["sparse_weight_decay"], SPARSE_WEIGHT_DECAY_MODES)

@@ -1,0 +1,226 @@
+"""What the optimizers of the Adagrad family share.
+
+`AdagradFamily` is a thin `torch.optim.Optimizer` shell: it creates state lazily on each
+parameter's own device with a dtype policy, checks every gradient before anything is
+written, splits sparse gradients into a ``(rows, D)`` table view, and makes checkpoints
+load both ways with `torch.optim` while keeping the policy. Subclasses say how state is
+initialised and how one group is stepped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim.optimizer import _get_scalar_dtype, _use_grad_for_differentiable
+
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class SparseGrad:
+    """A sparse COO gradient seen as rows of a table.
+
+    ``table`` is a ``(rows, D)`` view of the parameter; ``indices`` (``(nnz,)``, may
+    repeat) and ``values`` (``(nnz, D)``) are the gradient's, uncoalesced.
+    """
+
+    table: Tensor
+    indices: Tensor
+    values: Tensor
+
+    def view(self, like: Tensor) -> Tensor:
+        """``like`` (a tensor shaped like the parameter) as the same table."""
+        return like.view(self.table.shape)
+
+
+def sparse_rows(param: Tensor, grad: Tensor) -> SparseGrad:
+    """Split a sparse COO ``grad`` of ``param`` into a table view, indices and values.
+
+    Leading sparse dimensions are flattened into one row index, so any COO gradient
+    (``sparse_dim`` ≥ 1) becomes a row update. Raises ValueError when the gradient does
+    not fit the parameter.
+    """
+    if grad.shape != param.shape:
+        raise ValueError(f"sparse gradient of shape {tuple(grad.shape)} does not fit the "
+                         f"parameter of shape {tuple(param.shape)}")
+    if param.is_complex():
+        raise ValueError("sparse gradients of complex parameters are not supported")
+    if not param.is_contiguous():
+        raise ValueError("a parameter with a sparse gradient must be contiguous")
+    sparse_dim = grad.sparse_dim()
+    rows = math.prod(param.shape[:sparse_dim])
+    width = math.prod(param.shape[sparse_dim:])
+    indices = grad._indices()
+    if sparse_dim == 1:
+        flat = indices[0]
+    else:
+        strides = torch.tensor([math.prod(param.shape[d + 1:sparse_dim])
+                                for d in range(sparse_dim)], dtype=indices.dtype,
+                               device=indices.device)
+        flat = (indices * strides[:, None]).sum(0)
+    values = grad._values().reshape(-1, width)
+    return SparseGrad(param.view(rows, width), flat, values)
+
+
+def check_rows(sparse: SparseGrad) -> None:
+    """Raise IndexError naming the first row index outside the table."""
+    rows = sparse.table.shape[0]
+    bad = (sparse.indices < 0) | (sparse.indices >= rows)
+    if bool(bad.any()):
+        index = int(sparse.indices[bad.nonzero()[0, 0]])
+        raise IndexError(f"sparse gradient index {index} is out of range for a table of "
+                         f"{rows} rows")
+
+
+class AdagradFamily(torch.optim.Optimizer):
+    """Base of the family's optimizers (see the module docstring).
+
+    Subclasses define `_init_state`, `_state_shapes` and `_step_group`, and list the
+    floating-point state that follows the dtype policy in `_accumulators`.
+    """
+
+    #: state keys whose dtype follows `state_dtype(param, group)`.
+    _accumulators: tuple[str, ...] = ("sum",)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        # Checkpoints from torch.optim (or older versions of ours) lack our keys.
+        for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+
+    # -- state ----------------------------------------------------------------------
+
+    @staticmethod
+    def state_dtype(param: Tensor, group: dict[str, Any]) -> torch.dtype:
+        """The accumulators' dtype: ``state_dtype`` if set, else float32 for fp16/bf16
+        parameters and the parameter's own dtype otherwise."""
+        if group.get("state_dtype") is not None:
+            return group["state_dtype"]
+        return torch.float32 if param.dtype in _HALF_DTYPES else param.dtype
+
+    def _init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
+        """Fresh state for ``param`` (step 0), on its device."""
+        raise NotImplementedError
+
+    def _state_shapes(self, param: Tensor) -> dict[str, tuple[int, ...]]:
+        """The shape each non-scalar state tensor of ``param`` must have."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _new_step() -> Tensor:
+        # As torch.optim: a 0-d CPU tensor, float64 only under a float64 default dtype.
+        return torch.tensor(0.0, dtype=_get_scalar_dtype())
+
+    def _state_for(self, param: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
+        """``param``'s state, created lazily, and following the parameter if it moved
+        device or changed dtype since."""
+        state = self.state[param]
+        if not state:
+            state.update(self._init_state(param, group))
+            return state
+        dtype = self.state_dtype(param, group)
+        for key, value in state.items():
+            if key == "step" or not isinstance(value, Tensor) or value.dim() == 0:
+                continue
+            wanted = dtype if key in self._accumulators else value.dtype
+            if param.is_complex() and key in self._accumulators:
+                wanted = param.dtype
+            if value.device != param.device or value.dtype != wanted:
+                state[key] = value.to(device=param.device, dtype=wanted)
+        return state
+
+    def _params_with_groups(self) -> Iterator[tuple[Tensor, dict[str, Any]]]:
+        for group in self.param_groups:
+            for param in group["params"]:
+                yield param, group
+
+    # -- stepping -------------------------------------------------------------------
+
+    def _check_grad(self, param: Tensor, group: dict[str, Any]) -> None:
+        """Raise before anything is written if ``param.grad`` cannot be applied."""
+        if param.grad.is_sparse:
+            check_rows(sparse_rows(param, param.grad))
+        elif param.grad.shape != param.shape:
+            raise ValueError(f"gradient of shape {tuple(param.grad.shape)} does not fit the "
+                             f"parameter of shape {tuple(param.shape)}")
+
+    def _step_group(self, group: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    @_use_grad_for_differentiable
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Perform one optimization step; ``closure`` re-evaluates the model's loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for param, group in self._params_with_groups():
+            if param.grad is not None:
+                self._check_grad(param, group)
+        for group in self.param_groups:
+            self._step_group(group)
+        return loss
+
+    # -- checkpoints ----------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Bring any lazily deferred per-row work up to date (nothing by default)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """As `torch.optim.Optimizer.state_dict`, after `flush()`, and with fresh state
+        for parameters that have not been stepped yet, so that `torch.optim` can load it."""
+        self.flush()
+        state_dict = super().state_dict()
+        for index, (param, group) in enumerate(self._params_with_groups()):
+            if param not in self.state or not self.state[param]:
+                state_dict["state"][index] = self._init_state(param, group)
+        return state_dict
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As `torch.optim.Optimizer.load_state_dict`, but checked first (ValueError
+        naming the parameter and both shapes; the optimizer is left untouched) and
+        keeping the accumulators' dtype policy (no float32 state cast down to bf16)."""
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        saved_ids = list(chain.from_iterable(g["params"] for g in saved_groups))
+        params = [param for param, _ in self._params_with_groups()]
+        if len(saved_ids) != len(params):
+            raise ValueError("loaded state dict contains a parameter group that doesn't "
+                             "match the size of optimizer's group")
+        saved_state = state_dict["state"]
+        for position, (saved_id, param) in enumerate(zip(saved_ids, params)):
+            self._check_saved_state(position, param, saved_state.get(saved_id, {}))
+        super().load_state_dict(state_dict)
+        groups = [group for param, group in self._params_with_groups()]
+        for saved_id, param, group in zip(saved_ids, params, groups):
+            for key in self._accumulators:
+                value = saved_state.get(saved_id, {}).get(key)
+                if isinstance(value, Tensor):
+                    dtype = param.dtype if param.is_complex() else self.state_dtype(param, group)
+                    self.state[param][key] = value.to(device=param.device, dtype=dtype,
+                                                      copy=True)
+
+    def _check_saved_state(self, position: int, param: Tensor, saved: dict[str, Any]) -> None:
+        expected = self._state_shapes(param)
+        for key, value in saved.items():
+            if key in expected and isinstance(value, Tensor) \
+                    and tuple(value.shape) != expected[key]:
+                raise ValueError(
+                    f"state_dict does not fit parameter {position} of shape "
+                    f"{tuple(param.shape)}: its state '{key}' has shape {tuple(value.shape)}, "
+                    f"expected {expected[key]}")
+
+    def share_memory(self) -> None:
+        """Create every parameter's state now and move it to shared memory."""
+        for param, group in self._params_with_groups():
+            for value in self._state_for(param, group).values():
+                if isinstance(value, Tensor):
+                    value.share_memory_()
