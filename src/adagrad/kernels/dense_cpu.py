@@ -1,8 +1,8 @@
-"""Dense Adagrad on the CPU: one parallel numba pass over θ, g and G, no temporaries.
+"""Dense Adagrad on the CPU: one numba pass over θ, g and G, no temporaries.
 
 Implements `StepRule` (ALGORITHMS.md §1) for contiguous float32/float64/bfloat16
 parameters with a float32 or float64 accumulator. Each element is read once and written
-once.
+once; large tensors are split over the threads.
 """
 
 from __future__ import annotations
@@ -12,19 +12,47 @@ import torch
 from torch import Tensor
 
 from adagrad.kernels.elementwise import (KERNEL_PARAM_DTYPES, KERNEL_STATE_DTYPES,
-                                         adagrad_coordinate, as_numpy, loader_pair,
-                                         scalar_type)
+                                         PARALLEL_MIN_ELEMENTS, adagrad_coordinate, as_numpy,
+                                         load_bf16, load_float, rule_tuple, scalar_type,
+                                         store_bf16, store_float)
 from adagrad.kernels.rule import StepRule
 
 
+@numba.njit(inline="always")
+def _update_at(i, param, grad, state_sum, rule, load, store):
+    p, s = adagrad_coordinate(load(param[i]), load(grad[i]), state_sum[i], rule)
+    param[i] = store(p)
+    state_sum[i] = s
+
+
+# One kernel per (parameter storage, threading); numba parallelises only a prange written
+# in the compiled function itself, hence four small wrappers around `_update_at`.
+@numba.njit(cache=True)
+def _float_serial(param, grad, state_sum, rule):
+    for i in range(param.size):
+        _update_at(i, param, grad, state_sum, rule, load_float, store_float)
+
+
 @numba.njit(parallel=True, cache=True)
-def _dense(param, grad, state_sum, lr, eps, eps_inside, maximize, wd, decoupled, rho, shrink,
-           load, store):
+def _float_parallel(param, grad, state_sum, rule):
     for i in numba.prange(param.size):
-        p, s = adagrad_coordinate(load(param[i]), load(grad[i]), state_sum[i], lr, eps,
-                                  eps_inside, maximize, wd, decoupled, rho, shrink)
-        param[i] = store(p)
-        state_sum[i] = s
+        _update_at(i, param, grad, state_sum, rule, load_float, store_float)
+
+
+@numba.njit(cache=True)
+def _bf16_serial(param, grad, state_sum, rule):
+    for i in range(param.size):
+        _update_at(i, param, grad, state_sum, rule, load_bf16, store_bf16)
+
+
+@numba.njit(parallel=True, cache=True)
+def _bf16_parallel(param, grad, state_sum, rule):
+    for i in numba.prange(param.size):
+        _update_at(i, param, grad, state_sum, rule, load_bf16, store_bf16)
+
+
+_KERNELS = {(False, False): _float_serial, (False, True): _float_parallel,
+            (True, False): _bf16_serial, (True, True): _bf16_parallel}
 
 
 def supports(param: Tensor, grad: Tensor, state_sum: Tensor) -> bool:
@@ -39,10 +67,6 @@ def supports(param: Tensor, grad: Tensor, state_sum: Tensor) -> bool:
 
 def dense_adagrad_(param: Tensor, grad: Tensor, state_sum: Tensor, rule: StepRule) -> None:
     """One dense Adagrad step (ALGORITHMS.md §1), in place; see `supports` for the inputs."""
-    scalar = scalar_type(state_sum)
-    load, store = loader_pair(param.dtype)
-    _dense(as_numpy(param).reshape(-1), as_numpy(grad).reshape(-1),
-           as_numpy(state_sum).reshape(-1), scalar(rule.lr), scalar(rule.eps),
-           rule.eps_inside, rule.maximize, scalar(rule.weight_decay), rule.decoupled,
-           scalar(rule.accumulator_decay), scalar(1 - rule.lr * rule.weight_decay),
-           load, store)
+    kernel = _KERNELS[param.dtype == torch.bfloat16, param.numel() >= PARALLEL_MIN_ELEMENTS]
+    kernel(as_numpy(param).reshape(-1), as_numpy(grad).reshape(-1),
+           as_numpy(state_sum).reshape(-1), rule_tuple(rule, scalar_type(state_sum)))

@@ -13,18 +13,33 @@ import numba
 import numpy as np
 import torch
 from llvmlite import ir
-from numba.core import types
+from numba.core import cgutils, types
 from numba.extending import intrinsic
 from torch import Tensor
 
+from adagrad.kernels.rule import StepRule
+
+
+PARALLEL_MIN_ELEMENTS = 1 << 16
+"""Below this many elements a kernel runs on one thread: starting the thread pool costs
+more than it saves, and far more on a loaded machine."""
+
+
+def rule_tuple(rule: StepRule, scalar) -> tuple:
+    """`StepRule` as the tuple the numba kernels take, scalars in the compute type."""
+    return (scalar(rule.lr), scalar(rule.eps), rule.eps_inside, rule.maximize,
+            scalar(rule.weight_decay), rule.decoupled, scalar(rule.accumulator_decay),
+            scalar(1 - rule.lr * rule.weight_decay))
+
 
 @numba.njit(inline="always")
-def adagrad_coordinate(p, g, s, lr, eps, eps_inside, maximize, wd, decoupled, rho, shrink):
-    """§1 on one coordinate; returns the new (θ, G).
+def adagrad_coordinate(p, g, s, rule):
+    """§1 on one coordinate; returns the new (θ, G). ``rule`` is a `rule_tuple`.
 
     Scalars come in the accumulator's dtype, so float32 arithmetic stays float32 (and
     vectorises). ``shrink`` is ``1 - lr·wd``, the decoupled decay factor.
     """
+    lr, eps, eps_inside, maximize, wd, decoupled, rho, shrink = rule
     if maximize:
         g = -g
     if wd != 0:
@@ -65,6 +80,30 @@ def _bits_from_float32(typingctx, value):
     return types.uint32(types.float32), codegen
 
 
+@intrinsic
+def _prefetch_address(typingctx, address):
+    """Hint the CPU to fetch the cache line at ``address`` for writing (llvm.prefetch)."""
+    def codegen(context, builder, signature, args):
+        byte_pointer = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        prefetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32]),
+            "llvm.prefetch.p0")
+        builder.call(prefetch, [builder.inttoptr(args[0], byte_pointer), ir.Constant(i32, 1),
+                                ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+    return types.void(types.intp), codegen
+
+
+@numba.njit(inline="always")
+def prefetch_row(table, row):
+    """Start loading row ``row`` of a C-contiguous 2-D array into the cache."""
+    row_bytes = table.shape[1] * table.itemsize
+    start = table.ctypes.data + row * row_bytes
+    for offset in range(0, row_bytes, 64):
+        _prefetch_address(start + offset)
+
+
 @numba.njit(inline="always")
 def load_bf16(word):
     return _float32_from_bits(np.uint32(word) << np.uint32(16))
@@ -86,13 +125,6 @@ def as_numpy(t: Tensor) -> np.ndarray:
     if t.dtype == torch.bfloat16:
         return t.view(torch.int16).numpy().view(np.uint16)
     return t.numpy()
-
-
-def loader_pair(dtype: torch.dtype):
-    """The (load, store) functions for parameters of ``dtype``."""
-    if dtype == torch.bfloat16:
-        return load_bf16, store_bf16
-    return load_float, store_float
 
 
 def scalar_type(state_sum: Tensor):

@@ -65,7 +65,7 @@ def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: T
     the touched rows ("touched" mode); lazy decoupled decay comes through ``clocks``.
     Indices must already be validated to lie in ``[0, rows)``.
     """
-    rows, inverse = torch.unique(indices, return_inverse=True)
+    rows, inverse = torch.unique(indices.long(), return_inverse=True)
     grad = torch.zeros((rows.numel(),) + values.shape[1:], dtype=state_sum.dtype,
                        device=values.device)
     grad.index_add_(0, inverse, values.to(state_sum.dtype))

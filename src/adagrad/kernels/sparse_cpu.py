@@ -18,11 +18,14 @@ from torch import Tensor
 
 from adagrad.kernels.clocks import RowClocks
 from adagrad.kernels.elementwise import (KERNEL_PARAM_DTYPES, KERNEL_STATE_DTYPES,
-                                         adagrad_coordinate, as_numpy, loader_pair,
-                                         scalar_type)
+                                         PARALLEL_MIN_ELEMENTS, adagrad_coordinate, as_numpy,
+                                         load_bf16, load_float, prefetch_row, rule_tuple, scalar_type,
+                                         store_bf16, store_float)
 from adagrad.kernels.rule import StepRule
 
 _NO_SNAPSHOTS = np.zeros(0, np.float64)
+_PREFETCH_AHEAD = 8  # rows: touched rows are scattered, so their loads are overlapped
+_CHUNKS = 64  # slices of the touched rows that the parallel kernels share out
 
 
 @numba.njit(cache=True)
@@ -73,33 +76,85 @@ def group_rows(indices, num_rows):
     return rows[:distinct], offsets[:distinct + 1], order, -1
 
 
-@numba.njit(parallel=True, cache=True)
-def _update_rows(param, state_sum, values, rows, offsets, order, lr, eps, eps_inside, maximize,
-                 l2, param_log, row_param_log, sum_log, row_sum_log, load, store):
+@numba.njit(inline="always")
+def _update_row(u, stop, param, state_sum, values, rows, offsets, order, rule, clocks, scratch,
+                load, store):
+    """Sum row ``rows[u]``'s contributions, catch up its lazy decay, apply §1 to it.
+
+    Each loop over the row's width is a plain vectorisable loop; duplicates are summed
+    into ``scratch`` first. Rows a few places ahead (below ``stop``) are prefetched.
+    """
+    if u + _PREFETCH_AHEAD < stop:
+        prefetch_row(param, rows[u + _PREFETCH_AHEAD])
+        prefetch_row(state_sum, rows[u + _PREFETCH_AHEAD])
+    param_log, row_param_log, sum_log, row_sum_log = clocks
+    row = rows[u]
     width = param.shape[1]
-    lazy_param = row_param_log.size > 0
-    lazy_sum = row_sum_log.size > 0
-    one = lr / lr
-    for u in numba.prange(rows.size):
-        row = rows[u]
-        param_factor = one
-        if lazy_param:
-            param_factor = math.exp(param_log - row_param_log[row])
-            row_param_log[row] = param_log
-        sum_factor = one
-        if lazy_sum:
-            sum_factor = math.exp(sum_log - row_sum_log[row])
-            row_sum_log[row] = sum_log
-        first, last = offsets[u], offsets[u + 1]
+    if row_param_log.size > 0:
+        factor = math.exp(param_log - row_param_log[row])
+        row_param_log[row] = param_log
         for d in range(width):
-            g = lr - lr
-            for j in range(first, last):
-                g += values[order[j], d]
-            p, s = adagrad_coordinate(load(param[row, d]) * param_factor, g,
-                                      state_sum[row, d] * sum_factor, lr, eps, eps_inside,
-                                      maximize, l2, False, one, one)
-            param[row, d] = store(p)
-            state_sum[row, d] = s
+            param[row, d] = store(load(param[row, d]) * factor)
+    if row_sum_log.size > 0:
+        factor = math.exp(sum_log - row_sum_log[row])
+        row_sum_log[row] = sum_log
+        for d in range(width):
+            state_sum[row, d] = state_sum[row, d] * factor
+    first, last = offsets[u], offsets[u + 1]
+    grad = values[order[first]]
+    if last - first > 1:
+        grad = scratch
+        grad[:] = values[order[first]]
+        for j in range(first + 1, last):
+            grad += values[order[j]]
+    for d in range(width):
+        p, s = adagrad_coordinate(load(param[row, d]), grad[d], state_sum[row, d], rule)
+        param[row, d] = store(p)
+        state_sum[row, d] = s
+
+
+@numba.njit(inline="always")
+def _update_chunk(chunk, chunks, param, state_sum, values, rows, offsets, order, rule, clocks,
+                  load, store):
+    """`_update_row` over the ``chunk``-th of ``chunks`` equal slices of the rows."""
+    start = rows.size * chunk // chunks
+    stop = rows.size * (chunk + 1) // chunks
+    scratch = np.empty(values.shape[1], values.dtype)
+    for u in range(start, stop):
+        _update_row(u, stop, param, state_sum, values, rows, offsets, order, rule, clocks,
+                    scratch, load, store)
+
+
+# One kernel per (parameter storage, threading); see dense_cpu. The parallel ones hand out
+# `_CHUNKS` slices of the touched rows to the threads.
+@numba.njit(cache=True)
+def _float_serial(param, state_sum, values, rows, offsets, order, rule, clocks):
+    _update_chunk(0, 1, param, state_sum, values, rows, offsets, order, rule, clocks,
+                  load_float, store_float)
+
+
+@numba.njit(parallel=True, cache=True)
+def _float_parallel(param, state_sum, values, rows, offsets, order, rule, clocks):
+    for chunk in numba.prange(_CHUNKS):
+        _update_chunk(chunk, _CHUNKS, param, state_sum, values, rows, offsets, order, rule,
+                      clocks, load_float, store_float)
+
+
+@numba.njit(cache=True)
+def _bf16_serial(param, state_sum, values, rows, offsets, order, rule, clocks):
+    _update_chunk(0, 1, param, state_sum, values, rows, offsets, order, rule, clocks,
+                  load_bf16, store_bf16)
+
+
+@numba.njit(parallel=True, cache=True)
+def _bf16_parallel(param, state_sum, values, rows, offsets, order, rule, clocks):
+    for chunk in numba.prange(_CHUNKS):
+        _update_chunk(chunk, _CHUNKS, param, state_sum, values, rows, offsets, order, rule,
+                      clocks, load_bf16, store_bf16)
+
+
+_KERNELS = {(False, False): _float_serial, (False, True): _float_parallel,
+            (True, False): _bf16_serial, (True, True): _bf16_parallel}
 
 
 def supports(param: Tensor, state_sum: Tensor, values: Tensor) -> bool:
@@ -128,14 +183,12 @@ def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: T
     validated here, before anything is written (IndexError).
     """
     rows, offsets, order = find_rows(indices, param.shape[0])
-    scalar = scalar_type(state_sum)
-    load, store = loader_pair(param.dtype)
-    values_np = values.detach().contiguous().numpy()
-    _update_rows(as_numpy(param), as_numpy(state_sum), values_np, rows, offsets, order,
-                 scalar(rule.lr), scalar(rule.eps), rule.eps_inside, rule.maximize,
-                 scalar(rule.weight_decay), float(clocks.param_log),
-                 _snapshots(clocks.row_param_log), float(clocks.sum_log),
-                 _snapshots(clocks.row_sum_log), load, store)
+    parallel = values.numel() >= PARALLEL_MIN_ELEMENTS
+    kernel = _KERNELS[param.dtype == torch.bfloat16, parallel]
+    kernel(as_numpy(param), as_numpy(state_sum), values.detach().contiguous().numpy(), rows,
+           offsets, order, rule_tuple(rule, scalar_type(state_sum)),
+           (float(clocks.param_log), _snapshots(clocks.row_param_log),
+            float(clocks.sum_log), _snapshots(clocks.row_sum_log)))
 
 
 def _snapshots(row_log: Tensor | None) -> np.ndarray:

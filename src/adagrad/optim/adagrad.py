@@ -4,6 +4,7 @@ from and sparse updates done right (ALGORITHMS.md §1-2)."""
 from __future__ import annotations
 
 import math
+from itertools import chain
 from typing import Any
 
 import torch
@@ -12,6 +13,7 @@ from torch.optim.optimizer import ParamsT
 
 from adagrad import kernels
 from adagrad.kernels import RowClocks, StepRule, portable
+from adagrad.kernels.elementwise import PARALLEL_MIN_ELEMENTS
 from adagrad.optim import conventions
 from adagrad.optim.base import AdagradFamily, sparse_rows
 from adagrad.optim.validation import (check_choice, check_in_unit_interval, check_non_negative,
@@ -65,6 +67,8 @@ class Adagrad(AdagradFamily):
         decay) or ``"touched"`` (L2 on the touched rows only, as TensorFlow, Keras and
         FBGEMM). Default None: sparse gradients with weight_decay raise, as in torch.
     """
+
+    _float64_state = tuple(chain.from_iterable(_CLOCKS))
 
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-2, lr_decay: float = 0,
                  weight_decay: float = 0, initial_accumulator_value: float | None = None,
@@ -180,9 +184,11 @@ class Adagrad(AdagradFamily):
 
     @staticmethod
     def _is_torch_fused_case(param: Tensor, state_sum: Tensor, group: dict[str, Any]) -> bool:
-        """torch's fused CPU kernel computes exactly torch's rule: use it when the group
-        asks for nothing else."""
-        return (param.device.type == "cpu" and state_sum.dtype == param.dtype
+        """torch's fused CPU kernel computes exactly torch's rule: use it for large tensors
+        when the group asks for nothing else. (On small ones its thread pool costs more
+        than the update, and far more on a busy machine: our serial kernel wins there.)"""
+        return (param.device.type == "cpu" and param.numel() >= PARALLEL_MIN_ELEMENTS
+                and state_sum.dtype == param.dtype
                 and param.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16)
                 and group["eps_placement"] == "outside" and group["accumulator_decay"] == 1.0
                 and (group["weight_decay"] == 0 or not group["decoupled_weight_decay"])

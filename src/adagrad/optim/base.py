@@ -82,11 +82,14 @@ class AdagradFamily(torch.optim.Optimizer):
     """Base of the family's optimizers (see the module docstring).
 
     Subclasses define `_init_state`, `_state_shapes` and `_step_group`, and list the
-    floating-point state that follows the dtype policy in `_accumulators`.
+    floating-point state that follows the dtype policy in `_accumulators` and the state
+    that is always float64 in `_float64_state`.
     """
 
     #: state keys whose dtype follows `state_dtype(param, group)`.
     _accumulators: tuple[str, ...] = ("sum",)
+    #: state keys kept in float64 whatever the parameter's dtype (e.g. decay clocks).
+    _float64_state: tuple[str, ...] = ()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -186,7 +189,8 @@ class AdagradFamily(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """As `torch.optim.Optimizer.load_state_dict`, but checked first (ValueError
         naming the parameter and both shapes; the optimizer is left untouched) and
-        keeping the accumulators' dtype policy (no float32 state cast down to bf16)."""
+        keeping the state's dtype policy (torch would cast float32 accumulators and
+        float64 clocks down to a bf16 parameter's dtype)."""
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
             raise ValueError("loaded state dict has a different number of parameter groups")
@@ -201,12 +205,18 @@ class AdagradFamily(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         groups = [group for param, group in self._params_with_groups()]
         for saved_id, param, group in zip(saved_ids, params, groups):
-            for key in self._accumulators:
-                value = saved_state.get(saved_id, {}).get(key)
-                if isinstance(value, Tensor):
-                    dtype = param.dtype if param.is_complex() else self.state_dtype(param, group)
-                    self.state[param][key] = value.to(device=param.device, dtype=dtype,
-                                                      copy=True)
+            accumulator_dtype = (param.dtype if param.is_complex()
+                                 else self.state_dtype(param, group))
+            for key, value in saved_state.get(saved_id, {}).items():
+                if not isinstance(value, Tensor):
+                    continue
+                if key in self._accumulators:
+                    dtype, device = accumulator_dtype, param.device
+                elif key in self._float64_state:
+                    dtype, device = torch.float64, value.device if value.dim() == 0 else param.device
+                else:
+                    continue
+                self.state[param][key] = value.to(device=device, dtype=dtype, copy=True)
 
     def _check_saved_state(self, position: int, param: Tensor, saved: dict[str, Any]) -> None:
         expected = self._state_shapes(param)

@@ -1,0 +1,543 @@
+"""Float64 reference rules for the Adagrad family, written straight from ALGORITHMS.md.
+
+These are the oracle for the test suite: one small pure function per algorithm, written for
+reading, not for speed. Every function takes numpy arrays and plain Python numbers and
+returns *new* arrays and a *new* state dict; nothing is modified in place.
+
+Conventions shared by every rule:
+
+* Everything is computed in float64 (inputs are converted with ``np.asarray(x, float64)``).
+* ``state["step"]`` is the per-tensor step count ``t`` (a Python int); it is incremented
+  *before* it is used, so the first update is at ``t = 1``.
+* Parameters are real. A complex parameter is handled by the caller exactly as torch does:
+  pass ``torch.view_as_real(p)`` (and the gradient likewise); the accumulator then starts at
+  ``complex(v, v)``, i.e. ``v`` in both the real and the imaginary slot, which is what
+  :func:`adagrad_init` gives for the real view.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "lr_at",
+    "adagrad_init",
+    "adagrad",
+    "adagrad_sparse_init",
+    "adagrad_sparse",
+    "adagrad_sparse_flush",
+    "rowwise_adagrad_init",
+    "rowwise_adagrad",
+    "proximal_adagrad_init",
+    "proximal_adagrad",
+    "adagrad_da_init",
+    "adagrad_da",
+    "ftrl_init",
+    "ftrl",
+    "adagrad_norm_init",
+    "adagrad_norm",
+]
+
+EPS_PLACEMENTS = ("outside", "inside")
+SPARSE_WEIGHT_DECAY_MODES = (None, "lazy", "touched")
+
+State = dict[str, Any]
+
+
+def _f64(x: Any) -> np.ndarray:
+    return np.array(x, dtype=np.float64, copy=True)
+
+
+def lr_at(lr: float, lr_decay: float, t: int) -> float:
+    """Inverse-time decayed learning rate ``lr_t = lr / (1 + (t-1)·lr_decay)`` (§1)."""
+    return float(lr) / (1.0 + (t - 1) * float(lr_decay))
+
+
+def _preconditioned(g: np.ndarray, G: np.ndarray, eps: float, eps_placement: str) -> np.ndarray:
+    """``g / (sqrt(G) + eps)`` (outside) or ``g / sqrt(G + eps)`` (inside) (§1).
+
+    Inside: where ``G + eps == 0`` the update is 0 (then ``g`` is necessarily 0 too).
+    Outside: plain division, exactly as torch computes it (``0/0`` is NaN if ``eps == 0``
+    and ``G == 0``, as in ``torch.optim.Adagrad``).
+    """
+    if eps_placement == "outside":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return g / (np.sqrt(G) + eps)
+    if eps_placement == "inside":
+        denom = np.sqrt(G + eps)
+        out = np.zeros_like(g)
+        nz = denom != 0
+        out[nz] = g[nz] / denom[nz]
+        return out
+    raise ValueError(f"Invalid eps_placement value: {eps_placement!r}")
+
+
+# --------------------------------------------------------------------------------------
+# §1 Adagrad (diagonal)
+# --------------------------------------------------------------------------------------
+
+
+def adagrad_init(param: Any, initial_accumulator_value: float = 0.0) -> State:
+    """Initial state of §1: ``{"step": 0, "sum": G0}`` with ``G0`` filled with the value."""
+    p = np.asarray(param, dtype=np.float64)
+    return {"step": 0, "sum": np.full(p.shape, float(initial_accumulator_value), np.float64)}
+
+
+def adagrad(
+    param: Any,
+    grad: Any,
+    state: State,
+    *,
+    lr: float,
+    lr_decay: float = 0.0,
+    weight_decay: float = 0.0,
+    eps: float = 1e-10,
+    eps_placement: str = "outside",
+    decoupled_weight_decay: bool = False,
+    accumulator_decay: float = 1.0,
+    maximize: bool = False,
+) -> tuple[np.ndarray, State]:
+    """One step of diagonal Adagrad, ALGORITHMS.md §1.
+
+    ::
+
+        t    <- t + 1
+        g    <- -g                         if maximize
+        g    <- g + wd·θ                   coupled (L2) weight decay, the default
+        θ    <- θ·(1 - lr_t·wd)            instead, if decoupled_weight_decay
+        lr_t  = lr / (1 + (t-1)·lr_decay)
+        G    <- ρ·G + g²                   ρ = accumulator_decay
+        θ    <- θ - lr_t·g / (sqrt(G) + ε)  eps_placement="outside"
+        θ    <- θ - lr_t·g / sqrt(G + ε)    eps_placement="inside" (0 where G + ε == 0)
+
+    Args:
+      param: the parameter θ (real; see the module docstring for complex).
+      grad: the gradient g, same shape.
+      state: ``{"step": int, "sum": ndarray}`` as from :func:`adagrad_init`.
+
+    Returns:
+      ``(new_param, new_state)``, both float64, fresh objects.
+    """
+    theta = _f64(param)
+    g = _f64(grad)
+    if g.shape != theta.shape:
+        raise ValueError(f"grad shape {g.shape} does not match param shape {theta.shape}")
+    t = int(state["step"]) + 1
+    G = _f64(state["sum"])
+    if maximize:
+        g = -g
+    lr_t = lr_at(lr, lr_decay, t)
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            theta = theta * (1.0 - lr_t * weight_decay)
+        else:
+            g = g + weight_decay * theta
+    G = accumulator_decay * G + g * g
+    theta = theta - lr_t * _preconditioned(g, G, eps, eps_placement)
+    return theta, {"step": t, "sum": G}
+
+
+# --------------------------------------------------------------------------------------
+# §2 Sparse gradients
+# --------------------------------------------------------------------------------------
+
+
+def adagrad_sparse_init(param: Any, initial_accumulator_value: float = 0.0) -> State:
+    """Initial state of §2: :func:`adagrad_init` plus per-row bookkeeping.
+
+    ``last[r]`` is the step row r was last brought up to date at (lazy weight decay and
+    lazy accumulator decay); ``lr_history[s-1]`` is ``lr_s`` for every step s taken so far.
+    """
+    state = adagrad_init(param, initial_accumulator_value)
+    p = np.asarray(param)
+    rows = p.shape[0] if p.ndim >= 1 else 1
+    state["last"] = np.zeros(rows, dtype=np.int64)
+    state["lr_history"] = []
+    return state
+
+
+def _copy_sparse_state(param: np.ndarray, state: State) -> State:
+    new = {"step": int(state["step"]), "sum": _f64(state["sum"])}
+    rows = param.shape[0]
+    last = state.get("last")
+    new["last"] = (
+        np.full(rows, int(state["step"]), np.int64) if last is None else np.array(last, np.int64)
+    )
+    new["lr_history"] = list(state.get("lr_history", []))
+    return new
+
+
+def _catch_up_rows(
+    theta: np.ndarray,
+    state: State,
+    rows: np.ndarray,
+    upto: int,
+    *,
+    weight_decay: float,
+    accumulator_decay: float,
+    sparse_weight_decay: str | None,
+) -> None:
+    """Bring ``rows`` lazily up to step ``upto`` (in place, on the copies made by the callers).
+
+    θ_r <- θ_r · Π_{s=last+1..upto}(1 - lr_s·wd)     (sparse_weight_decay="lazy")
+    G_r <- ρ^(upto-last) · G_r                          (accumulator_decay ρ < 1)
+    """
+    G = state["sum"]
+    last = state["last"]
+    hist = state["lr_history"]
+    for r in rows:
+        l = int(last[r])
+        if l >= upto:
+            continue
+        if sparse_weight_decay == "lazy" and weight_decay != 0:
+            factor = 1.0
+            for s in range(l + 1, upto + 1):
+                factor *= 1.0 - hist[s - 1] * weight_decay
+            theta[r] = theta[r] * factor
+        if accumulator_decay != 1.0:
+            G[r] = G[r] * accumulator_decay ** (upto - l)
+        last[r] = upto
+
+
+def adagrad_sparse(
+    param: Any,
+    indices: Any,
+    values: Any,
+    state: State,
+    *,
+    lr: float,
+    lr_decay: float = 0.0,
+    weight_decay: float = 0.0,
+    eps: float = 1e-10,
+    eps_placement: str = "outside",
+    decoupled_weight_decay: bool = False,
+    accumulator_decay: float = 1.0,
+    maximize: bool = False,
+    sparse_weight_decay: str | None = None,
+) -> tuple[np.ndarray, State]:
+    """One step of Adagrad with a sparse (row) gradient, ALGORITHMS.md §2.
+
+    The gradient is given in COO form as the row ``indices`` (``[nnz]`` or ``[1, nnz]``,
+    duplicates allowed) and ``values`` (``[nnz, *param.shape[1:]]``). Semantics:
+
+    1. duplicates are summed first: ``g_r = Σ values[k]`` over ``indices[k] == r``;
+    2. ``t <- t + 1`` and ``lr_t`` are per tensor, exactly as dense (also when nnz == 0);
+    3. each touched row is first brought up to step t lazily (see below), then gets the
+       dense §1 formula (maximize, L2 on touched rows, ``G <- ρG + g²``, ε placement);
+       untouched rows keep θ and G (until a later touch or :func:`adagrad_sparse_flush`).
+
+    Weight decay (``weight_decay != 0``) needs a mode, as in the optimizer:
+
+    * ``"touched"``: ``g_r <- g_r + wd·θ_r`` on touched rows only (not dense L2).
+    * ``"lazy"``: decoupled; a touched row is first multiplied by
+      ``Π_{s=last+1..t}(1 - lr_s·wd)``, which includes step t's own decay, then updated
+      without further decay.
+    * ``None`` with ``weight_decay != 0``: ``ValueError`` (torch refuses it too).
+
+    ``decoupled_weight_decay`` is accepted for signature symmetry with :func:`adagrad` and
+    ignored: the mode decides the decay style.
+
+    With ``accumulator_decay`` ρ < 1, an untouched row's G is decayed lazily the same way:
+    on its next touch at step t, ``G_r <- ρ^(t-1-last)·G_r`` and then the step's own
+    ``G_r <- ρ·G_r + g_r²`` (together ``ρ^(t-last)·G_r + g_r²``). After
+    :func:`adagrad_sparse_flush` the result equals dense :func:`adagrad` (with decoupled
+    decay for ``"lazy"``) fed the gradient with zero rows.
+
+    The state is :func:`adagrad_sparse_init`'s (a plain :func:`adagrad_init` state is
+    accepted and gets the bookkeeping keys added).
+    """
+    del decoupled_weight_decay
+    if sparse_weight_decay not in SPARSE_WEIGHT_DECAY_MODES:
+        raise ValueError(f"Invalid sparse_weight_decay value: {sparse_weight_decay!r}")
+    if weight_decay != 0 and sparse_weight_decay is None:
+        raise ValueError("weight_decay with sparse gradients needs sparse_weight_decay")
+    theta = _f64(param)
+    if theta.ndim == 0:
+        raise ValueError("a sparse row gradient needs a parameter with at least 1 dimension")
+    idx = np.asarray(indices, dtype=np.int64)
+    if idx.ndim == 2:
+        if idx.shape[0] != 1:
+            raise ValueError(f"expected sparse_dim == 1 indices, got shape {idx.shape}")
+        idx = idx[0]
+    vals = np.asarray(values, dtype=np.float64).reshape((idx.shape[0],) + theta.shape[1:])
+    rows_total = theta.shape[0]
+    if idx.size and (idx.min() < 0 or idx.max() >= rows_total):
+        raise IndexError(f"row index out of range for a table of {rows_total} rows")
+
+    new = _copy_sparse_state(theta, state)
+    t = new["step"] + 1
+    lr_t = lr_at(lr, lr_decay, t)
+    new["step"] = t
+    new["lr_history"].append(lr_t)
+
+    # 1. sum duplicates
+    rows = np.unique(idx)
+    g = np.zeros((rows.size,) + theta.shape[1:], np.float64)
+    pos = np.searchsorted(rows, idx)
+    np.add.at(g, pos, vals)
+
+    # 3. catch up touched rows to step t-1 for G, to step t for lazy decay (incl. step t)
+    if sparse_weight_decay == "lazy" and weight_decay != 0:
+        for r in rows:
+            l = int(new["last"][r])
+            factor = 1.0
+            for s in range(l + 1, t + 1):
+                factor *= 1.0 - new["lr_history"][s - 1] * weight_decay
+            theta[r] = theta[r] * factor
+    if accumulator_decay != 1.0:
+        for r in rows:
+            l = int(new["last"][r])
+            new["sum"][r] = new["sum"][r] * accumulator_decay ** (t - 1 - l)
+    new["last"][rows] = t
+
+    # dense §1 formula on the touched rows
+    G = new["sum"]
+    if maximize:
+        g = -g
+    if sparse_weight_decay == "touched" and weight_decay != 0:
+        g = g + weight_decay * theta[rows]
+    G_rows = accumulator_decay * G[rows] + g * g
+    G[rows] = G_rows
+    theta[rows] = theta[rows] - lr_t * _preconditioned(g, G_rows, eps, eps_placement)
+    return theta, new
+
+
+def adagrad_sparse_flush(
+    param: Any,
+    state: State,
+    *,
+    weight_decay: float = 0.0,
+    accumulator_decay: float = 1.0,
+    sparse_weight_decay: str | None = None,
+) -> tuple[np.ndarray, State]:
+    """Bring every row up to the current step (§2: ``flush()`` / before ``state_dict()``).
+
+    Every row r with ``last[r] < t`` gets ``θ_r <- θ_r·Π_{s=last+1..t}(1 - lr_s·wd)``
+    (``"lazy"`` mode) and ``G_r <- ρ^(t-last)·G_r`` (ρ < 1); then ``last[r] = t``.
+    """
+    theta = _f64(param)
+    new = _copy_sparse_state(theta, state)
+    _catch_up_rows(
+        theta,
+        new,
+        np.arange(theta.shape[0]),
+        new["step"],
+        weight_decay=weight_decay,
+        accumulator_decay=accumulator_decay,
+        sparse_weight_decay=sparse_weight_decay,
+    )
+    return theta, new
+
+
+# --------------------------------------------------------------------------------------
+# §3 Row-wise Adagrad
+# --------------------------------------------------------------------------------------
+
+
+def rowwise_adagrad_init(param: Any, initial_accumulator_value: float = 0.0) -> State:
+    """Initial state of §3: one accumulator per row (first dim) for ndim >= 2, else per element."""
+    p = np.asarray(param, dtype=np.float64)
+    shape = (p.shape[0],) if p.ndim >= 2 else p.shape
+    return {"step": 0, "sum": np.full(shape, float(initial_accumulator_value), np.float64)}
+
+
+def rowwise_adagrad(
+    param: Any,
+    grad: Any,
+    state: State,
+    *,
+    lr: float,
+    lr_decay: float = 0.0,
+    weight_decay: float = 0.0,
+    eps: float = 1e-10,
+    decoupled_weight_decay: bool = False,
+    maximize: bool = False,
+) -> tuple[np.ndarray, State]:
+    """One step of row-wise Adagrad (FBGEMM ``EXACT_ROWWISE_ADAGRAD``), ALGORITHMS.md §3.
+
+    ::
+
+        g'_r = g_r + wd·θ_r                         (L2 mode; g' = g otherwise)
+        G_r <- G_r + mean_over_row(g'_r²)
+        m_r  = lr_t / (sqrt(G_r) + ε)
+        θ_r <- θ_r - m_r·g'_r                       (L2 or no decay)
+        θ_r <- θ_r·(1 - lr_t·wd) - m_r·g_r          (decoupled)
+
+    For ``param.ndim < 2`` this is element-wise §1 (ε outside). ``maximize`` negates g first
+    (an assumption: §3 does not list it; it follows §1).
+    """
+    theta = _f64(param)
+    if theta.ndim < 2:
+        return adagrad(param, grad, state, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                       eps=eps, decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
+    g = _f64(grad)
+    t = int(state["step"]) + 1
+    G = _f64(state["sum"])
+    if maximize:
+        g = -g
+    lr_t = lr_at(lr, lr_decay, t)
+    gp = g + weight_decay * theta if (weight_decay != 0 and not decoupled_weight_decay) else g
+    if int(np.prod(theta.shape[1:])) > 0:  # a row of width 0 adds nothing
+        G = G + np.mean(gp * gp, axis=tuple(range(1, theta.ndim)))
+    m = (lr_t / (np.sqrt(G) + eps)).reshape((-1,) + (1,) * (theta.ndim - 1))
+    if weight_decay != 0 and decoupled_weight_decay:
+        theta = theta * (1.0 - lr_t * weight_decay) - m * g
+    else:
+        theta = theta - m * gp
+    return theta, {"step": t, "sum": G}
+
+
+# --------------------------------------------------------------------------------------
+# §4 Proximal Adagrad
+# --------------------------------------------------------------------------------------
+
+
+def proximal_adagrad_init(param: Any, initial_accumulator_value: float = 0.1) -> State:
+    """Initial state of §4 (TF's G0 = 0.1 keeps η finite)."""
+    return adagrad_init(param, initial_accumulator_value)
+
+
+def proximal_adagrad(
+    param: Any,
+    grad: Any,
+    state: State,
+    *,
+    lr: float,
+    l1: float = 0.0,
+    l2: float = 0.0,
+    lr_decay: float = 0.0,
+) -> tuple[np.ndarray, State]:
+    """One step of proximal Adagrad (TF ``ApplyProximalAdagrad``), ALGORITHMS.md §4.
+
+    ::
+
+        G <- G + g² ;  η = lr_t / sqrt(G)  (no ε) ;  v = θ - η·g
+        θ <- sign(v)·max(|v| - η·l1, 0) / (1 + η·l2)
+    """
+    theta = _f64(param)
+    g = _f64(grad)
+    t = int(state["step"]) + 1
+    G = _f64(state["sum"]) + g * g
+    eta = lr_at(lr, lr_decay, t) / np.sqrt(G)
+    v = theta - eta * g
+    theta = np.sign(v) * np.maximum(np.abs(v) - eta * l1, 0.0) / (1.0 + eta * l2)
+    return theta, {"step": t, "sum": G}
+
+
+# --------------------------------------------------------------------------------------
+# §5 Adagrad dual averaging (RDA)
+# --------------------------------------------------------------------------------------
+
+
+def adagrad_da_init(param: Any, initial_accumulator_value: float = 0.1) -> State:
+    """Initial state of §5: ``grad_sum`` z = 0 and ``sum`` G = G0 (0.1)."""
+    state = adagrad_init(param, initial_accumulator_value)
+    state["grad_sum"] = np.zeros_like(state["sum"])
+    return state
+
+
+def adagrad_da(
+    param: Any,
+    grad: Any,
+    state: State,
+    *,
+    lr: float,
+    l1: float = 0.0,
+    l2: float = 0.0,
+) -> tuple[np.ndarray, State]:
+    """One step of Adagrad dual averaging (TF ``ApplyAdagradDA``), ALGORITHMS.md §5.
+
+    ::
+
+        z <- z + g ;  G <- G + g² ;  T = t (after the increment)
+        θ <- -sign(z)·lr·max(|z| - l1·T, 0) / (l2·T·lr + sqrt(G))    if l1 > 0
+        θ <- -lr·z / (l2·T·lr + sqrt(G))                              otherwise
+
+    θ is recomputed from the sums; the incoming ``param`` only fixes the shape.
+    """
+    g = _f64(grad)
+    T = int(state["step"]) + 1
+    z = _f64(state["grad_sum"]) + g
+    G = _f64(state["sum"]) + g * g
+    den = l2 * T * lr + np.sqrt(G)
+    if l1 > 0:
+        theta = -np.sign(z) * lr * np.maximum(np.abs(z) - l1 * T, 0.0) / den
+    else:
+        theta = -lr * z / den
+    theta = theta.reshape(np.shape(param))
+    return theta, {"step": T, "sum": G, "grad_sum": z}
+
+
+# --------------------------------------------------------------------------------------
+# §6 FTRL-Proximal
+# --------------------------------------------------------------------------------------
+
+
+def ftrl_init(param: Any) -> State:
+    """Initial state of §6: ``z = 0``, ``n = 0``."""
+    p = np.asarray(param, dtype=np.float64)
+    return {"step": 0, "z": np.zeros(p.shape), "n": np.zeros(p.shape)}
+
+
+def ftrl(
+    param: Any,
+    grad: Any,
+    state: State,
+    *,
+    lr: float,
+    beta: float = 1.0,
+    l1: float = 0.0,
+    l2: float = 0.0,
+) -> tuple[np.ndarray, State]:
+    """One step of FTRL-Proximal (McMahan et al. 2013, Algorithm 1), ALGORITHMS.md §6.
+
+    ::
+
+        σ = (sqrt(n + g²) - sqrt(n)) / α ;  z <- z + g - σ·θ ;  n <- n + g²
+        θ = 0                                              if |z| <= λ1
+        θ = -(z - sign(z)·λ1) / ((β + sqrt(n))/α + λ2)     otherwise
+    """
+    theta = _f64(param)
+    g = _f64(grad)
+    z, n = _f64(state["z"]), _f64(state["n"])
+    sigma = (np.sqrt(n + g * g) - np.sqrt(n)) / lr
+    z = z + g - sigma * theta
+    n = n + g * g
+    new_theta = np.where(
+        np.abs(z) <= l1, 0.0, -(z - np.sign(z) * l1) / ((beta + np.sqrt(n)) / lr + l2)
+    )
+    return new_theta, {"step": int(state["step"]) + 1, "z": z, "n": n}
+
+
+# --------------------------------------------------------------------------------------
+# §7 AdaGrad-Norm
+# --------------------------------------------------------------------------------------
+
+
+def adagrad_norm_init(param: Any, initial_accumulator_value: float = 0.0) -> State:
+    """Initial state of §7: one scalar ``sum`` = b² (0-d)."""
+    return {"step": 0, "sum": np.array(float(initial_accumulator_value))}
+
+
+def adagrad_norm(
+    param: Any,
+    grad: Any,
+    state: State,
+    *,
+    lr: float,
+    lr_decay: float = 0.0,
+    eps: float = 1e-10,
+) -> tuple[np.ndarray, State]:
+    """One step of AdaGrad-Norm (Ward, Wu, Bottou 2019), ALGORITHMS.md §7.
+
+    ``b² <- b² + ||g||² ;  θ <- θ - lr_t·g / (sqrt(b²) + ε)``. For ``scope="group"`` pass
+    the group's tensors flattened and concatenated (one b² for all of them).
+    """
+    theta = _f64(param)
+    g = _f64(grad)
+    t = int(state["step"]) + 1
+    b2 = np.array(float(state["sum"]) + float(np.sum(g * g)))
+    theta = theta - lr_at(lr, lr_decay, t) * g / (np.sqrt(b2) + eps)
+    return theta, {"step": t, "sum": b2}

@@ -1,0 +1,45 @@
+"""Shared helpers for the test suite."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+try:  # keep property tests fast and deterministic everywhere
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile(
+        "adagrad",
+        max_examples=25,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.load_profile("adagrad")
+except ImportError:  # pragma: no cover
+    pass
+
+
+def to64(t: torch.Tensor) -> np.ndarray:
+    """A tensor as a float64 numpy array (complex tensors through view_as_real)."""
+    t = t.detach()
+    if t.is_complex():
+        t = torch.view_as_real(t)
+    return t.to(torch.float64).cpu().numpy().copy()
+
+
+def from64(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """A float64 array back as a tensor of ``like``'s dtype (complex via view_as_complex)."""
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    if like.is_complex():
+        return torch.view_as_complex(t.to(torch.float64)).to(like.dtype)
+    return t.to(like.dtype)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    """Every test starts from the same RNG state."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+    yield
