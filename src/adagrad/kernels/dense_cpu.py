@@ -11,10 +11,19 @@ import numba
 import torch
 from torch import Tensor
 
-from adagrad.kernels.elementwise import (KERNEL_PARAM_DTYPES, KERNEL_STATE_DTYPES,
-                                         PARALLEL_MIN_ELEMENTS, adagrad_coordinate, as_numpy,
-                                         load_bf16, load_float, rule_tuple, scalar_type,
-                                         store_bf16, store_float)
+from adagrad.kernels.elementwise import (
+    KERNEL_PARAM_DTYPES,
+    KERNEL_STATE_DTYPES,
+    PARALLEL_MIN_ELEMENTS,
+    adagrad_coordinate,
+    as_numpy,
+    load_bf16,
+    load_float,
+    rule_tuple,
+    scalar_type,
+    store_bf16,
+    store_float,
+)
 from adagrad.kernels.rule import StepRule
 
 

@@ -19,7 +19,6 @@ from torch import Tensor
 
 from adagrad.kernels.rule import StepRule
 
-
 PARALLEL_MIN_ELEMENTS = 1 << 16
 """Below this many elements a kernel runs on one thread: starting the thread pool costs
 more than it saves, and far more on a loaded machine."""

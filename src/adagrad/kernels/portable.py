@@ -7,6 +7,8 @@ Arithmetic runs in the accumulator's dtype (float32 for bf16/fp16 parameters by 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
@@ -62,8 +64,9 @@ def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: T
 
     Duplicate ``indices`` are summed first; then each touched row is caught up on its
     lazy decay (``clocks``) and updated by the dense rule. ``rule.weight_decay`` is L2 on
-    the touched rows ("touched" mode); lazy decoupled decay comes through ``clocks``.
-    Indices must already be validated to lie in ``[0, rows)``.
+    the touched rows ("touched" mode); ``rule.decoupled`` and ``rule.accumulator_decay``
+    are ignored: decoupled decay and ρ come through ``clocks``, so that untouched rows
+    decay too. Indices must already be validated to lie in ``[0, rows)``.
     """
     rows, inverse = torch.unique(indices.long(), return_inverse=True)
     grad = torch.zeros((rows.numel(),) + values.shape[1:], dtype=state_sum.dtype,
@@ -77,8 +80,7 @@ def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: T
     if isinstance(sum_factor, Tensor):
         sum_factor = _broadcast(sum_factor, grad).to(state_sum.dtype)
     row_sum = state_sum.index_select(0, rows)
-    row_rule = StepRule(rule.lr, rule.eps, rule.eps_inside, rule.maximize,
-                        rule.weight_decay, decoupled=False)
+    row_rule = replace(rule, decoupled=False)
     new_rows = _adagrad_rows(row_param, grad, row_sum, row_rule, sum_factor)
     param.index_copy_(0, rows, new_rows.to(param.dtype))
     state_sum.index_copy_(0, rows, row_sum)

@@ -10,6 +10,7 @@ rows, O(nnz) memory.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numba
 import numpy as np
@@ -17,10 +18,20 @@ import torch
 from torch import Tensor
 
 from adagrad.kernels.clocks import RowClocks
-from adagrad.kernels.elementwise import (KERNEL_PARAM_DTYPES, KERNEL_STATE_DTYPES,
-                                         PARALLEL_MIN_ELEMENTS, adagrad_coordinate, as_numpy,
-                                         load_bf16, load_float, prefetch_row, rule_tuple, scalar_type,
-                                         store_bf16, store_float)
+from adagrad.kernels.elementwise import (
+    KERNEL_PARAM_DTYPES,
+    KERNEL_STATE_DTYPES,
+    PARALLEL_MIN_ELEMENTS,
+    adagrad_coordinate,
+    as_numpy,
+    load_bf16,
+    load_float,
+    prefetch_row,
+    rule_tuple,
+    scalar_type,
+    store_bf16,
+    store_float,
+)
 from adagrad.kernels.rule import StepRule
 
 _NO_SNAPSHOTS = np.zeros(0, np.float64)
@@ -182,6 +193,7 @@ def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: T
     Same contract as `adagrad.kernels.portable.sparse_adagrad_`, except that indices are
     validated here, before anything is written (IndexError).
     """
+    rule = replace(rule, decoupled=False, accumulator_decay=1.0)  # both come through clocks
     rows, offsets, order = find_rows(indices, param.shape[0])
     parallel = values.numel() >= PARALLEL_MIN_ELEMENTS
     kernel = _KERNELS[param.dtype == torch.bfloat16, parallel]

@@ -4,6 +4,7 @@ from and sparse updates done right (ALGORITHMS.md §1-2)."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from itertools import chain
 from typing import Any
 
@@ -16,8 +17,12 @@ from adagrad.kernels import RowClocks, StepRule, portable
 from adagrad.kernels.elementwise import PARALLEL_MIN_ELEMENTS
 from adagrad.optim import conventions
 from adagrad.optim.base import AdagradFamily, sparse_rows
-from adagrad.optim.validation import (check_choice, check_in_unit_interval, check_non_negative,
-                                      check_state_dtype)
+from adagrad.optim.validation import (
+    check_choice,
+    check_in_unit_interval,
+    check_non_negative,
+    check_state_dtype,
+)
 
 EPS_PLACEMENTS = ("outside", "inside")
 SPARSE_WEIGHT_DECAY_MODES = (None, "lazy", "touched")
@@ -130,7 +135,7 @@ class Adagrad(AdagradFamily):
     def flush(self) -> None:
         """Apply every row's pending lazy decay (sparse weight decay, accumulator decay),
         so that parameters and state equal the dense algorithm's. `state_dict()` calls it."""
-        for param, group in self._params_with_groups():
+        for param, _ in self._params_with_groups():
             state = self.state.get(param)
             if state:
                 self._flush_rows(param, state)
@@ -148,12 +153,17 @@ class Adagrad(AdagradFamily):
 
     def _check_grad(self, param: Tensor, group: dict[str, Any]) -> None:
         super()._check_grad(param, group)
-        if param.grad.is_sparse and group["sparse_weight_decay"] is None \
-                and group["weight_decay"] != 0:
+        if not param.grad.is_sparse or group["weight_decay"] == 0:
+            return
+        if group["sparse_weight_decay"] is None:
             raise RuntimeError(
                 "weight_decay option is not compatible with sparse gradients: pass "
                 "sparse_weight_decay='lazy' (decoupled, equal to dense) or 'touched' "
                 "(L2 on the touched rows)")
+        lr = float(group["lr"])
+        if group["sparse_weight_decay"] == "lazy" and lr * group["weight_decay"] >= 1:
+            raise ValueError(f"sparse_weight_decay='lazy' needs lr·weight_decay < 1, got "
+                             f"{lr} · {group['weight_decay']}")
 
     def _step_group(self, group: dict[str, Any]) -> None:
         lr = float(group["lr"])
@@ -197,9 +207,8 @@ class Adagrad(AdagradFamily):
     def _sparse_step(self, param: Tensor, grad: Tensor, state: dict[str, Tensor],
                      group: dict[str, Any], lr: float) -> None:
         sparse = sparse_rows(param.detach(), grad)
-        rule = _step_rule(group, lr, state["step"].item() + 1)
         touched_l2 = group["weight_decay"] if group["sparse_weight_decay"] == "touched" else 0
-        rule = StepRule(rule.lr, rule.eps, rule.eps_inside, rule.maximize, touched_l2)
+        rule = replace(_step_rule(group, lr, state["step"].item() + 1), weight_decay=touched_l2)
         clocks = self._advance_clocks(state, group, rule.lr, sparse.table.shape[0], param.device)
         kernels.sparse_adagrad_(sparse.table, sparse.view(state["sum"]), sparse.indices,
                                 sparse.values, rule, clocks)
@@ -213,9 +222,6 @@ class Adagrad(AdagradFamily):
                         rows: int, device: torch.device) -> RowClocks:
         """This step's lazy-decay clocks (ALGORITHMS.md §2); creates them on first need."""
         weight_decay = group["weight_decay"] if group["sparse_weight_decay"] == "lazy" else 0.0
-        if weight_decay and lr_t * weight_decay >= 1:
-            raise ValueError(f"sparse_weight_decay='lazy' needs lr·weight_decay < 1, got "
-                             f"{lr_t} · {weight_decay}")
         now = []
         for (clock, snapshots), factor in zip(_CLOCKS, (1 - lr_t * weight_decay,
                                                          group["accumulator_decay"])):

@@ -93,10 +93,15 @@ class AdagradFamily(torch.optim.Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        # Checkpoints from torch.optim (or older versions of ours) lack our keys.
+        # Checkpoints from torch.optim (or older versions of ours) lack our keys, and old
+        # ones hold `step` as a number.
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
+        for param_state in self.state.values():
+            if "step" in param_state and not isinstance(param_state["step"], Tensor):
+                param_state["step"] = torch.tensor(float(param_state["step"]),
+                                                   dtype=_get_scalar_dtype())
 
     # -- state ----------------------------------------------------------------------
 
@@ -157,9 +162,14 @@ class AdagradFamily(torch.optim.Optimizer):
     def _step_group(self, group: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    @torch.compiler.disable
     @_use_grad_for_differentiable
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """Perform one optimization step; ``closure`` re-evaluates the model's loss."""
+        """Perform one optimization step; ``closure`` re-evaluates the model's loss.
+
+        Under `torch.compile` the step runs eagerly (its kernels are numba or fused
+        already); the model's forward and backward around it are still compiled.
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -200,8 +210,12 @@ class AdagradFamily(torch.optim.Optimizer):
             raise ValueError("loaded state dict contains a parameter group that doesn't "
                              "match the size of optimizer's group")
         saved_state = state_dict["state"]
+        names = list(chain.from_iterable(g.get("param_names", [None] * len(g["params"]))
+                                         for g in self.param_groups))
         for position, (saved_id, param) in enumerate(zip(saved_ids, params)):
-            self._check_saved_state(position, param, saved_state.get(saved_id, {}))
+            label = f"parameter {position}" + (f" ({names[position]!r})" if names[position]
+                                               else "")
+            self._check_saved_state(label, param, saved_state.get(saved_id, {}))
         super().load_state_dict(state_dict)
         groups = [group for param, group in self._params_with_groups()]
         for saved_id, param, group in zip(saved_ids, params, groups):
@@ -212,21 +226,26 @@ class AdagradFamily(torch.optim.Optimizer):
                     continue
                 if key in self._accumulators:
                     dtype, device = accumulator_dtype, param.device
-                elif key in self._float64_state:
-                    dtype, device = torch.float64, value.device if value.dim() == 0 else param.device
+                elif key in self._float64_state:  # 0-d clocks stay where they were saved
+                    dtype = torch.float64
+                    device = value.device if value.dim() == 0 else param.device
                 else:
                     continue
                 self.state[param][key] = value.to(device=device, dtype=dtype, copy=True)
 
-    def _check_saved_state(self, position: int, param: Tensor, saved: dict[str, Any]) -> None:
+    def _check_saved_state(self, label: str, param: Tensor, saved: dict[str, Any]) -> None:
         expected = self._state_shapes(param)
         for key, value in saved.items():
-            if key in expected and isinstance(value, Tensor) \
-                    and tuple(value.shape) != expected[key]:
+            if key not in expected or not isinstance(value, Tensor):
+                continue
+            if tuple(value.shape) != expected[key]:
                 raise ValueError(
-                    f"state_dict does not fit parameter {position} of shape "
-                    f"{tuple(param.shape)}: its state '{key}' has shape {tuple(value.shape)}, "
-                    f"expected {expected[key]}")
+                    f"state_dict does not fit {label} of shape {tuple(param.shape)}: its "
+                    f"state '{key}' has shape {tuple(value.shape)}, expected {expected[key]}")
+            if value.is_complex() != param.is_complex():
+                raise ValueError(
+                    f"state_dict does not fit {label} of dtype {param.dtype}: its state "
+                    f"'{key}' has dtype {value.dtype}")
 
     def share_memory(self) -> None:
         """Create every parameter's state now and move it to shared memory."""
