@@ -188,16 +188,16 @@ def _catch_up_rows(
     last = state["last"]
     hist = state["lr_history"]
     for r in rows:
-        l = int(last[r])
-        if l >= upto:
+        last_r = int(last[r])
+        if last_r >= upto:
             continue
         if sparse_weight_decay == "lazy" and weight_decay != 0:
             factor = 1.0
-            for s in range(l + 1, upto + 1):
+            for s in range(last_r + 1, upto + 1):
                 factor *= 1.0 - hist[s - 1] * weight_decay
             theta[r] = theta[r] * factor
         if accumulator_decay != 1.0:
-            G[r] = G[r] * accumulator_decay ** (upto - l)
+            G[r] = G[r] * accumulator_decay ** (upto - last_r)
         last[r] = upto
 
 
@@ -281,15 +281,15 @@ def adagrad_sparse(
     # 3. catch up touched rows to step t-1 for G, to step t for lazy decay (incl. step t)
     if sparse_weight_decay == "lazy" and weight_decay != 0:
         for r in rows:
-            l = int(new["last"][r])
+            last_r = int(new["last"][r])
             factor = 1.0
-            for s in range(l + 1, t + 1):
+            for s in range(last_r + 1, t + 1):
                 factor *= 1.0 - new["lr_history"][s - 1] * weight_decay
             theta[r] = theta[r] * factor
     if accumulator_decay != 1.0:
         for r in rows:
-            l = int(new["last"][r])
-            new["sum"][r] = new["sum"][r] * accumulator_decay ** (t - 1 - l)
+            last_r = int(new["last"][r])
+            new["sum"][r] = new["sum"][r] * accumulator_decay ** (t - 1 - last_r)
     new["last"][rows] = t
 
     # dense §1 formula on the touched rows
