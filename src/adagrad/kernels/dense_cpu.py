@@ -27,7 +27,7 @@ from adagrad.kernels.elementwise import (
 from adagrad.kernels.rule import StepRule
 
 
-@numba.njit(inline="always")
+@numba.njit(inline="always", error_model="numpy")
 def _update_at(i, param, grad, state_sum, rule, load, store):
     p, s = adagrad_coordinate(load(param[i]), load(grad[i]), state_sum[i], rule)
     param[i] = store(p)
@@ -36,25 +36,25 @@ def _update_at(i, param, grad, state_sum, rule, load, store):
 
 # One kernel per (parameter storage, threading); numba parallelises only a prange written
 # in the compiled function itself, hence four small wrappers around `_update_at`.
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _float_serial(param, grad, state_sum, rule):
     for i in range(param.size):
         _update_at(i, param, grad, state_sum, rule, load_float, store_float)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _float_parallel(param, grad, state_sum, rule):
     for i in numba.prange(param.size):
         _update_at(i, param, grad, state_sum, rule, load_float, store_float)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _bf16_serial(param, grad, state_sum, rule):
     for i in range(param.size):
         _update_at(i, param, grad, state_sum, rule, load_bf16, store_bf16)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _bf16_parallel(param, grad, state_sum, rule):
     for i in numba.prange(param.size):
         _update_at(i, param, grad, state_sum, rule, load_bf16, store_bf16)

@@ -25,42 +25,44 @@ more than it saves, and far more on a loaded machine."""
 
 
 def rule_tuple(rule: StepRule, scalar) -> tuple:
-    """`StepRule` as the tuple the numba kernels take, scalars in the compute type."""
-    return (scalar(rule.lr), scalar(rule.eps), rule.eps_inside, rule.maximize,
-            scalar(rule.weight_decay), rule.decoupled, scalar(rule.accumulator_decay),
-            scalar(1 - rule.lr * rule.weight_decay))
+    """`StepRule` as the branch-free coefficients `adagrad_coordinate` takes, in the
+    compute type: (lr, sign, l2, shrink, ρ, ε inside, ε outside, zero guard).
+
+    Every option becomes a neutral coefficient when off (sign 1, l2 0, shrink 1, ρ 1,
+    one of the two ε 0), so one straight-line body serves all of them and vectorises.
+    """
+    decoupled = rule.decoupled and rule.weight_decay != 0
+    return (scalar(rule.lr), scalar(-1.0 if rule.maximize else 1.0),
+            scalar(0.0 if decoupled else rule.weight_decay),
+            scalar(1 - rule.lr * rule.weight_decay if decoupled else 1.0),
+            scalar(rule.accumulator_decay),
+            scalar(rule.eps if rule.eps_inside else 0.0),
+            scalar(0.0 if rule.eps_inside else rule.eps), rule.eps_inside)
 
 
-@numba.njit(inline="always")
+@numba.njit(inline="always", error_model="numpy")
 def adagrad_coordinate(p, g, s, rule):
     """§1 on one coordinate; returns the new (θ, G). ``rule`` is a `rule_tuple`.
 
-    Scalars come in the accumulator's dtype, so float32 arithmetic stays float32 (and
-    vectorises). ``shrink`` is ``1 - lr·wd``, the decoupled decay factor.
+    Scalars come in the accumulator's dtype, so float32 arithmetic stays float32.
     """
-    lr, eps, eps_inside, maximize, wd, decoupled, rho, shrink = rule
-    if maximize:
-        g = -g
-    if wd != 0:
-        if decoupled:
-            p = p * shrink
-        else:
-            g = g + wd * p
+    lr, sign, l2, shrink, rho, eps_inside, eps_outside, zero_guard = rule
+    g = sign * g + l2 * p
+    p = p * shrink
     s = rho * s + g * g
-    if eps_inside:
-        denom = math.sqrt(s + eps)
-        step = g / denom if denom != 0 else g - g  # G + ε == 0 only where g == 0
-    else:
-        step = g / (math.sqrt(s) + eps)
+    denom = math.sqrt(s + eps_inside) + eps_outside
+    step = g / denom
+    if zero_guard and denom == 0:  # ε inside: G + ε == 0 only where g == 0, the step is 0
+        step = g - g
     return p - lr * step, s
 
 
-@numba.njit(inline="always")
+@numba.njit(inline="always", error_model="numpy")
 def load_float(value):
     return value
 
 
-@numba.njit(inline="always")
+@numba.njit(inline="always", error_model="numpy")
 def store_float(value):
     return value
 
@@ -94,7 +96,7 @@ def _prefetch_address(typingctx, address):
     return types.void(types.intp), codegen
 
 
-@numba.njit(inline="always")
+@numba.njit(inline="always", error_model="numpy")
 def prefetch_row(table, row):
     """Start loading row ``row`` of a C-contiguous 2-D array into the cache."""
     row_bytes = table.shape[1] * table.itemsize
@@ -103,19 +105,20 @@ def prefetch_row(table, row):
         _prefetch_address(start + offset)
 
 
-@numba.njit(inline="always")
+@numba.njit(inline="always", error_model="numpy")
 def load_bf16(word):
     return _float32_from_bits(np.uint32(word) << np.uint32(16))
 
 
-@numba.njit(inline="always")
+@numba.njit(inline="always", error_model="numpy")
 def store_bf16(value):
     """Round to the nearest-even bfloat16, as torch does; NaN stays a (quiet) NaN."""
     bits = _bits_from_float32(np.float32(value))
-    if (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
-        return np.uint16((bits >> np.uint32(16)) | np.uint32(0x0040))
-    rounded = bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
-    return np.uint16(rounded >> np.uint32(16))
+    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) \
+        >> np.uint32(16)
+    quiet_nan = (bits >> np.uint32(16)) | np.uint32(0x0040)
+    is_nan = (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    return np.uint16(quiet_nan if is_nan else rounded)
 
 
 def as_numpy(t: Tensor) -> np.ndarray:

@@ -2,9 +2,9 @@
 
 For a COO gradient of an embedding table (``indices`` may repeat, unsorted), ALGORITHMS.md
 §2: the contributions of each row are summed, and each touched row is read once and
-written once (θ_r and G_r, plus its lazy-decay snapshots). No coalesced copy of the
-gradient and no temporary the size of the table: the grouping is a hash of the touched
-rows, O(nnz) memory.
+written once (θ_r and G_r, plus its lazy-decay snapshots). No temporary the size of the
+table and no coalesced copy of the gradient: the grouping is a hash of the touched rows,
+and only rows touched more than once get a summed copy; the others are read in place.
 """
 
 from __future__ import annotations
@@ -39,14 +39,14 @@ _PREFETCH_AHEAD = 8  # rows: touched rows are scattered, so their loads are over
 _CHUNKS = 64  # slices of the touched rows that the parallel kernels share out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def group_rows(indices, num_rows):
-    """Group positions of ``indices`` by row, in first-seen order.
+    """Find the distinct rows of ``indices``, in first-seen order, with a hash table.
 
-    Returns ``(rows, offsets, order, bad)``: the distinct rows; for the u-th of them the
-    positions ``order[offsets[u]:offsets[u+1]]`` of ``indices`` holding it; and ``bad``,
-    the first position whose index lies outside ``[0, num_rows)`` (-1 if none; the other
-    outputs are then empty).
+    Returns ``(rows, first, counts, row_of, bad)``: the distinct rows; the position of
+    each one's first occurrence and its number of occurrences; for every position the
+    number of its distinct row; and ``bad``, the first position whose index lies outside
+    ``[0, num_rows)`` (-1 if none; the other outputs are then empty).
     """
     n = indices.size
     capacity = 2
@@ -55,13 +55,14 @@ def group_rows(indices, num_rows):
     mask = np.uint64(capacity - 1)
     slots = np.full(capacity, -1, np.int64)
     rows = np.empty(n, np.int64)
+    first = np.empty(n, np.int64)
+    counts = np.zeros(n, np.int64)
     row_of = np.empty(n, np.int64)
-    offsets = np.zeros(n + 1, np.int64)
     distinct = 0
     for k in range(n):
         row = np.int64(indices[k])
         if row < 0 or row >= num_rows:
-            return rows[:0], offsets[:1], row_of[:0], k
+            return rows[:0], first[:0], counts[:0], row_of[:0], k
         slot = ((np.uint64(row) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)) & mask
         while True:
             u = slots[slot]
@@ -69,31 +70,43 @@ def group_rows(indices, num_rows):
                 u = distinct
                 slots[slot] = u
                 rows[u] = row
+                first[u] = k
                 distinct += 1
                 break
             if rows[u] == row:
                 break
             slot = (slot + np.uint64(1)) & mask
         row_of[k] = u
-        offsets[u + 1] += 1
-    for u in range(distinct):
-        offsets[u + 1] += offsets[u]
-    order = np.empty(n, np.int64)
-    fill = offsets[:distinct].copy()
-    for k in range(n):
-        u = row_of[k]
-        order[fill[u]] = k
-        fill[u] += 1
-    return rows[:distinct], offsets[:distinct + 1], order, -1
+        counts[u] += 1
+    return rows[:distinct], first[:distinct], counts[:distinct], row_of, -1
 
 
-@numba.njit(inline="always")
-def _update_row(u, stop, param, state_sum, values, rows, offsets, order, rule, clocks, scratch,
+@numba.njit(cache=True, error_model="numpy")
+def sum_duplicates(values, counts, row_of):
+    """Sum the contributions of every row touched more than once, reading ``values`` in
+    order (one streaming pass). Returns ``(slot, sums)``: row u's sum is ``sums[slot[u]]``
+    where ``slot[u] >= 0``; rows touched once keep ``slot[u] == -1`` and are read in place.
+    """
+    slot = np.full(counts.size, -1, np.int64)
+    repeated = 0
+    for u in range(counts.size):
+        if counts[u] > 1:
+            slot[u] = repeated
+            repeated += 1
+    sums = np.zeros((repeated, values.shape[1]), values.dtype)
+    for k in range(row_of.size):
+        target = slot[row_of[k]]
+        if target >= 0:
+            sums[target] += values[k]
+    return slot, sums
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _update_row(u, stop, param, state_sum, values, rows, first, slot, sums, rule, clocks,
                 load, store):
-    """Sum row ``rows[u]``'s contributions, catch up its lazy decay, apply §1 to it.
-
-    Each loop over the row's width is a plain vectorisable loop; duplicates are summed
-    into ``scratch`` first. Rows a few places ahead (below ``stop``) are prefetched.
+    """Catch row ``rows[u]`` up on its lazy decay and apply §1 to it with its summed
+    gradient. Each loop over the row's width is a plain vectorisable loop. Rows a few
+    places ahead (below ``stop``) are prefetched: touched rows are scattered in memory.
     """
     if u + _PREFETCH_AHEAD < stop:
         prefetch_row(param, rows[u + _PREFETCH_AHEAD])
@@ -111,57 +124,50 @@ def _update_row(u, stop, param, state_sum, values, rows, offsets, order, rule, c
         row_sum_log[row] = sum_log
         for d in range(width):
             state_sum[row, d] = state_sum[row, d] * factor
-    first, last = offsets[u], offsets[u + 1]
-    grad = values[order[first]]
-    if last - first > 1:
-        grad = scratch
-        grad[:] = values[order[first]]
-        for j in range(first + 1, last):
-            grad += values[order[j]]
+    grad = sums[slot[u]] if slot[u] >= 0 else values[first[u]]
     for d in range(width):
         p, s = adagrad_coordinate(load(param[row, d]), grad[d], state_sum[row, d], rule)
         param[row, d] = store(p)
         state_sum[row, d] = s
 
 
-@numba.njit(inline="always")
-def _update_chunk(chunk, chunks, param, state_sum, values, rows, offsets, order, rule, clocks,
-                  load, store):
+@numba.njit(inline="always", error_model="numpy")
+def _update_chunk(chunk, chunks, param, state_sum, values, rows, first, slot, sums, rule,
+                  clocks, load, store):
     """`_update_row` over the ``chunk``-th of ``chunks`` equal slices of the rows."""
     start = rows.size * chunk // chunks
     stop = rows.size * (chunk + 1) // chunks
-    scratch = np.empty(values.shape[1], values.dtype)
     for u in range(start, stop):
-        _update_row(u, stop, param, state_sum, values, rows, offsets, order, rule, clocks,
-                    scratch, load, store)
+        _update_row(u, stop, param, state_sum, values, rows, first, slot, sums, rule, clocks,
+                    load, store)
 
 
 # One kernel per (parameter storage, threading); see dense_cpu. The parallel ones hand out
 # `_CHUNKS` slices of the touched rows to the threads.
-@numba.njit(cache=True)
-def _float_serial(param, state_sum, values, rows, offsets, order, rule, clocks):
-    _update_chunk(0, 1, param, state_sum, values, rows, offsets, order, rule, clocks,
+@numba.njit(cache=True, error_model="numpy")
+def _float_serial(param, state_sum, values, rows, first, slot, sums, rule, clocks):
+    _update_chunk(0, 1, param, state_sum, values, rows, first, slot, sums, rule, clocks,
                   load_float, store_float)
 
 
-@numba.njit(parallel=True, cache=True)
-def _float_parallel(param, state_sum, values, rows, offsets, order, rule, clocks):
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _float_parallel(param, state_sum, values, rows, first, slot, sums, rule, clocks):
     for chunk in numba.prange(_CHUNKS):
-        _update_chunk(chunk, _CHUNKS, param, state_sum, values, rows, offsets, order, rule,
-                      clocks, load_float, store_float)
+        _update_chunk(chunk, _CHUNKS, param, state_sum, values, rows, first, slot, sums,
+                      rule, clocks, load_float, store_float)
 
 
-@numba.njit(cache=True)
-def _bf16_serial(param, state_sum, values, rows, offsets, order, rule, clocks):
-    _update_chunk(0, 1, param, state_sum, values, rows, offsets, order, rule, clocks,
+@numba.njit(cache=True, error_model="numpy")
+def _bf16_serial(param, state_sum, values, rows, first, slot, sums, rule, clocks):
+    _update_chunk(0, 1, param, state_sum, values, rows, first, slot, sums, rule, clocks,
                   load_bf16, store_bf16)
 
 
-@numba.njit(parallel=True, cache=True)
-def _bf16_parallel(param, state_sum, values, rows, offsets, order, rule, clocks):
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _bf16_parallel(param, state_sum, values, rows, first, slot, sums, rule, clocks):
     for chunk in numba.prange(_CHUNKS):
-        _update_chunk(chunk, _CHUNKS, param, state_sum, values, rows, offsets, order, rule,
-                      clocks, load_bf16, store_bf16)
+        _update_chunk(chunk, _CHUNKS, param, state_sum, values, rows, first, slot, sums,
+                      rule, clocks, load_bf16, store_bf16)
 
 
 _KERNELS = {(False, False): _float_serial, (False, True): _float_parallel,
@@ -179,11 +185,11 @@ def supports(param: Tensor, state_sum: Tensor, values: Tensor) -> bool:
 
 def find_rows(indices: Tensor, num_rows: int):
     """`group_rows` on a tensor of indices; raises IndexError naming a bad index."""
-    rows, offsets, order, bad = group_rows(indices.numpy(), num_rows)
+    rows, first, counts, row_of, bad = group_rows(indices.numpy(), num_rows)
     if bad >= 0:
         raise IndexError(f"sparse gradient index {int(indices[bad])} is out of range for "
                          f"a table of {num_rows} rows")
-    return rows, offsets, order
+    return rows, first, counts, row_of
 
 
 def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: Tensor,
@@ -194,11 +200,12 @@ def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: T
     validated here, before anything is written (IndexError).
     """
     rule = replace(rule, decoupled=False, accumulator_decay=1.0)  # both come through clocks
-    rows, offsets, order = find_rows(indices, param.shape[0])
-    parallel = values.numel() >= PARALLEL_MIN_ELEMENTS
-    kernel = _KERNELS[param.dtype == torch.bfloat16, parallel]
-    kernel(as_numpy(param), as_numpy(state_sum), values.detach().contiguous().numpy(), rows,
-           offsets, order, rule_tuple(rule, scalar_type(state_sum)),
+    rows, first, counts, row_of = find_rows(indices, param.shape[0])
+    values = values.detach().contiguous().numpy()
+    slot, sums = sum_duplicates(values, counts, row_of)
+    kernel = _KERNELS[param.dtype == torch.bfloat16, values.size >= PARALLEL_MIN_ELEMENTS]
+    kernel(as_numpy(param), as_numpy(state_sum), values, rows, first, slot, sums,
+           rule_tuple(rule, scalar_type(state_sum)),
            (float(clocks.param_log), _snapshots(clocks.row_param_log),
             float(clocks.sum_log), _snapshots(clocks.row_sum_log)))
 

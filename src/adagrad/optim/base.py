@@ -71,11 +71,15 @@ def sparse_rows(param: Tensor, grad: Tensor) -> SparseGrad:
 def check_rows(sparse: SparseGrad) -> None:
     """Raise IndexError naming the first row index outside the table."""
     rows = sparse.table.shape[0]
+    if sparse.indices.numel() == 0:
+        return
+    low, high = torch.aminmax(sparse.indices)
+    if low >= 0 and high < rows:
+        return
     bad = (sparse.indices < 0) | (sparse.indices >= rows)
-    if bool(bad.any()):
-        index = int(sparse.indices[bad.nonzero()[0, 0]])
-        raise IndexError(f"sparse gradient index {index} is out of range for a table of "
-                         f"{rows} rows")
+    index = int(sparse.indices[bad.nonzero()[0, 0]])
+    raise IndexError(f"sparse gradient index {index} is out of range for a table of {rows} "
+                     f"rows")
 
 
 class AdagradFamily(torch.optim.Optimizer):
