@@ -113,12 +113,13 @@ def load_bf16(word):
 @numba.njit(inline="always", error_model="numpy")
 def store_bf16(value):
     """Round to the nearest-even bfloat16, as torch does; NaN stays a (quiet) NaN."""
-    bits = _bits_from_float32(np.float32(value))
-    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) \
+    value = np.float32(value)
+    bits = _bits_from_float32(value)
+    word = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) \
         >> np.uint32(16)
-    quiet_nan = (bits >> np.uint32(16)) | np.uint32(0x0040)
-    is_nan = (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
-    return np.uint16(quiet_nan if is_nan else rounded)
+    if value != value:
+        word = (bits >> np.uint32(16)) | np.uint32(0x0040)
+    return np.uint16(word)
 
 
 def as_numpy(t: Tensor) -> np.ndarray:
