@@ -97,7 +97,8 @@ def sum_duplicates(values, counts, row_of):
     for k in range(row_of.size):
         target = slot[row_of[k]]
         if target >= 0:
-            sums[target] += values[k]
+            for d in range(values.shape[1]):
+                sums[target, d] += values[k, d]
     return slot, sums
 
 
@@ -106,11 +107,15 @@ def _update_row(u, stop, param, state_sum, values, rows, first, slot, sums, rule
                 load, store):
     """Catch row ``rows[u]`` up on its lazy decay and apply §1 to it with its summed
     gradient. Each loop over the row's width is a plain vectorisable loop. Rows a few
-    places ahead (below ``stop``) are prefetched: touched rows are scattered in memory.
+    places ahead (below ``stop``) are prefetched, with their gradient rows: touched rows
+    are scattered in memory.
     """
-    if u + _PREFETCH_AHEAD < stop:
-        prefetch_row(param, rows[u + _PREFETCH_AHEAD])
-        prefetch_row(state_sum, rows[u + _PREFETCH_AHEAD])
+    ahead = u + _PREFETCH_AHEAD
+    if ahead < stop:
+        prefetch_row(param, rows[ahead])
+        prefetch_row(state_sum, rows[ahead])
+        if slot[ahead] < 0:
+            prefetch_row(values, first[ahead])
     param_log, row_param_log, sum_log, row_sum_log = clocks
     row = rows[u]
     width = param.shape[1]

@@ -1,0 +1,101 @@
+"""Where the time of our sparse step goes (a diagnostic, not a headline benchmark).
+
+Same setup as sparse_embedding.py (V x D float32 table, B bags x L ids, uniform or Zipf),
+and one gradient computed once; then, alternating, medians of --reps:
+
+  step           the whole optimizer.step() of adagrad.Adagrad (state already created)
+  check_grad     the optimizer's pre-write gradient checks (_check_grad)
+  group_rows     the numba deduplication (sparse_cpu.find_rows)
+  kernel         adagrad.kernels.sparse_adagrad_ alone (group_rows + the numba row update)
+  torch-coalesce grad.coalesce() (what torch.optim.Adagrad starts with), for scale
+  fwd+bwd        forward + backward of the EmbeddingBag
+
+    .venv-bench/bin/python benchmarks/profile_sparse.py [--dist zipf] [--threads 2]
+
+It reaches into adagrad's internals (adagrad.kernels, adagrad.optim.base); adjust if they
+change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_thread_args, format_table, median_ms, set_threads, time_alternating  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--bags", type=int, default=16_384)
+    p.add_argument("--ids-per-bag", type=int, default=4)
+    p.add_argument("--dist", choices=("uniform", "zipf"), default="uniform")
+    p.add_argument("--zipf", type=float, default=1.05)
+    p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    add_thread_args(p)
+    p.add_argument("--batches", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    set_threads(a.threads, a.omp_wait_policy)
+    import numba
+    import torch
+
+    warnings.filterwarnings("ignore", message="Sparse invariant checks")
+    from sparse_embedding import make_batches
+
+    import adagrad
+    from adagrad import kernels
+    from adagrad.kernels import RowClocks, StepRule, sparse_cpu
+    from adagrad.optim.base import sparse_rows
+
+    batches, offsets, _ = make_batches(a.dist, a, a.seed + 1 + (a.dist == "zipf"))
+    ids = batches[0]
+    emb = torch.nn.EmbeddingBag(a.rows, a.dim, mode="sum", sparse=True)
+    opt = adagrad.Adagrad(emb.parameters(), lr=0.01)
+    emb(ids, offsets).sum().backward()
+    grad = emb.weight.grad
+    opt.step()  # creates state, compiles
+    group = opt.param_groups[0]
+    state = opt.state[emb.weight]
+    sp = sparse_rows(emb.weight.detach(), grad)
+    rows = sparse_cpu.find_rows(sp.indices, a.rows)[0]
+    table_sum = sp.view(state["sum"])
+    rule = StepRule(lr=0.01, eps=1e-10)
+
+    def kernel(i):  # the public kernel entry: find_rows + the numba row update
+        kernels.sparse_adagrad_(sp.table, table_sum, sp.indices, sp.values, rule, RowClocks())
+
+    emb2 = torch.nn.EmbeddingBag(a.rows, a.dim, mode="sum", sparse=True)
+
+    def fwdbwd(i):
+        emb2.weight.grad = None
+        emb2(ids, offsets).sum().backward()
+
+    cands = {
+        "step": lambda i: opt.step(),
+        "check_grad": lambda i: opt._check_grad(emb.weight, group),
+        "sparse_rows": lambda i: sparse_rows(emb.weight.detach(), grad),
+        "group_rows": lambda i: sparse_cpu.find_rows(sp.indices, a.rows),
+        "kernel (incl. group_rows)": kernel,
+        "torch-coalesce": lambda i: grad.coalesce(),
+        "fwd+bwd": fwdbwd,
+    }
+    times = time_alternating(cands, a.reps, a.warmup, log=False)
+    print(f"# profile of adagrad.Adagrad sparse step: {a.dist}, V={a.rows:,} D={a.dim}, "
+          f"nnz={ids.numel():,}, distinct rows={rows.size:,}; threads={a.threads} "
+          f"(numba {numba.get_num_threads()}, layer {numba.threading_layer()}, "
+          f"torch {torch.get_num_threads()})")
+    step = median_ms(times["step"])
+    print(format_table(["part", "median ms", "% of step"],
+                       [[n, f"{median_ms(t):.2f}", f"{100 * median_ms(t) / step:.0f}"]
+                        for n, t in times.items()]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
