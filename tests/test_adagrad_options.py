@@ -8,12 +8,12 @@ import re
 import numpy as np
 import pytest
 import torch
+from conftest import to64
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adagrad import Adagrad
 from adagrad import reference as ref
-from conftest import to64
 
 # ALGORITHMS.md §1 table: (eps, eps_placement, initial_accumulator_value, decoupled_weight_decay)
 CONVENTIONS = {

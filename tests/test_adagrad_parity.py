@@ -78,11 +78,11 @@ def test_parity_with_torch(inp, foreach, fused, dtype):
     ours = Adagrad(make_groups(ps_ours), **copy.deepcopy(kw))
     run_pair(ours, theirs, ps_ours, ps_theirs, dtype, STEPS, gen)
     for i, (a, b) in enumerate(zip(ps_ours, ps_theirs)):
-        torch.testing.assert_close(a, b, **tol(dtype), msg=lambda m: f"param {i}: {m}")
+        torch.testing.assert_close(a, b, **tol(dtype), msg=lambda m, i=i: f"param {i}: {m}")
         if i == NO_GRAD:
             continue
         sa, sb = ours.state[a], theirs.state[b]
-        torch.testing.assert_close(sa["sum"], sb["sum"], **tol(dtype), msg=lambda m: f"sum {i}: {m}")
+        torch.testing.assert_close(sa["sum"], sb["sum"], **tol(dtype), msg=lambda m, i=i: f"sum {i}: {m}")
         assert float(sa["step"]) == float(sb["step"]) == STEPS
     # the parameter without a gradient is untouched and has taken no step
     p = ps_ours[NO_GRAD]

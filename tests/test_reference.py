@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
+from conftest import to64
 
 from adagrad import reference as ref
-from conftest import to64
 
 
 def run_dense(theta0, grads, G0=0.0, **hp):

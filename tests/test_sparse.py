@@ -11,11 +11,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sparse_support import (
+    DenseRef,
+    EmbeddingWorkload,
+    SparseRef,
+    assert_close64,
+    coo,
+    np64,
+    random_row_grad,
+    rows_and_values,
+    run_opt,
+    tol_for,
+    torch_adagrad_replay,
+)
 
 from adagrad import Adagrad
-from sparse_support import (DenseRef, EmbeddingWorkload, SparseRef, assert_close64, coo,
-                            np64, random_row_grad, rows_and_values, run_opt, tol_for,
-                            torch_adagrad_replay)
 
 # torch.optim.Adagrad itself builds COO tensors without invariant checks.
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse invariant checks")

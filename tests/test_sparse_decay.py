@@ -13,10 +13,18 @@ import copy
 import numpy as np
 import pytest
 import torch
+from sparse_support import (
+    DenseRef,
+    SparseRef,
+    assert_close64,
+    coo,
+    np64,
+    random_row_grad,
+    run_opt,
+    tol_for,
+)
 
 from adagrad import Adagrad
-from sparse_support import (DenseRef, SparseRef, assert_close64, coo, np64, random_row_grad,
-                            run_opt, tol_for)
 
 # torch.optim.Adagrad itself builds COO tensors without invariant checks.
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse invariant checks")

@@ -5,11 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sparse_support import (
+    SparseRef,
+    assert_close64,
+    coo,
+    np64,
+    random_row_grad,
+    run_opt,
+    tol_for,
+    torch_adagrad_replay,
+)
 
-from adagrad import Adagrad
-from adagrad import reference
-from sparse_support import (SparseRef, assert_close64, coo, np64, random_row_grad, run_opt,
-                            tol_for, torch_adagrad_replay)
+from adagrad import Adagrad, reference
 
 # torch.optim.Adagrad itself builds COO tensors without invariant checks.
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse invariant checks")

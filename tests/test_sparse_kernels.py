@@ -17,10 +17,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sparse_support import DenseRef, SparseRef, assert_close64, coo, np64, run_opt, tol_for
 
 from adagrad import Adagrad, kernels, reference
 from adagrad.kernels import RowClocks, StepRule, portable, sparse_cpu
-from sparse_support import DenseRef, SparseRef, assert_close64, coo, np64, run_opt, tol_for
 
 # torch.optim.Adagrad itself builds COO tensors without invariant checks.
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse invariant checks")

@@ -21,6 +21,7 @@ from adagrad.kernels.elementwise import (
     load_float,
     rule_tuple,
     scalar_type,
+    start_thread_pool,
     store_bf16,
     store_float,
 )
@@ -76,6 +77,9 @@ def supports(param: Tensor, grad: Tensor, state_sum: Tensor) -> bool:
 
 def dense_adagrad_(param: Tensor, grad: Tensor, state_sum: Tensor, rule: StepRule) -> None:
     """One dense Adagrad step (ALGORITHMS.md §1), in place; see `supports` for the inputs."""
-    kernel = _KERNELS[param.dtype == torch.bfloat16, param.numel() >= PARALLEL_MIN_ELEMENTS]
+    parallel = param.numel() >= PARALLEL_MIN_ELEMENTS
+    if parallel:
+        start_thread_pool()
+    kernel = _KERNELS[param.dtype == torch.bfloat16, parallel]
     kernel(as_numpy(param).reshape(-1), as_numpy(grad).reshape(-1),
            as_numpy(state_sum).reshape(-1), rule_tuple(rule, scalar_type(state_sum)))

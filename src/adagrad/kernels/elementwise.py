@@ -7,6 +7,7 @@ let one kernel body serve float32/float64 parameters and bfloat16 parameters (he
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
@@ -22,6 +23,19 @@ from adagrad.kernels.rule import StepRule
 PARALLEL_MIN_ELEMENTS = 1 << 16
 """Below this many elements a kernel runs on one thread: starting the thread pool costs
 more than it saves, and far more on a loaded machine."""
+
+
+@functools.cache
+def start_thread_pool() -> None:
+    """Start numba's thread pool, leaving torch's thread count as the user set it.
+
+    Numba's OpenMP layer calls ``omp_set_num_threads`` as it starts, which resets torch's
+    intra-op threads (a user's ``torch.set_num_threads(1)`` would silently become 2).
+    Call before the first parallel kernel.
+    """
+    torch_threads = torch.get_num_threads()
+    numba.get_num_threads()
+    torch.set_num_threads(torch_threads)
 
 
 def rule_tuple(rule: StepRule, scalar) -> tuple:

