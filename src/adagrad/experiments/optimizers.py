@@ -9,7 +9,7 @@ validation split from its own grid (`lr_grid`; `--quick` uses `quick_grid`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -56,7 +56,6 @@ class OptimizerSpec:
     tasks: frozenset[str] = BOTH
     reset_every_epoch: bool = False
     note: str = ""
-    extra: dict = field(default_factory=dict)
 
     @property
     def available(self) -> bool:
@@ -76,13 +75,6 @@ def _ours(name: str, **kwargs: object) -> Factory | None:
     if cls is None:
         return None
     return lambda params, lr: cls(params, lr=lr, **kwargs)
-
-
-def _with_reset() -> Factory | None:
-    """Plain Adagrad for the reset-every-epoch remedy, if `Adagrad.reset_state` exists."""
-    if not hasattr(adagrad.Adagrad, "reset_state"):
-        return None
-    return lambda params, lr: adagrad.Adagrad(params, lr=lr)
 
 
 def _grid(text: tuple[float, ...], regression: tuple[float, ...]) -> dict[str, tuple[float, ...]]:
@@ -113,7 +105,7 @@ REGISTRY: tuple[OptimizerSpec, ...] = (
                   _grid((0.01, 0.03, 0.1, 0.3), (0.01, 0.03, 0.1, 0.3)),
                   _grid((0.03, 0.1), (0.03, 0.1)), sparse=True, role=REMEDY,
                   note="G ← 0.99·G + g² on the touched coordinates: the sum forgets"),
-    OptimizerSpec("adagrad-reset", "Adagrad, sum reset every epoch", _with_reset(),
+    OptimizerSpec("adagrad-reset", "Adagrad, sum reset every epoch", _ours("Adagrad"),
                   _grid((0.01, 0.03, 0.1, 0.3), (0.003, 0.01, 0.03, 0.1)),
                   _grid((0.03, 0.1), (0.01, 0.03)), sparse=True, role=REMEDY,
                   reset_every_epoch=True,

@@ -38,6 +38,7 @@ def start_thread_pool() -> None:
     torch.set_num_threads(torch_threads)
 
 
+@functools.lru_cache(maxsize=256)
 def rule_tuple(rule: StepRule, scalar) -> tuple:
     """`StepRule` as the branch-free coefficients `adagrad_coordinate` takes, in the
     compute type: (lr, sign, l2, shrink, ρ, ε inside, ε outside, zero guard).
@@ -138,7 +139,8 @@ def store_bf16(value):
 
 def as_numpy(t: Tensor) -> np.ndarray:
     """A numpy view of a contiguous CPU tensor's memory (bfloat16 as uint16 words)."""
-    t = t.detach()
+    if t.requires_grad:
+        t = t.detach()
     if t.dtype == torch.bfloat16:
         return t.view(torch.int16).numpy().view(np.uint16)
     return t.numpy()
