@@ -167,6 +167,8 @@ class Adagrad(AdagradFamily):
 
     def _step_group(self, group: dict[str, Any]) -> None:
         lr = float(group["lr"])
+        steps: list[Tensor] = []  # the dense parameters' counters, advanced in one op
+        ours: list[tuple[Tensor, Tensor, Tensor, float]] = []
         torch_fused: dict[tuple[torch.device, torch.dtype], list[list[Tensor]]] = {}
         for param in group["params"]:
             grad = param.grad
@@ -177,18 +179,21 @@ class Adagrad(AdagradFamily):
                 self._sparse_step(param, grad, state, group, lr)
                 continue
             self._flush_rows(param, state)
-            state["step"] += 1
+            steps.append(state["step"])
             param, grad, state_sum = _as_real(param, grad, state["sum"])
             if self._is_torch_fused_case(param, state_sum, group):
                 batch = torch_fused.setdefault((param.device, param.dtype), [[], [], [], []])
                 for tensors, tensor in zip(batch, (param, grad, state_sum, state["step"])):
                     tensors.append(tensor)
-                continue
-            rule = _step_rule(group, lr, state["step"].item())
-            kernel = portable if group["differentiable"] else kernels
-            kernel.dense_adagrad_(param, grad, state_sum, rule)
-        for params, grads, sums, steps in torch_fused.values():
-            torch._fused_adagrad_(params, grads, sums, steps, lr=lr, lr_decay=group["lr_decay"],
+            else:
+                ours.append((param, grad, state_sum, state["step"].item() + 1))
+        if steps:
+            torch._foreach_add_(steps, 1.0)
+        kernel = portable if group["differentiable"] else kernels
+        for param, grad, state_sum, step in ours:
+            kernel.dense_adagrad_(param, grad, state_sum, _step_rule(group, lr, step))
+        for params, grads, sums, counters in torch_fused.values():
+            torch._fused_adagrad_(params, grads, sums, counters, lr=lr, lr_decay=group["lr_decay"],
                                   weight_decay=group["weight_decay"], eps=group["eps"],
                                   maximize=group["maximize"])
 
