@@ -110,11 +110,9 @@ class Adagrad(AdagradFamily):
     def _init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
         value = group["initial_accumulator_value"]
         if param.is_complex():
-            initial = torch.full_like(param, complex(value, value),
-                                      memory_format=torch.preserve_format)
-        else:
-            initial = torch.full_like(param, value, dtype=self.state_dtype(param, group),
-                                      memory_format=torch.preserve_format)
+            value = complex(value, value)
+        initial = torch.full_like(param, value, dtype=self.state_dtype(param, group),
+                                  memory_format=torch.preserve_format)
         return {"step": self._new_step(), "sum": initial}
 
     def _state_shapes(self, param: Tensor) -> dict[str, tuple[int, ...]]:

@@ -111,8 +111,11 @@ class AdagradFamily(torch.optim.Optimizer):
 
     @staticmethod
     def state_dtype(param: Tensor, group: dict[str, Any]) -> torch.dtype:
-        """The accumulators' dtype: ``state_dtype`` if set, else float32 for fp16/bf16
+        """The accumulators' dtype: the parameter's own for complex parameters (two real
+        coordinates each), else ``state_dtype`` if set, else float32 for fp16/bf16
         parameters and the parameter's own dtype otherwise."""
+        if param.is_complex():
+            return param.dtype
         if group.get("state_dtype") is not None:
             return group["state_dtype"]
         return torch.float32 if param.dtype in _HALF_DTYPES else param.dtype
@@ -142,8 +145,6 @@ class AdagradFamily(torch.optim.Optimizer):
             if key == "step" or not isinstance(value, Tensor) or value.dim() == 0:
                 continue
             wanted = dtype if key in self._accumulators else value.dtype
-            if param.is_complex() and key in self._accumulators:
-                wanted = param.dtype
             if value.device != param.device or value.dtype != wanted:
                 state[key] = value.to(device=param.device, dtype=wanted)
         return state
@@ -223,8 +224,7 @@ class AdagradFamily(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         groups = [group for param, group in self._params_with_groups()]
         for saved_id, param, group in zip(saved_ids, params, groups):
-            accumulator_dtype = (param.dtype if param.is_complex()
-                                 else self.state_dtype(param, group))
+            accumulator_dtype = self.state_dtype(param, group)
             for key, value in saved_state.get(saved_id, {}).items():
                 if not isinstance(value, Tensor):
                     continue
