@@ -135,6 +135,53 @@ def _text_eval(model: SparseLinearText, split: TextSplit, bags) -> tuple[float, 
     return loss, acc
 
 
+@dataclass
+class _Curves:
+    epochs: list[int]
+    train_loss: list[float]
+    val_loss: list[float]
+    diverged: bool = False
+
+
+def _fit(optimizer: torch.optim.Optimizer, spec: OptimizerSpec, settings: TrainSettings,
+         n: int, rng: np.random.Generator, batch_loss: Callable[[np.ndarray], torch.Tensor],
+         evaluate: Callable[[], tuple[float, float]], tracer: _Tracer,
+         progress: Progress | None, too_large: float = math.inf) -> _Curves:
+    """The training loop both tasks share: shuffled mini-batches of ``n`` examples,
+    ``evaluate()`` (train and validation loss) after every epoch, the spec's reset, the
+    tracer's snapshots; stops at a non-finite (or ``too_large``) loss."""
+    steps_per_epoch = math.ceil(n / settings.batch_size)
+    every = max(1, steps_per_epoch // settings.snapshots_per_epoch)
+    train0, val0 = evaluate()
+    curves = _Curves([0], [train0], [val0])
+    step = 0
+    for epoch in range(1, settings.epochs + 1):
+        order = rng.permutation(n)
+        for b in range(steps_per_epoch):
+            optimizer.zero_grad(set_to_none=True)
+            batch_loss(order[b * settings.batch_size:(b + 1) * settings.batch_size]).backward()
+            optimizer.step()
+            step += 1
+            if step % every == 0:
+                tracer.snapshot(step)
+        if spec.reset_every_epoch and epoch < settings.epochs:
+            optimizer.reset_state()  # type: ignore[attr-defined]
+            tracer.reset_reference()
+        train_loss, val_loss = evaluate()
+        curves.epochs.append(epoch)
+        curves.train_loss.append(train_loss)
+        curves.val_loss.append(val_loss)
+        if progress is not None:
+            progress()
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)) or train_loss > too_large:
+            curves.diverged = True
+            if progress is not None:
+                for _ in range(settings.epochs - epoch):
+                    progress()
+            break
+    return curves
+
+
 def train_text(data: TextData, spec: OptimizerSpec, lr: float, seed: int,
                settings: TrainSettings, progress: Progress | None = None,
                keep_rates: bool = False) -> RunOutcome:
@@ -146,48 +193,21 @@ def train_text(data: TextData, spec: OptimizerSpec, lr: float, seed: int,
     optimizer = spec.build(model.parameters(), lr)
     tracer = _Tracer(optimizer, [model.words.weight], enabled=keep_rates,
                      check_monotone=spec.role == ADAGRAD)
-    rng = np.random.default_rng(seed)
     full = {name: _bags(split, np.arange(len(split)))
             for name, split in (("train", data.train), ("val", data.val), ("test", data.test))}
     labels = torch.from_numpy(data.train.labels)
-    n = len(data.train)
-    steps_per_epoch = math.ceil(n / settings.batch_size)
-    every = max(1, steps_per_epoch // settings.snapshots_per_epoch)
-    epochs, train_curve, val_curve = [0], [], []
-    loss0, _ = _text_eval(model, data.train, full["train"])
-    vloss0, _ = _text_eval(model, data.val, full["val"])
-    train_curve.append(loss0)
-    val_curve.append(vloss0)
-    diverged, step = False, 0
-    for epoch in range(1, settings.epochs + 1):
-        order = rng.permutation(n)
-        for b in range(steps_per_epoch):
-            rows = order[b * settings.batch_size:(b + 1) * settings.batch_size]
-            ids, offsets, weights = _bags(data.train, rows)
-            optimizer.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(model(ids, offsets, weights), labels[rows])
-            loss.backward()
-            optimizer.step()
-            step += 1
-            if step % every == 0:
-                tracer.snapshot(step)
-        if spec.reset_every_epoch and epoch < settings.epochs:
-            optimizer.reset_state()  # type: ignore[attr-defined]
-            tracer.reset_reference()
-        tl, _ = _text_eval(model, data.train, full["train"])
-        vl, _ = _text_eval(model, data.val, full["val"])
-        epochs.append(epoch)
-        train_curve.append(tl)
-        val_curve.append(vl)
-        if progress is not None:
-            progress()
-        if not (math.isfinite(tl) and math.isfinite(vl)):
-            diverged = True
-            break
+
+    def batch_loss(rows: np.ndarray) -> torch.Tensor:
+        return nn.functional.cross_entropy(model(*_bags(data.train, rows)), labels[rows])
+
+    def evaluate() -> tuple[float, float]:
+        return (_text_eval(model, data.train, full["train"])[0],
+                _text_eval(model, data.val, full["val"])[0])
+
+    curves = _fit(optimizer, spec, settings, len(data.train), np.random.default_rng(seed),
+                  batch_loss, evaluate, tracer, progress)
+    diverged = curves.diverged
     if diverged:
-        if progress is not None:
-            for _ in range(settings.epochs - epochs[-1]):
-                progress()
         val_acc = test_acc = float("nan")
     else:
         _, val_acc = _text_eval(model, data.val, full["val"])
@@ -198,9 +218,9 @@ def train_text(data: TextData, spec: OptimizerSpec, lr: float, seed: int,
         if eff is not None:
             word_rate = eff.rate.mean(dim=1).numpy()
             coordinate_rate = eff.rate[eff.active].numpy()
-    return RunOutcome(spec.key, lr, seed, epochs, train_curve, val_curve, val_acc, test_acc,
-                      diverged, time.perf_counter() - start, tracer.trace, word_rate,
-                      coordinate_rate)
+    return RunOutcome(spec.key, lr, seed, curves.epochs, curves.train_loss, curves.val_loss,
+                      val_acc, test_acc, diverged, time.perf_counter() - start, tracer.trace,
+                      word_rate, coordinate_rate)
 
 
 # --- regression ------------------------------------------------------------------------------
@@ -221,42 +241,19 @@ def train_regression(data: RegressionData, spec: OptimizerSpec, lr: float, seed:
     optimizer = spec.build(model.parameters(), lr)
     params = list(model.parameters())
     tracer = _Tracer(optimizer, params, enabled=keep_rates, check_monotone=spec.role == ADAGRAD)
-    rng = np.random.default_rng(seed)
     xt, yt = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
     xv, yv = torch.from_numpy(data.x_val), torch.from_numpy(data.y_val)
     xs, ys = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
-    n = len(yt)
-    steps_per_epoch = math.ceil(n / settings.batch_size)
-    every = max(1, steps_per_epoch // settings.snapshots_per_epoch)
-    epochs, train_curve, val_curve = [0], [_mse(model, xt, yt)], [_mse(model, xv, yv)]
-    diverged, step = False, 0
-    for epoch in range(1, settings.epochs + 1):
-        order = torch.from_numpy(rng.permutation(n))
-        for b in range(steps_per_epoch):
-            rows = order[b * settings.batch_size:(b + 1) * settings.batch_size]
-            optimizer.zero_grad(set_to_none=True)
-            loss = nn.functional.mse_loss(model(xt[rows]), yt[rows])
-            loss.backward()
-            optimizer.step()
-            step += 1
-            if step % every == 0:
-                tracer.snapshot(step)
-        if spec.reset_every_epoch and epoch < settings.epochs:
-            optimizer.reset_state()  # type: ignore[attr-defined]
-            tracer.reset_reference()
-        tl, vl = _mse(model, xt, yt), _mse(model, xv, yv)
-        epochs.append(epoch)
-        train_curve.append(tl)
-        val_curve.append(vl)
-        if progress is not None:
-            progress()
-        if not (math.isfinite(tl) and math.isfinite(vl)) or tl > 1e6:
-            diverged = True
-            break
+
+    def batch_loss(rows: np.ndarray) -> torch.Tensor:
+        rows = torch.from_numpy(rows)
+        return nn.functional.mse_loss(model(xt[rows]), yt[rows])
+
+    curves = _fit(optimizer, spec, settings, len(yt), np.random.default_rng(seed), batch_loss,
+                  lambda: (_mse(model, xt, yt), _mse(model, xv, yv)), tracer, progress,
+                  too_large=1e6)
+    diverged = curves.diverged
     if diverged:
-        if progress is not None:
-            for _ in range(settings.epochs - epochs[-1]):
-                progress()
         val_rmse = test_rmse = float("nan")
     else:
         val_rmse = math.sqrt(_mse(model, xv, yv)) * data.y_std
@@ -266,8 +263,9 @@ def train_regression(data: RegressionData, spec: OptimizerSpec, lr: float, seed:
         eff = [effective_lr(optimizer, p) for p in params]
         if all(e is not None for e in eff):
             coordinate_rate = torch.cat([e.rate[e.active] for e in eff]).numpy()  # type: ignore[union-attr]
-    return RunOutcome(spec.key, lr, seed, epochs, train_curve, val_curve, val_rmse, test_rmse,
-                      diverged, time.perf_counter() - start, tracer.trace, None, coordinate_rate)
+    return RunOutcome(spec.key, lr, seed, curves.epochs, curves.train_loss, curves.val_loss,
+                      val_rmse, test_rmse, diverged, time.perf_counter() - start, tracer.trace,
+                      None, coordinate_rate)
 
 
 def train(data: TextData | RegressionData, spec: OptimizerSpec, lr: float, seed: int,
