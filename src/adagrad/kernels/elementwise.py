@@ -83,17 +83,32 @@ def store_float(value):
 
 
 @intrinsic
-def _float32_from_bits(typingctx, bits):
+def _float32_from_bf16(typingctx, word):
+    """The float32 whose upper half is the bfloat16 ``word`` (exact)."""
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-    return types.float32(types.uint32), codegen
+        bits = builder.shl(builder.zext(args[0], ir.IntType(32)), ir.Constant(ir.IntType(32), 16))
+        return builder.bitcast(bits, ir.FloatType())
+    return types.float32(types.uint16), codegen
 
 
 @intrinsic
-def _bits_from_float32(typingctx, value):
+def _bf16_from_float32(typingctx, value):
+    """Round a float32 to the nearest-even bfloat16, as torch does; NaN stays a quiet NaN.
+
+    Written in LLVM IR so that the integer steps stay 32-bit lanes: numba's own integer
+    arithmetic widens to 64 bits and would halve the vector width.
+    """
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-    return types.uint32(types.float32), codegen
+        i32 = ir.IntType(32)
+        bits = builder.bitcast(args[0], i32)
+        high = builder.lshr(bits, ir.Constant(i32, 16))
+        lsb = builder.and_(high, ir.Constant(i32, 1))
+        rounded = builder.lshr(builder.add(builder.add(bits, ir.Constant(i32, 0x7FFF)), lsb),
+                               ir.Constant(i32, 16))
+        quiet_nan = builder.or_(high, ir.Constant(i32, 0x0040))
+        is_nan = builder.fcmp_unordered("uno", args[0], args[0])
+        return builder.trunc(builder.select(is_nan, quiet_nan, rounded), ir.IntType(16))
+    return types.uint16(types.float32), codegen
 
 
 @intrinsic
@@ -122,19 +137,12 @@ def prefetch_row(table, row):
 
 @numba.njit(inline="always", error_model="numpy")
 def load_bf16(word):
-    return _float32_from_bits(np.uint32(word) << np.uint32(16))
+    return _float32_from_bf16(word)
 
 
 @numba.njit(inline="always", error_model="numpy")
 def store_bf16(value):
-    """Round to the nearest-even bfloat16, as torch does; NaN stays a (quiet) NaN."""
-    value = np.float32(value)
-    bits = _bits_from_float32(value)
-    word = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) \
-        >> np.uint32(16)
-    if value != value:
-        word = (bits >> np.uint32(16)) | np.uint32(0x0040)
-    return np.uint16(word)
+    return _bf16_from_float32(np.float32(value))
 
 
 def as_numpy(t: Tensor) -> np.ndarray:
