@@ -98,8 +98,13 @@ def steps_per_epoch(ds: DatasetResult) -> int:
     return math.ceil(n / ds.settings.batch_size)
 
 
-def _not_measured(reason: str) -> dict:
-    return {"measured": False, "reason": reason}
+def _verdict(claim_id: str, claim: str, ok: list[bool], evidence: dict, notes: list[str],
+             missing: str) -> Claim:
+    """The claim holds when it was measured at least once and every measurement passed;
+    unmeasured, it is reported as not holding, with ``missing`` as the reason."""
+    if not ok:
+        evidence = {"measured": False, "reason": missing} | evidence
+    return Claim(claim_id, claim, bool(ok) and all(ok), evidence, "; ".join(notes) or "not measured")
 
 
 def per_parameter_rates(datasets: list[DatasetResult]) -> Claim:
@@ -120,14 +125,11 @@ def per_parameter_rates(datasets: list[DatasetResult]) -> Claim:
                 ok.append(p5 > 0 and p95 / p5 >= SPREAD_MIN)
                 notes.append(f"{ds.info.name}: p95/p5 = {_fmt(p95 / p5 if p5 > 0 else math.inf)}")
         evidence[ds.info.name] = entry
-    holds = bool(ok) and all(ok)
-    if not ok:
-        evidence = _not_measured(f"{SUBJECT} did not run") | evidence
-    return Claim("per-parameter-rates",
-                 f"Adagrad gives each parameter its own learning rate: after training, the 95th "
-                 f"percentile of the per-coordinate rates lr/sqrt(G) is at least {SPREAD_MIN:g}× "
-                 f"the 5th (founding formula, every dataset; SGD's ratio is 1 for contrast).",
-                 holds, evidence, "; ".join(notes) or "not measured")
+    return _verdict("per-parameter-rates",
+                    f"Adagrad gives each parameter its own learning rate: after training, the 95th "
+                    f"percentile of the per-coordinate rates lr/sqrt(G) is at least {SPREAD_MIN:g}× "
+                    f"the 5th (founding formula, every dataset; SGD's ratio is 1 for contrast).",
+                    ok, evidence, notes, missing=f"{SUBJECT} did not run")
 
 
 def rare_features(datasets: list[DatasetResult]) -> Claim:
@@ -156,15 +158,12 @@ def rare_features(datasets: list[DatasetResult]) -> Claim:
             "rare_over_frequent": _r(ratio), "words_in_1_doc": int(len(rare)),
             "top_1pct_words": int(len(top))}
         notes.append(f"{ds.info.name}: ρ = {_fmt(rho)}, rare/frequent = {_fmt(ratio)}×")
-    holds = bool(ok) and all(ok)
-    if not ok:
-        evidence = _not_measured("no text dataset with an Adagrad run") | evidence
-    return Claim("rare-features-get-larger-steps",
-                 f"Rare features get larger steps: per word, Adagrad's effective rate falls with "
-                 f"the word's document frequency (Spearman ρ ≤ {RANK_CORRELATION_MAX:g}) and words "
-                 f"seen in one training document get at least {RARE_RATIO_MIN:g}× the median rate "
-                 f"of the 1% most frequent words.",
-                 holds, evidence, "; ".join(notes) or "not measured")
+    return _verdict("rare-features-get-larger-steps",
+                    f"Rare features get larger steps: per word, Adagrad's effective rate falls with "
+                    f"the word's document frequency (Spearman ρ ≤ {RANK_CORRELATION_MAX:g}) and words "
+                    f"seen in one training document get at least {RARE_RATIO_MIN:g}× the median rate "
+                    f"of the 1% most frequent words.",
+                    ok, evidence, notes, missing="no text dataset with an Adagrad run")
 
 
 def step_shrinks(datasets: list[DatasetResult]) -> Claim:
@@ -193,14 +192,11 @@ def step_shrinks(datasets: list[DatasetResult]) -> Claim:
             notes.append(f"{ds.info.name}/{res.spec.key}: {trace.increases} increases in "
                          f"{trace.compared:,} comparisons")
         evidence[ds.info.name] = entry
-    holds = bool(ok) and all(ok)
-    if not ok:
-        evidence = _not_measured("no plain Adagrad run was traced") | evidence
-    return Claim("step-size-shrinks",
-                 "Adagrad's step only ever shrinks: between any two snapshots of a run, no "
-                 "coordinate's effective rate lr/sqrt(G) grew (relative tolerance 1e-6), for "
-                 "every plain Adagrad variant on every dataset.",
-                 holds, evidence, "; ".join(notes) or "not measured")
+    return _verdict("step-size-shrinks",
+                    "Adagrad's step only ever shrinks: between any two snapshots of a run, no "
+                    "coordinate's effective rate lr/sqrt(G) grew (relative tolerance 1e-6), for "
+                    "every plain Adagrad variant on every dataset.",
+                    ok, evidence, notes, missing="no plain Adagrad run was traced")
 
 
 def remedies(datasets: list[DatasetResult]) -> Claim:
@@ -228,15 +224,12 @@ def remedies(datasets: list[DatasetResult]) -> Claim:
         notes.append(f"{ds.info.name}: end/epoch-1 " + ", ".join(
             f"{k} {_fmt(v['ratio'] if v['ratio'] is not None else math.nan)}"
             for k, v in entry.items()))
-    holds = bool(ok) and all(ok)
-    if not ok:
-        evidence = _not_measured("no remedy and plain Adagrad ran together") | evidence
-    return Claim("remedies-keep-step-size",
-                 f"The remedies keep the step size: for RMSprop, Adadelta, Adam and Adagrad with "
-                 f"a decaying (or reset) sum, the median effective step at the end of training is "
-                 f"at least {KEEP_RATIO_MIN:g}× its value after the first epoch and above plain "
-                 f"Adagrad's ratio, on every dataset.",
-                 holds, evidence, "; ".join(notes) or "not measured")
+    return _verdict("remedies-keep-step-size",
+                    f"The remedies keep the step size: for RMSprop, Adadelta, Adam and Adagrad with "
+                    f"a decaying (or reset) sum, the median effective step at the end of training is "
+                    f"at least {KEEP_RATIO_MIN:g}× its value after the first epoch and above plain "
+                    f"Adagrad's ratio, on every dataset.",
+                    ok, evidence, notes, missing="no remedy and plain Adagrad ran together")
 
 
 def sparse_text_vs_sgd(datasets: list[DatasetResult]) -> Claim:
@@ -260,15 +253,12 @@ def sparse_text_vs_sgd(datasets: list[DatasetResult]) -> Claim:
         evidence[ds.info.name] = entry
         notes.append(f"{ds.info.name}: Adagrad {_pct(subject.mean, subject.std)} vs SGD "
                      f"{_pct(sgd.mean, sgd.std)} ({len(subject.runs)} seeds)")
-    holds = bool(ok) and all(ok)
-    if not ok:
-        evidence = _not_measured("no text dataset with both SGD and Adagrad") | evidence
-    return Claim("sparse-text-vs-sgd",
-                 "On sparse text Adagrad does well: with each optimizer's learning rate tuned on "
-                 "the validation split, Adagrad's (founding formula, sparse gradients) mean test "
-                 "accuracy beats SGD's by more than the larger of their standard deviations over "
-                 "seeds, on every text dataset.",
-                 holds, evidence, "; ".join(notes) or "not measured")
+    return _verdict("sparse-text-vs-sgd",
+                    "On sparse text Adagrad does well: with each optimizer's learning rate tuned on "
+                    "the validation split, Adagrad's (founding formula, sparse gradients) mean test "
+                    "accuracy beats SGD's by more than the larger of their standard deviations over "
+                    "seeds, on every text dataset.",
+                    ok, evidence, notes, missing="no text dataset with both SGD and Adagrad")
 
 
 CLAIMS: tuple[Callable[[list[DatasetResult]], Claim], ...] = (
