@@ -31,7 +31,7 @@ def _adagrad_rows(param: Tensor, grad: Tensor, state_sum: Tensor, rule: StepRule
             param = param * (1 - rule.lr * rule.weight_decay)
         else:
             grad = grad + rule.weight_decay * param
-    if not isinstance(sum_factor, float) or sum_factor != 1.0:
+    if isinstance(sum_factor, Tensor) or sum_factor != 1.0:
         state_sum.mul_(sum_factor)
     state_sum.addcmul_(grad, grad)
     if rule.eps_inside:
@@ -74,7 +74,7 @@ def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: T
     grad.index_add_(0, inverse, values.to(state_sum.dtype))
     row_param = param.index_select(0, rows)
     param_factor = _row_factors(clocks.param_log, clocks.row_param_log, rows)
-    if not isinstance(param_factor, float):
+    if isinstance(param_factor, Tensor):
         row_param = row_param * _broadcast(param_factor, row_param)
     sum_factor = _row_factors(clocks.sum_log, clocks.row_sum_log, rows)
     if isinstance(sum_factor, Tensor):
