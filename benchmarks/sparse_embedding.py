@@ -10,6 +10,7 @@ of the rows. One full training step (forward + backward + optimizer update) is t
   fwd+bwd    forward + backward of the EmbeddingBag alone, no update (a floor)
   ours       adagrad.Adagrad on nn.EmbeddingBag(sparse=True)
   ours-lazy  adagrad.Adagrad with weight_decay=0.01, sparse_weight_decay="lazy"
+  ours-fused adagrad.nn.EmbeddingBag with adagrad.Adagrad's update inside backward
 
 Candidates alternate round by round; medians of --reps repetitions after --warmup; the same
 pre-generated batches (rep i uses batch i mod --batches) for every candidate; id generation
@@ -48,6 +49,7 @@ from _common import (  # noqa: E402
 )
 
 LR = 0.01
+OURS = ("ours-fused", "ours")  # the candidates the ratios are taken against
 EPS = 1e-10  # torch's default; FBGEMM is given the same so its result is comparable
 WD = 0.01
 
@@ -106,8 +108,9 @@ def make_batches(dist: str, a, gen_seed: int):
 def load_ours():
     try:
         import adagrad
+        import adagrad.nn
 
-        return adagrad.Adagrad, None
+        return adagrad, None
     except Exception as exc:  # the package may be mid-development
         return None, f"{type(exc).__name__}: {exc}"
 
@@ -150,7 +153,7 @@ def fbgemm_state_bytes(tbe) -> int:
     return sum(t.numel() * t.element_size() for ts in tbe.split_optimizer_states() for t in ts)
 
 
-def build_candidates(a, init, Ours, make_tbe):
+def build_candidates(a, init, ours_pkg, make_tbe):
     """Return {name: (step(ids, offsets, offsets_full), state_bytes_fn, note)}."""
     import torch
 
@@ -194,13 +197,21 @@ def build_candidates(a, init, Ours, make_tbe):
 
     cands["fwd+bwd"] = (fwdbwd, lambda: 0, "forward + backward, no update")
 
-    if Ours is not None:
+    if ours_pkg is not None:
+        emb_u = ours_pkg.nn.EmbeddingBag(a.rows, a.dim, mode="sum")
+        with torch.no_grad():
+            emb_u.weight.copy_(init)
+        opt_u = ours_pkg.Adagrad(emb_u.parameters(), lr=LR)
+        emb_u.update_in_backward(opt_u)
+        cands["ours-fused"] = (optim_step(emb_u, opt_u), lambda: state_bytes(opt_u),
+                               "adagrad.nn.EmbeddingBag, update inside backward")
         emb_o = embbag()
-        opt_o = Ours(emb_o.parameters(), lr=LR)
+        opt_o = ours_pkg.Adagrad(emb_o.parameters(), lr=LR)
         cands["ours"] = (optim_step(emb_o, opt_o), lambda: state_bytes(opt_o), "adagrad.Adagrad")
         try:
             emb_l = embbag()
-            opt_l = Ours(emb_l.parameters(), lr=LR, weight_decay=WD, sparse_weight_decay="lazy")
+            opt_l = ours_pkg.Adagrad(emb_l.parameters(), lr=LR, weight_decay=WD,
+                                 sparse_weight_decay="lazy")
             cands["ours-lazy"] = (optim_step(emb_l, opt_l), lambda: state_bytes(opt_l),
                                   f"adagrad.Adagrad wd={WD} sparse_weight_decay='lazy'")
         except Exception as exc:
@@ -236,7 +247,7 @@ def rel_diff(a, b, before) -> dict:
     }
 
 
-def correctness(a, init, batches, offsets, offsets_full, Ours, make_tbe) -> dict:
+def correctness(a, init, batches, offsets, offsets_full, ours_pkg, make_tbe) -> dict:
     """One step from the same non-trivial state: ours (and FBGEMM) vs torch.optim.Adagrad.
 
     The shared state: torch.optim.Adagrad trained for 2 steps on two batches; its weights and
@@ -264,29 +275,21 @@ def correctness(a, init, batches, offsets, offsets_full, Ours, make_tbe) -> dict
     w_ref, s_ref = emb.weight.detach(), opt.state[emb.weight]["sum"]
 
     out = {}
-    if Ours is not None:
-        emb_o = torch.nn.EmbeddingBag(a.rows, a.dim, mode="sum", sparse=True)
-        with torch.no_grad():
-            emb_o.weight.copy_(w0)
-        opt_o = Ours(emb_o.parameters(), lr=LR)
-        try:
+    if ours_pkg is not None:
+        for name, layer in (("ours", torch.nn.EmbeddingBag), ("ours-fused", ours_pkg.nn.EmbeddingBag)):
+            emb_o = layer(a.rows, a.dim, mode="sum", sparse=True)
+            with torch.no_grad():
+                emb_o.weight.copy_(w0)
+            opt_o = ours_pkg.Adagrad(emb_o.parameters(), lr=LR)
             opt_o.load_state_dict(sd)  # torch checkpoints load into ours (issue 2)
-            how = "torch state_dict loaded"
-        except Exception as exc:
-            how = f"load_state_dict failed ({type(exc).__name__}); fresh state, 3 steps"
-            for b in batches[:2]:
-                opt_o.zero_grad(set_to_none=True)
-                emb_o(b, offsets).sum().backward()
-                opt_o.step()
-        opt_o.zero_grad(set_to_none=True)
-        emb_o(ids, offsets).sum().backward()
-        opt_o.step()
-        r = {"how": how, "weight": rel_diff(emb_o.weight, w_ref, w0)}
-        st = opt_o.state.get(emb_o.weight, {})
-        if "sum" in st and st["sum"].shape == s_ref.shape:
-            r["sum"] = rel_diff(st["sum"], s_ref, sum0)
-        out["ours"] = r
-        del emb_o, opt_o
+            if name == "ours-fused":
+                emb_o.update_in_backward(opt_o)
+            opt_o.zero_grad(set_to_none=True)
+            emb_o(ids, offsets).sum().backward()
+            opt_o.step()
+            out[name] = {"how": "torch state_dict loaded", "weight": rel_diff(emb_o.weight, w_ref, w0),
+                         "sum": rel_diff(opt_o.state[emb_o.weight]["sum"], s_ref, sum0)}
+            del emb_o, opt_o
     if make_tbe is not None:
         tbe = make_tbe(a.rows, a.dim, False, w0)
         with torch.no_grad():
@@ -309,7 +312,7 @@ def main(argv=None) -> int:
 
     warnings.filterwarnings("ignore", message="Sparse invariant checks")
     torch.manual_seed(a.seed)
-    Ours, ours_err = (None, "--no-ours") if a.no_ours else load_ours()
+    ours_pkg, ours_err = (None, "--no-ours") if a.no_ours else load_ours()
     make_tbe, fb_err = (None, "--no-fbgemm") if a.no_fbgemm else load_fbgemm()
     if ours_err:
         print(f"note: ours not benchmarked: {ours_err}", file=sys.stderr)
@@ -325,7 +328,7 @@ def main(argv=None) -> int:
     print(f"# {info['date']}  {info['cpu']}  torch {info['torch']}"
           f"  fbgemm-gpu-cpu {info.get('fbgemm_gpu_cpu', '-')}  numba {info.get('numba', '-')}")
 
-    cands = build_candidates(a, init, Ours, make_tbe)
+    cands = build_candidates(a, init, ours_pkg, make_tbe)
     results = {"config": vars(a), "machine": info, "distributions": {}}
     for gi, dist in enumerate(("uniform", "zipf")):
         batches, offsets, offsets_full = make_batches(dist, a, a.seed + 1 + gi)
@@ -340,15 +343,15 @@ def main(argv=None) -> int:
             return lambda i: step(batches[i % len(batches)], offsets, offsets_full)
 
         times = time_alternating({n: runner(c[0]) for n, c in cands.items()}, a.reps, a.warmup)
-        corr = correctness(a, init, batches, offsets, offsets_full, Ours, make_tbe)
+        corr = correctness(a, init, batches, offsets, offsets_full, ours_pkg, make_tbe)
         med = {n: median_ms(t) for n, t in times.items()}
         dres = {"distinct_rows_mean": touched, "median_ms": med, "times_s": times,
                 "correctness_vs_torch": corr, "ratios": {}}
-        if "ours" in times:
+        for o in (o for o in OURS if o in times):
             for n in times:
-                dres["ratios"][f"{n}/ours"] = {
-                    "of_medians": med[n] / med["ours"],
-                    "paired_median": paired_ratio(times[n], times["ours"]),
+                dres["ratios"][f"{n}/{o}"] = {
+                    "of_medians": med[n] / med[o],
+                    "paired_median": paired_ratio(times[n], times[o]),
                 }
         results["distributions"][dist] = dres
 
@@ -359,10 +362,10 @@ def main(argv=None) -> int:
 
     # ------------------------------------------------------------------ table
     dists = list(results["distributions"])
-    have_ours = "ours" in cands
+    ours = [o for o in OURS if o in cands]
     headers = ["candidate"]
     for d in dists:
-        headers += [f"{d} ms"] + ([f"{d} x/ours"] if have_ours else [])
+        headers += [f"{d} ms"] + [f"{d} x/{o}" for o in ours]
     headers += ["state B/param", "max rel diff vs torch (w; sum)"]
     rows = []
     for n, c in cands.items():
@@ -370,8 +373,7 @@ def main(argv=None) -> int:
         for d in dists:
             dr = results["distributions"][d]
             row.append(f"{dr['median_ms'][n]:.2f}")
-            if have_ours:
-                row.append(f"{dr['ratios'][f'{n}/ours']['of_medians']:.2f}")
+            row += [f"{dr['ratios'][f'{n}/{o}']['of_medians']:.2f}" for o in ours]
         row.append(f"{sbytes[n]:.3f}")
         cells = []
         for d in dists:
@@ -386,27 +388,27 @@ def main(argv=None) -> int:
     print()
     print(format_table(headers, rows))
 
-    if have_ours:
+    if ours:
         print("\n## Targets (ratio of medians; paired = median of per-round ratios; PASS needs "
               "both, 'borderline' one)")
         checks = []
-        for d in dists:
-            r = results["distributions"][d]["ratios"]
-            checks.append((f"torch/ours >= 4 ({d})", r["torch/ours"], 4.0))
-            if "fbgemm/ours" in r:
-                checks.append((f"fbgemm EXACT_ADAGRAD/ours >= 2 ({d})", r["fbgemm/ours"], 2.0))
+        for o in ours:
+            for d in dists:
+                r = results["distributions"][d]["ratios"]
+                checks.append((f"torch/{o} >= 4 ({d})", r[f"torch/{o}"], 4.0))
+                if f"fbgemm/{o}" in r:
+                    checks.append((f"fbgemm EXACT_ADAGRAD/{o} >= 2 ({d})", r[f"fbgemm/{o}"], 2.0))
         results["targets"] = {}
         for name, r, thr in checks:
             hits = (r["of_medians"] >= thr) + (r["paired_median"] >= thr)
             verdict = ("MISS", "borderline", "PASS")[hits]
             results["targets"][name] = verdict
             print(f"- {name}: {r['of_medians']:.2f} (paired {r['paired_median']:.2f})  {verdict}")
-        worst = max(
-            max(c["ours"]["weight"]["max_rel"], c["ours"].get("sum", {}).get("max_rel", 0.0))
-            for c in (results["distributions"][d]["correctness_vs_torch"] for d in dists)
-        )
-        print(f"- max rel diff ours vs torch <= 1e-6: {worst:.2e}  "
-              f"{'PASS' if worst <= 1e-6 else 'MISS'}")
+        for o in ours:
+            worst = max(max(c[o]["weight"]["max_rel"], c[o]["sum"]["max_rel"])
+                        for c in (results["distributions"][d]["correctness_vs_torch"] for d in dists))
+            print(f"- max rel diff {o} vs torch <= 1e-6: {worst:.2e}  "
+                  f"{'PASS' if worst <= 1e-6 else 'MISS'}")
     if a.json:
         path = write_json(a.json, results)
         print(f"\n(results written to {os.path.relpath(path)})")

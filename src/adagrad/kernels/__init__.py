@@ -3,8 +3,8 @@
 Each kernel takes the tensors of one parameter and a `StepRule` and updates in place:
 
 - `dense_adagrad_(param, grad, state_sum, rule)`: ALGORITHMS.md §1.
-- `sparse_adagrad_(param, state_sum, indices, values, rule, clocks)`: §2 on a
-  ``(rows, D)`` table, duplicates summed, lazy decay caught up through `RowClocks`.
+- `sparse_adagrad_(param, state_sum, indices, values, rule, clocks, value_of, scale)`: §2
+  on a ``(rows, D)`` table, duplicates summed, lazy decay caught up through `RowClocks`.
 
 The dispatchers here pick the numba CPU kernel (`dense_cpu`, `sparse_cpu`) where it
 applies and the torch-ops kernel (`portable`) everywhere else (CUDA, fp16, autograd). Both
@@ -33,12 +33,13 @@ def dense_adagrad_(param: Tensor, grad: Tensor, state_sum: Tensor, rule: StepRul
 
 
 def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: Tensor,
-                    rule: StepRule, clocks: RowClocks) -> None:
+                    rule: StepRule, clocks: RowClocks, value_of: Tensor | None = None,
+                    scale: Tensor | None = None) -> None:
     """One sparse Adagrad step on a ``(rows, D)`` table, in place, on the fastest kernel.
 
-    Indices must lie in ``[0, rows)`` (the optimizer checks them before any write).
+    Position ``k`` adds ``scale[k]·values[value_of[k]]`` to row ``indices[k]`` (see
+    `portable.sparse_adagrad_`). Indices must lie in ``[0, rows)`` (the optimizer checks
+    them before any write).
     """
-    if sparse_cpu.supports(param, state_sum, values):
-        sparse_cpu.sparse_adagrad_(param, state_sum, indices, values, rule, clocks)
-    else:
-        portable.sparse_adagrad_(param, state_sum, indices, values, rule, clocks)
+    kernel = sparse_cpu if sparse_cpu.supports(param, state_sum, values) else portable
+    kernel.sparse_adagrad_(param, state_sum, indices, values, rule, clocks, value_of, scale)

@@ -59,15 +59,23 @@ def _row_factors(clock: float, snapshots: Tensor | None, rows: Tensor) -> Tensor
 
 
 def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: Tensor,
-                    rule: StepRule, clocks: RowClocks) -> None:
+                    rule: StepRule, clocks: RowClocks, value_of: Tensor | None = None,
+                    scale: Tensor | None = None) -> None:
     """One sparse Adagrad step (ALGORITHMS.md §2) on a ``(rows, D)`` table.
 
-    Duplicate ``indices`` are summed first; then each touched row is caught up on its
-    lazy decay (``clocks``) and updated by the dense rule. ``rule.weight_decay`` is L2 on
-    the touched rows ("touched" mode); ``rule.decoupled`` and ``rule.accumulator_decay``
-    are ignored: decoupled decay and ρ come through ``clocks``, so that untouched rows
-    decay too. Indices must already be validated to lie in ``[0, rows)``.
+    Position ``k`` of the gradient adds ``scale[k]·values[value_of[k]]`` to row
+    ``indices[k]`` (``value_of`` defaults to the identity, ``scale`` to 1; a 1-element
+    ``scale`` applies to every position). Duplicate ``indices`` are summed first; then
+    each touched row is caught up on its lazy decay (``clocks``) and updated by the dense
+    rule. ``rule.weight_decay`` is L2 on the touched rows ("touched" mode);
+    ``rule.decoupled`` and ``rule.accumulator_decay`` are ignored: decoupled decay and ρ
+    come through ``clocks``, so that untouched rows decay too. Indices must already be
+    validated to lie in ``[0, rows)``.
     """
+    if value_of is not None:
+        values = values.index_select(0, value_of.long())
+    if scale is not None:
+        values = values * _broadcast(scale.to(values.dtype).expand(values.shape[0]), values)
     rows, inverse = torch.unique(indices.long(), return_inverse=True)
     grad = torch.zeros((rows.numel(),) + values.shape[1:], dtype=state_sum.dtype,
                        device=values.device)

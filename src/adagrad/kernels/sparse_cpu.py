@@ -1,15 +1,21 @@
 """Sparse Adagrad on the CPU: deduplicate, then one parallel pass per touched row.
 
-For a COO gradient of an embedding table (``indices`` may repeat, unsorted), ALGORITHMS.md
+For a row gradient of an embedding table (``indices`` may repeat, unsorted), ALGORITHMS.md
 §2: the contributions of each row are summed, and each touched row is read once and
 written once (θ_r and G_r, plus its lazy-decay snapshots). No temporary the size of the
 table and no coalesced copy of the gradient: the grouping is a hash of the touched rows,
 and only rows touched more than once get a summed copy; the others are read in place.
+
+Position ``k`` contributes ``scale[k]·values[value_of[k]]`` to row ``indices[k]`` (a
+`GradRows`): for a COO gradient ``value_of`` is the identity and the scale 1; a fused
+embedding-bag backward passes its output gradient with each position's bag (and
+per-sample weight), so that the ``(nnz, D)`` gradient is never built.
 """
 
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 from dataclasses import replace
 
 import numba
@@ -36,6 +42,7 @@ from adagrad.kernels.elementwise import (
 from adagrad.kernels.rule import StepRule
 
 _NO_SNAPSHOTS = np.zeros(0, np.float64)
+_IDENTITY = np.zeros(0, np.int64)  # value_of for a COO gradient: position k reads row k
 _PREFETCH_AHEAD = 8  # rows: touched rows are scattered, so their loads are overlapped
 _CHUNKS = 64  # slices of the touched rows that the parallel kernels share out
 
@@ -82,11 +89,29 @@ def group_rows(indices, num_rows):
     return rows[:distinct], first[:distinct], counts[:distinct], row_of, -1
 
 
+GradRows = namedtuple("GradRows", "values value_of scale")
+"""Where the kernels read position ``k``'s gradient: ``scale[k]·values[value_of[k]]``;
+``value_of`` empty means the identity, a 1-element ``scale`` applies to every position."""
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _source(value_of, k):
+    """The row of ``values`` that position ``k`` reads."""
+    return value_of[k] if value_of.size > 0 else k
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _scale(scale, k):
+    """Position ``k``'s factor."""
+    return scale[k] if scale.size > 1 else scale[0]
+
+
 @numba.njit(cache=True, error_model="numpy")
-def sum_duplicates(values, counts, row_of):
-    """Sum the contributions of every row touched more than once, reading ``values`` in
-    order (one streaming pass). Returns ``(slot, sums)``: row u's sum is ``sums[slot[u]]``
-    where ``slot[u] >= 0``; rows touched once keep ``slot[u] == -1`` and are read in place.
+def sum_duplicates(grad, counts, row_of):
+    """Sum the contributions (a `GradRows`) of every row touched more than once, in
+    position order (one streaming pass). Returns ``(slot, sums)``: row u's sum is
+    ``sums[slot[u]]`` where ``slot[u] >= 0``; rows touched once keep ``slot[u] == -1``
+    and are read in place.
     """
     slot = np.full(counts.size, -1, np.int64)
     repeated = 0
@@ -94,17 +119,20 @@ def sum_duplicates(values, counts, row_of):
         if counts[u] > 1:
             slot[u] = repeated
             repeated += 1
+    values = grad.values
     sums = np.zeros((repeated, values.shape[1]), values.dtype)
     for k in range(row_of.size):
         target = slot[row_of[k]]
         if target >= 0:
+            source = _source(grad.value_of, k)
+            factor = _scale(grad.scale, k)
             for d in range(values.shape[1]):
-                sums[target, d] += values[k, d]
+                sums[target, d] += values[source, d] * factor
     return slot, sums
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _update_row(u, stop, param, state_sum, values, rows, first, slot, sums, rule, clocks,
+def _update_row(u, stop, param, state_sum, grad, rows, first, slot, sums, rule, clocks,
                 load, store):
     """Catch row ``rows[u]`` up on its lazy decay and apply §1 to it with its summed
     gradient. Each loop over the row's width is a plain vectorisable loop. Rows a few
@@ -116,7 +144,7 @@ def _update_row(u, stop, param, state_sum, values, rows, first, slot, sums, rule
         prefetch_row(param, rows[ahead])
         prefetch_row(state_sum, rows[ahead])
         if slot[ahead] < 0:
-            prefetch_row(values, first[ahead])
+            prefetch_row(grad.values, _source(grad.value_of, first[ahead]))
     param_log, row_param_log, sum_log, row_sum_log = clocks
     row = rows[u]
     width = param.shape[1]
@@ -130,49 +158,54 @@ def _update_row(u, stop, param, state_sum, values, rows, first, slot, sums, rule
         row_sum_log[row] = sum_log
         for d in range(width):
             state_sum[row, d] = state_sum[row, d] * factor
-    grad = sums[slot[u]] if slot[u] >= 0 else values[first[u]]
+    if slot[u] >= 0:
+        row_grad, factor = sums[slot[u]], sums.dtype.type(1.0)
+    else:
+        row_grad = grad.values[_source(grad.value_of, first[u])]
+        factor = _scale(grad.scale, first[u])
     for d in range(width):
-        p, s = adagrad_coordinate(load(param[row, d]), grad[d], state_sum[row, d], rule)
+        p, s = adagrad_coordinate(load(param[row, d]), row_grad[d] * factor, state_sum[row, d],
+                                  rule)
         param[row, d] = store(p)
         state_sum[row, d] = s
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _update_chunk(chunk, chunks, param, state_sum, values, rows, first, slot, sums, rule,
+def _update_chunk(chunk, chunks, param, state_sum, grad, rows, first, slot, sums, rule,
                   clocks, load, store):
     """`_update_row` over the ``chunk``-th of ``chunks`` equal slices of the rows."""
     start = rows.size * chunk // chunks
     stop = rows.size * (chunk + 1) // chunks
     for u in range(start, stop):
-        _update_row(u, stop, param, state_sum, values, rows, first, slot, sums, rule, clocks,
+        _update_row(u, stop, param, state_sum, grad, rows, first, slot, sums, rule, clocks,
                     load, store)
 
 
 # One kernel per (parameter storage, threading); see dense_cpu. The parallel ones hand out
 # `_CHUNKS` slices of the touched rows to the threads.
 @numba.njit(cache=True, error_model="numpy")
-def _float_serial(param, state_sum, values, rows, first, slot, sums, rule, clocks):
-    _update_chunk(0, 1, param, state_sum, values, rows, first, slot, sums, rule, clocks,
+def _float_serial(param, state_sum, grad, rows, first, slot, sums, rule, clocks):
+    _update_chunk(0, 1, param, state_sum, grad, rows, first, slot, sums, rule, clocks,
                   load_float, store_float)
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
-def _float_parallel(param, state_sum, values, rows, first, slot, sums, rule, clocks):
+def _float_parallel(param, state_sum, grad, rows, first, slot, sums, rule, clocks):
     for chunk in numba.prange(_CHUNKS):
-        _update_chunk(chunk, _CHUNKS, param, state_sum, values, rows, first, slot, sums,
+        _update_chunk(chunk, _CHUNKS, param, state_sum, grad, rows, first, slot, sums,
                       rule, clocks, load_float, store_float)
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _bf16_serial(param, state_sum, values, rows, first, slot, sums, rule, clocks):
-    _update_chunk(0, 1, param, state_sum, values, rows, first, slot, sums, rule, clocks,
+def _bf16_serial(param, state_sum, grad, rows, first, slot, sums, rule, clocks):
+    _update_chunk(0, 1, param, state_sum, grad, rows, first, slot, sums, rule, clocks,
                   load_bf16, store_bf16)
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
-def _bf16_parallel(param, state_sum, values, rows, first, slot, sums, rule, clocks):
+def _bf16_parallel(param, state_sum, grad, rows, first, slot, sums, rule, clocks):
     for chunk in numba.prange(_CHUNKS):
-        _update_chunk(chunk, _CHUNKS, param, state_sum, values, rows, first, slot, sums,
+        _update_chunk(chunk, _CHUNKS, param, state_sum, grad, rows, first, slot, sums,
                       rule, clocks, load_bf16, store_bf16)
 
 
@@ -199,7 +232,8 @@ def find_rows(indices: Tensor, num_rows: int):
 
 
 def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: Tensor,
-                    rule: StepRule, clocks: RowClocks) -> None:
+                    rule: StepRule, clocks: RowClocks, value_of: Tensor | None = None,
+                    scale: Tensor | None = None) -> None:
     """One sparse Adagrad step (ALGORITHMS.md §2) on a ``(rows, D)`` table, in place.
 
     Same contract as `adagrad.kernels.portable.sparse_adagrad_`, except that indices are
@@ -207,13 +241,16 @@ def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: T
     """
     rule = replace(rule, decoupled=False, accumulator_decay=1.0)  # both come through clocks
     rows, first, counts, row_of = find_rows(indices, param.shape[0])
-    values = values.detach().contiguous().numpy()
-    slot, sums = sum_duplicates(values, counts, row_of)
-    parallel = values.size >= PARALLEL_MIN_ELEMENTS
+    scale = torch.ones(1, dtype=values.dtype) if scale is None else scale.to(values.dtype)
+    grad = GradRows(values.detach().contiguous().numpy(),
+                    _IDENTITY if value_of is None else value_of.long().contiguous().numpy(),
+                    scale.detach().contiguous().numpy())
+    slot, sums = sum_duplicates(grad, counts, row_of)
+    parallel = indices.numel() * values.shape[1] >= PARALLEL_MIN_ELEMENTS
     if parallel:
         start_thread_pool()
     kernel = _KERNELS[param.dtype == torch.bfloat16, parallel]
-    kernel(as_numpy(param), as_numpy(state_sum), values, rows, first, slot, sums,
+    kernel(as_numpy(param), as_numpy(state_sum), grad, rows, first, slot, sums,
            rule_tuple(rule, scalar_type(state_sum)),
            (float(clocks.param_log), _snapshots(clocks.row_param_log),
             float(clocks.sum_log), _snapshots(clocks.row_sum_log)))

@@ -16,7 +16,7 @@ from adagrad import kernels
 from adagrad.kernels import RowClocks, StepRule, portable
 from adagrad.kernels.elementwise import PARALLEL_MIN_ELEMENTS
 from adagrad.optim import conventions
-from adagrad.optim.base import AdagradFamily, sparse_rows
+from adagrad.optim.base import AdagradFamily, SparseGrad, sparse_rows
 from adagrad.optim.validation import (
     check_choice,
     check_in_unit_interval,
@@ -149,9 +149,9 @@ class Adagrad(AdagradFamily):
 
     # -- stepping -------------------------------------------------------------------
 
-    def _check_grad(self, param: Tensor, group: dict[str, Any]) -> None:
-        super()._check_grad(param, group)
-        if not param.grad.is_sparse or group["weight_decay"] == 0:
+    def _check_sparse(self, sparse: SparseGrad, group: dict[str, Any]) -> None:
+        super()._check_sparse(sparse, group)
+        if group["weight_decay"] == 0:
             return
         if group["sparse_weight_decay"] is None:
             raise RuntimeError(
@@ -163,19 +163,19 @@ class Adagrad(AdagradFamily):
             raise ValueError(f"sparse_weight_decay='lazy' needs lr·weight_decay < 1, got "
                              f"{lr} · {group['weight_decay']}")
 
-    def _step_group(self, group: dict[str, Any]) -> None:
+    def _step_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
         lr = float(group["lr"])
         steps: list[Tensor] = []  # the dense parameters' counters, advanced in one op
         ours: list[tuple[Tensor, Tensor, Tensor, float]] = []
         torch_fused: dict[tuple[torch.device, torch.dtype], list[list[Tensor]]] = {}
-        for param in group["params"]:
+        for param in params:
             grad = param.grad
             if grad is None:
                 continue
-            state = self._state_for(param, group)
             if grad.is_sparse:
-                self._sparse_step(param, grad, state, group, lr)
+                self._step_sparse(param, sparse_rows(param.detach(), grad), group)
                 continue
+            state = self._state_for(param, group)
             self._flush_rows(param, state)
             steps.append(state["step"])
             param, grad, state_sum = _as_real(param, grad, state["sum"])
@@ -207,14 +207,14 @@ class Adagrad(AdagradFamily):
                 and (group["weight_decay"] == 0 or not group["decoupled_weight_decay"])
                 and not group["differentiable"])
 
-    def _sparse_step(self, param: Tensor, grad: Tensor, state: dict[str, Tensor],
-                     group: dict[str, Any], lr: float) -> None:
-        sparse = sparse_rows(param.detach(), grad)
+    def _step_sparse(self, param: Tensor, sparse: SparseGrad, group: dict[str, Any]) -> None:
+        state = self._state_for(param, group)
         touched_l2 = group["weight_decay"] if group["sparse_weight_decay"] == "touched" else 0
-        rule = replace(_step_rule(group, lr, state["step"].item() + 1), weight_decay=touched_l2)
+        rule = replace(_step_rule(group, float(group["lr"]), state["step"].item() + 1),
+                       weight_decay=touched_l2)
         clocks = self._advance_clocks(state, group, rule.lr, sparse.table.shape[0], param.device)
         kernels.sparse_adagrad_(sparse.table, sparse.view(state["sum"]), sparse.indices,
-                                sparse.values, rule, clocks)
+                                sparse.values, rule, clocks, sparse.value_of, sparse.scale)
         state["step"] += 1
         for (clock, _), value in zip(_CLOCKS, (clocks.param_log, clocks.sum_log)):
             if clock in state:

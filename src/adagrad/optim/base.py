@@ -24,15 +24,21 @@ _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 @dataclass(frozen=True)
 class SparseGrad:
-    """A sparse COO gradient seen as rows of a table.
+    """A row gradient of a table: position ``k`` adds ``scale[k]·values[value_of[k]]`` to
+    row ``indices[k]``.
 
-    ``table`` is a ``(rows, D)`` view of the parameter; ``indices`` (``(nnz,)``, may
-    repeat) and ``values`` (``(nnz, D)``) are the gradient's, uncoalesced.
+    ``table`` is a ``(rows, D)`` view of the parameter; ``indices`` (``(nnz,)``) may
+    repeat. For a COO gradient ``values`` are its ``(nnz, D)`` values, uncoalesced, and
+    ``value_of`` and ``scale`` are None (the identity, 1). A fused layer's backward passes
+    its output gradient as ``values``, each position's output row as ``value_of`` and
+    per-sample weights as ``scale``, so that the ``(nnz, D)`` gradient is never built.
     """
 
     table: Tensor
     indices: Tensor
     values: Tensor
+    value_of: Tensor | None = None
+    scale: Tensor | None = None
 
     def view(self, like: Tensor) -> Tensor:
         """``like`` (a tensor shaped like the parameter) as the same table."""
@@ -85,7 +91,7 @@ def check_rows(sparse: SparseGrad) -> None:
 class AdagradFamily(torch.optim.Optimizer):
     """Base of the family's optimizers (see the module docstring).
 
-    Subclasses define `_init_state`, `_state_shapes` and `_step_group`, and list the
+    Subclasses define `_init_state`, `_state_shapes`, `_step_group` and `_step_sparse`, and list the
     floating-point state that follows the dtype policy in `_accumulators` and the state
     that is always float64 in `_float64_state`.
     """
@@ -159,13 +165,29 @@ class AdagradFamily(torch.optim.Optimizer):
     def _check_grad(self, param: Tensor, group: dict[str, Any]) -> None:
         """Raise before anything is written if ``param.grad`` cannot be applied."""
         if param.grad.is_sparse:
-            check_rows(sparse_rows(param, param.grad))
+            self._check_sparse(sparse_rows(param, param.grad), group)
         elif param.grad.shape != param.shape:
             raise ValueError(f"gradient of shape {tuple(param.grad.shape)} does not fit the "
                              f"parameter of shape {tuple(param.shape)}")
 
-    def _step_group(self, group: dict[str, Any]) -> None:
+    def _check_sparse(self, sparse: SparseGrad, group: dict[str, Any]) -> None:
+        """Raise before anything is written if the row gradient cannot be applied."""
+        check_rows(sparse)
+
+    def _step_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        """Step those of ``params`` (all in ``group``) that have a gradient."""
         raise NotImplementedError
+
+    def _step_sparse(self, param: Tensor, sparse: SparseGrad, group: dict[str, Any]) -> None:
+        """Apply the row gradient ``sparse`` of ``param`` (already checked)."""
+        raise NotImplementedError
+
+    def _group_of(self, param: Tensor) -> dict[str, Any]:
+        for group in self.param_groups:
+            if any(p is param for p in group["params"]):
+                return group
+        raise ValueError(f"the parameter of shape {tuple(param.shape)} is not one of this "
+                         f"optimizer's parameters")
 
     @torch.compiler.disable
     @_use_grad_for_differentiable
@@ -183,8 +205,37 @@ class AdagradFamily(torch.optim.Optimizer):
             if param.grad is not None:
                 self._check_grad(param, group)
         for group in self.param_groups:
-            self._step_group(group)
+            self._step_group(group, group["params"])
         return loss
+
+    # -- updates inside backward (adagrad.nn) ---------------------------------------
+
+    @torch.no_grad()
+    def step_parameter(self, param: Tensor) -> None:
+        """One step of ``param`` alone, from its gradient; the gradient is then cleared.
+
+        For updates applied as soon as a gradient is ready (a post-accumulate-grad hook),
+        so that `step()` has nothing left to do for ``param``. Raises as `step()` does,
+        before anything is written.
+        """
+        group = self._group_of(param)
+        if param.grad is None:
+            return
+        self._check_grad(param, group)
+        self._step_group(group, [param])
+        param.grad = None
+
+    @torch.no_grad()
+    def step_rows(self, param: Tensor, sparse: SparseGrad) -> None:
+        """One step of ``param`` alone from a row gradient given directly: what a layer
+        whose backward applies the update calls, so that the gradient is never built.
+
+        Same state, hyperparameters and result as `step()` with the equivalent sparse
+        gradient in ``param.grad``.
+        """
+        group = self._group_of(param)
+        self._check_sparse(sparse, group)
+        self._step_sparse(param, sparse, group)
 
     # -- checkpoints ----------------------------------------------------------------
 

@@ -1,0 +1,5 @@
+"""Layers whose backward applies the optimizer's update (FBGEMM's data flow, DESIGN.md)."""
+
+from adagrad.nn.embedding import Embedding, EmbeddingBag
+
+__all__ = ["Embedding", "EmbeddingBag"]

@@ -1,0 +1,180 @@
+"""`Embedding` and `EmbeddingBag` that can apply their optimizer's update inside backward.
+
+They are `torch.nn.Embedding` and `torch.nn.EmbeddingBag` (same arguments, weights,
+``state_dict`` and forward). After ``layer.update_in_backward(optimizer)``, backward hands
+the table's row gradient straight to the optimizer (`AdagradFamily.step_rows`): the
+``(ids, D)`` sparse gradient is never built, and each touched row is read and written
+once. This is the data flow of FBGEMM's table-batched embeddings; the result is that of
+``optimizer.step()`` on the sparse gradient torch's layer would produce, and the state
+stays the optimizer's own (its ``state_dict`` holds the table's ``sum``).
+
+What changes for the table once fused, as with FBGEMM:
+
+- its update happens during ``loss.backward()``, with the group's lr at that moment;
+  `step()` then skips it (its ``.grad`` stays None), so gradient clipping, gradient
+  accumulation over several backward passes and `GradScaler` do not apply to it;
+- each backward through the layer is one optimizer step of the table: look all of a
+  training step's ids up in one call.
+
+Configurations the fused backward does not cover (``mode="max"``,
+``scale_grad_by_freq=True``) and any other use of the weight still update in backward:
+a post-accumulate-grad hook steps the weight as soon as torch has built its gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from adagrad.optim.base import AdagradFamily, SparseGrad
+
+
+class _UpdateInBackward:
+    """What the two layers share: the optimizer they hand their gradient to."""
+
+    weight: Tensor
+    _optimizer: AdagradFamily | None = None
+    _hook: RemovableHandle | None = None
+
+    def update_in_backward(self, optimizer: AdagradFamily | None) -> _UpdateInBackward:
+        """Apply ``optimizer``'s update to ``weight`` inside backward from now on (None:
+        back to a plain gradient). ``weight`` must be one of the optimizer's parameters.
+        Returns the layer."""
+        if optimizer is not None:
+            if not isinstance(optimizer, AdagradFamily):
+                raise TypeError(f"update_in_backward needs an optimizer of the adagrad "
+                                f"family, got {type(optimizer).__name__}")
+            optimizer._group_of(self.weight)  # raises if the weight is not among its params
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        self._optimizer = optimizer
+        if optimizer is not None:
+            self._hook = self.weight.register_post_accumulate_grad_hook(
+                optimizer.step_parameter)
+        return self
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A copy (pickle, deepcopy) has its own weight, without the hook: attach it anew.
+        super().__setstate__(state)
+        self._hook = None
+        self.update_in_backward(self._optimizer)
+
+    def _fused(self) -> bool:
+        return (self._optimizer is not None and torch.is_grad_enabled()
+                and self.weight.requires_grad and not self.scale_grad_by_freq)
+
+    def _update(self, indices: Tensor, values: Tensor, value_of: Tensor | None,
+                scale: Tensor | None) -> None:
+        weight = self.weight
+        table = weight.detach().view(weight.shape[0], -1)
+        self._optimizer.step_rows(weight, SparseGrad(table, indices, values.contiguous(),
+                                                     value_of, scale))
+
+
+class Embedding(_UpdateInBackward, nn.Embedding):
+    """`torch.nn.Embedding` whose update can run inside backward (see the module
+    docstring and `update_in_backward`)."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        if not self._fused():
+            return super().forward(input)
+        return _FusedEmbedding.apply(self.weight, input, self)
+
+
+class EmbeddingBag(_UpdateInBackward, nn.EmbeddingBag):
+    """`torch.nn.EmbeddingBag` whose update can run inside backward (see the module
+    docstring and `update_in_backward`). Modes ``"sum"`` and ``"mean"`` (with
+    ``per_sample_weights``, ``padding_idx``, ``include_last_offset``) take the fused
+    backward; ``"max"`` updates from torch's gradient."""
+
+    def forward(self, input: Tensor, offsets: Tensor | None = None,
+                per_sample_weights: Tensor | None = None) -> Tensor:
+        if not self._fused() or self.mode == "max":
+            return super().forward(input, offsets, per_sample_weights)
+        return _FusedEmbeddingBag.apply(self.weight, input, offsets, per_sample_weights, self)
+
+
+class _FusedEmbedding(torch.autograd.Function):
+    """``F.embedding`` forward; backward applies the optimizer to the table's rows."""
+
+    @staticmethod
+    def forward(ctx: Any, weight: Tensor, input: Tensor, layer: Embedding) -> Tensor:
+        ctx.layer = layer
+        ctx.save_for_backward(input)
+        return F.embedding(input, weight, layer.padding_idx, layer.max_norm, layer.norm_type)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[None, None, None]:
+        (input,) = ctx.saved_tensors
+        layer = ctx.layer
+        indices = input.reshape(-1)
+        values = grad_output.reshape(indices.numel(), -1)
+        value_of = None
+        if layer.padding_idx is not None:  # as torch: the padding row gets no gradient
+            value_of = (indices != layer.padding_idx).nonzero().squeeze(1)
+            indices = indices[value_of]
+        layer._update(indices, values, value_of, None)
+        return None, None, None
+
+
+class _FusedEmbeddingBag(torch.autograd.Function):
+    """``F.embedding_bag`` forward (sum or mean); backward applies the optimizer to the
+    table's rows, each position reading its bag's output gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, weight: Tensor, input: Tensor, offsets: Tensor | None,
+                per_sample_weights: Tensor | None, layer: EmbeddingBag) -> Tensor:
+        output = F.embedding_bag(input, weight, offsets, layer.max_norm, layer.norm_type,
+                                 False, layer.mode, False, per_sample_weights,
+                                 layer.include_last_offset, layer.padding_idx)
+        ctx.layer = layer
+        ctx.weights_need_grad = ctx.needs_input_grad[3]
+        # The table is saved only to differentiate the per-sample weights (before the update).
+        ctx.save_for_backward(input, offsets, per_sample_weights,
+                              weight if ctx.weights_need_grad else None)
+        return output
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+        input, offsets, per_sample_weights, weight = ctx.saved_tensors
+        layer = ctx.layer
+        indices, bag_of = _positions(input, offsets, layer.include_last_offset)
+        positions = torch.arange(indices.numel(), device=indices.device)
+        if layer.padding_idx is not None:  # as torch: padding ids are left out of their bag
+            positions = (indices != layer.padding_idx).nonzero().squeeze(1)
+            indices, bag_of = indices[positions], bag_of[positions]
+        weights = weights_grad = None
+        if per_sample_weights is not None:
+            weights = per_sample_weights.reshape(-1)[positions]
+        if ctx.weights_need_grad:  # d output[b] / d weights[k] = ⟨θ[ids[k]], grad_output[b]⟩
+            weights_grad = torch.zeros_like(per_sample_weights).reshape(-1)
+            weights_grad[positions] = (weight[indices] * grad_output[bag_of]).sum(1).to(
+                weights_grad.dtype)
+            weights_grad = weights_grad.view_as(per_sample_weights)
+        values = grad_output
+        if layer.mode == "mean":
+            bag_sizes = torch.bincount(bag_of, minlength=grad_output.shape[0]).clamp_min_(1)
+            values = grad_output / bag_sizes.unsqueeze(1).to(grad_output.dtype)
+        layer._update(indices, values, bag_of, weights)
+        return None, None, None, weights_grad, None
+
+
+def _positions(input: Tensor, offsets: Tensor | None,
+               include_last_offset: bool) -> tuple[Tensor, Tensor]:
+    """The ids of an `EmbeddingBag` call, flattened, and the bag of each one."""
+    if input.dim() == 2:
+        bags, length = input.shape
+        bag_of = torch.arange(bags, device=input.device).repeat_interleave(length)
+        return input.reshape(-1), bag_of
+    ends = torch.cat([offsets[1:], offsets.new_tensor([input.numel()])])
+    if include_last_offset:
+        ends = offsets[1:]
+        offsets = offsets[:-1]
+    sizes = ends - offsets
+    bag_of = torch.arange(offsets.numel(), device=input.device).repeat_interleave(sizes)
+    return input[:bag_of.numel()], bag_of
