@@ -184,6 +184,27 @@ def test_lazy_weight_decay_equals_dense_decoupled_reference():
     assert_close64(opt.state[ours.weight]["sum"], ref.sum, **tol_for(torch.float32))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_tables_keep_a_float32_accumulator(dtype):
+    """bf16/fp16 tables: the float64 dense rule fed torch's gradients (a linear loss, so
+    they do not depend on θ) is the oracle, to the table's precision."""
+    ours = adagrad.nn.EmbeddingBag(ROWS, WIDTH, mode="sum").to(dtype)
+    opt = Adagrad(ours.parameters(), lr=0.05)
+    ours.update_in_backward(opt)
+    theirs = torch.nn.EmbeddingBag(ROWS, WIDTH, mode="sum", sparse=True).to(dtype)
+    theirs.load_state_dict(ours.state_dict())
+    ref = DenseRef(ours.weight, lr=0.05)
+    head = torch.randn(WIDTH, dtype=dtype)
+    for ids, offsets, _ in _bag_batches(3, seed=11):
+        theirs.weight.grad = None
+        (theirs(ids, offsets) @ head).sum().backward()
+        ref.step(densify64(theirs.weight.grad))
+        (ours(ids, offsets) @ head).sum().backward()
+    assert opt.state[ours.weight]["sum"].dtype == torch.float32
+    assert_close64(ours.weight, ref.theta, rtol=1e-2, atol=1e-2)
+    assert_close64(opt.state[ours.weight]["sum"], ref.sum, rtol=1e-2, atol=1e-3)
+
+
 def test_scheduler_lr_is_the_one_at_backward():
     theirs, their_opt, ours, our_opt = _pair({"mode": "sum"}, {"lr": 0.5})
     schedulers = [torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5)
@@ -268,3 +289,21 @@ def test_fused_layer_copies_and_pickles(mode):
         assert not torch.equal(layer.weight, before)
         assert layer._optimizer.state[layer.weight]["step"] == 1
     assert ours.weight not in our_opt.state
+
+
+@pytest.mark.parametrize("include_last_offset", [False, True])
+def test_bag_empty_bags_at_the_end_and_unused_ids(include_last_offset):
+    """Bags that start at the end are empty; with include_last_offset, ids after the last
+    offset belong to no bag: the forward leaves them out, and so does the update. (torch's
+    own backward gives them to the last bag, so its oracle run gets only the used ids.)"""
+    kwargs = {"mode": "mean", "include_last_offset": include_last_offset}
+    theirs, their_opt, ours, our_opt = _pair(kwargs, {"lr": 0.2})
+    ids = torch.tensor([3, 1, 3, 7, 7, 2, 9])
+    offsets = torch.tensor([0, 2, 5, 5]) if include_last_offset else torch.tensor([0, 2, 5, 5, 7, 7])
+    used = ids[:5] if include_last_offset else ids
+    head = torch.randn(WIDTH)
+    _train_bags(theirs, their_opt, [(used, offsets, None)] * 2, head)
+    _train_bags(ours, our_opt, [(ids, offsets, None)] * 2, head)
+    _assert_same(theirs, their_opt, ours, our_opt)
+    if include_last_offset:
+        assert not our_opt.state[ours.weight]["sum"][[2, 9]].any()

@@ -78,6 +78,32 @@ def test_kernel_one_step_equals_reference(kernel, rule_kw, dtype, index_dtype):
         sparse_weight_decay="touched" if wd else None)
     assert_close64(param, theta, **tol_for(dtype))
     assert_close64(state_sum, state["sum"], **tol_for(dtype))
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("scale", ["per-position", "one", None])
+@pytest.mark.parametrize("nnz", [0, 1, 60, 20000])  # 20000 × 5 takes the parallel kernel
+def test_kernel_reads_values_through_value_of_and_scale(kernel, scale, nnz):
+    """Position k's gradient is scale[k]·values[value_of[k]] (what a fused embedding-bag
+    backward passes): the reference gets those rows written out in float64."""
+    gen = torch.Generator().manual_seed(nnz)
+    param, state_sum, _, _ = _kernel_case(32, torch.float32, torch.int64, rows=400)
+    indices = torch.randint(0, 150, (nnz,), generator=gen)
+    values = torch.randn(7, 5, generator=gen)
+    value_of = torch.randint(0, 7, (nnz,), generator=gen)
+    factors = {"per-position": torch.rand(nnz, generator=gen), "one": torch.tensor([0.5]),
+               None: None}[scale]
+    p0, s0 = np64(param), np64(state_sum)
+    kernel(param, state_sum, indices, values, StepRule(lr=0.1, eps=1e-10), RowClocks(),
+           value_of, factors)
+
+    written_out = np64(values)[value_of.numpy()]
+    if factors is not None:
+        written_out *= np64(factors).reshape(-1, 1)
+    theta, state = reference.adagrad_sparse(p0, indices.numpy(), written_out,
+                                            {"step": 0, "sum": s0}, lr=0.1, eps=1e-10)
+    assert_close64(param, theta, **tol_for(torch.float32))
+    assert_close64(state_sum, state["sum"], **tol_for(torch.float32))
     untouched = sorted(set(range(40)) - set(indices.tolist()))
     assert np.array_equal(np64(param)[untouched], p0[untouched])
 

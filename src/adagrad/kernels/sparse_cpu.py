@@ -44,49 +44,6 @@ from adagrad.kernels.rule import StepRule
 _NO_SNAPSHOTS = np.zeros(0, np.float64)
 _IDENTITY = np.zeros(0, np.int64)  # value_of for a COO gradient: position k reads row k
 _PREFETCH_AHEAD = 8  # rows: touched rows are scattered, so their loads are overlapped
-_CHUNKS = 64  # slices of the touched rows that the parallel kernels share out
-
-
-@numba.njit(cache=True, error_model="numpy")
-def group_rows(indices, num_rows):
-    """Find the distinct rows of ``indices``, in first-seen order, with a hash table.
-
-    Returns ``(rows, first, counts, row_of, bad)``: the distinct rows; the position of
-    each one's first occurrence and its number of occurrences; for every position the
-    number of its distinct row; and ``bad``, the first position whose index lies outside
-    ``[0, num_rows)`` (-1 if none; the other outputs are then empty).
-    """
-    n = indices.size
-    capacity = 2
-    while capacity < 2 * n:
-        capacity *= 2
-    mask = np.uint64(capacity - 1)
-    slots = np.full(capacity, -1, np.int64)
-    rows = np.empty(n, np.int64)
-    first = np.empty(n, np.int64)
-    counts = np.zeros(n, np.int64)
-    row_of = np.empty(n, np.int64)
-    distinct = 0
-    for k in range(n):
-        row = np.int64(indices[k])
-        if row < 0 or row >= num_rows:
-            return rows[:0], first[:0], counts[:0], row_of[:0], k
-        slot = ((np.uint64(row) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)) & mask
-        while True:
-            u = slots[slot]
-            if u == -1:
-                u = distinct
-                slots[slot] = u
-                rows[u] = row
-                first[u] = k
-                distinct += 1
-                break
-            if rows[u] == row:
-                break
-            slot = (slot + np.uint64(1)) & mask
-        row_of[k] = u
-        counts[u] += 1
-    return rows[:distinct], first[:distinct], counts[:distinct], row_of, -1
 
 
 GradRows = namedtuple("GradRows", "values value_of scale")
@@ -107,7 +64,62 @@ def _scale(scale, k):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def sum_duplicates(grad, counts, row_of):
+def first_out_of_range(indices, num_rows):
+    """The first position whose index lies outside ``[0, num_rows)``, or -1."""
+    for k in range(indices.size):
+        if indices[k] < 0 or indices[k] >= num_rows:
+            return k
+    return -1
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _group_part(indices, part, parts):
+    """Group the positions whose row falls in partition ``part`` of ``parts`` (rows are
+    shared out by hash, so each partition's rows are its own), with a hash table.
+
+    Returns ``(rows, first, counts, mine, row_of)``: the partition's distinct rows in
+    first-seen order, the position of each one's first occurrence and its number of
+    occurrences; the partition's positions in order, and the number of each one's row.
+    """
+    n = indices.size
+    capacity = 2
+    while capacity < 2 * n:
+        capacity *= 2
+    mask = np.uint64(capacity - 1)
+    slots = np.full(capacity, -1, np.int32)
+    rows = np.empty(n, np.int64)
+    first = np.empty(n, np.int64)
+    counts = np.zeros(n, np.int32)
+    mine = np.empty(n, np.int64)
+    row_of = np.empty(n, np.int32)
+    distinct = owned = 0
+    for k in range(n):
+        row = np.int64(indices[k])
+        hashed = np.uint64(row) * np.uint64(0x9E3779B97F4A7C15)
+        if (hashed >> np.uint64(58)) % np.uint64(parts) != np.uint64(part):
+            continue
+        slot = (hashed >> np.uint64(32)) & mask  # bits apart from the partition's
+        while True:
+            u = slots[slot]
+            if u == -1:
+                u = distinct
+                slots[slot] = u
+                rows[u] = row
+                first[u] = k
+                distinct += 1
+                break
+            if rows[u] == row:
+                break
+            slot = (slot + np.uint64(1)) & mask
+        mine[owned] = k
+        row_of[owned] = u
+        owned += 1
+        counts[u] += 1
+    return rows[:distinct], first[:distinct], counts[:distinct], mine[:owned], row_of[:owned]
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _sum_duplicates(grad, counts, mine, row_of):
     """Sum the contributions (a `GradRows`) of every row touched more than once, in
     position order (one streaming pass). Returns ``(slot, sums)``: row u's sum is
     ``sums[slot[u]]`` where ``slot[u] >= 0``; rows touched once keep ``slot[u] == -1``
@@ -121,9 +133,10 @@ def sum_duplicates(grad, counts, row_of):
             repeated += 1
     values = grad.values
     sums = np.zeros((repeated, values.shape[1]), values.dtype)
-    for k in range(row_of.size):
-        target = slot[row_of[k]]
+    for j in range(mine.size):
+        target = slot[row_of[j]]
         if target >= 0:
+            k = mine[j]
             source = _source(grad.value_of, k)
             factor = _scale(grad.scale, k)
             for d in range(values.shape[1]):
@@ -171,42 +184,40 @@ def _update_row(u, stop, param, state_sum, grad, rows, first, slot, sums, rule, 
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _update_chunk(chunk, chunks, param, state_sum, grad, rows, first, slot, sums, rule,
-                  clocks, load, store):
-    """`_update_row` over the ``chunk``-th of ``chunks`` equal slices of the rows."""
-    start = rows.size * chunk // chunks
-    stop = rows.size * (chunk + 1) // chunks
-    for u in range(start, stop):
-        _update_row(u, stop, param, state_sum, grad, rows, first, slot, sums, rule, clocks,
-                    load, store)
+def _update_part(part, parts, param, state_sum, indices, grad, rule, clocks, load, store):
+    """Group, sum and update the rows of partition ``part`` of ``parts``."""
+    rows, first, counts, mine, row_of = _group_part(indices, part, parts)
+    slot, sums = _sum_duplicates(grad, counts, mine, row_of)
+    for u in range(rows.size):
+        _update_row(u, rows.size, param, state_sum, grad, rows, first, slot, sums, rule,
+                    clocks, load, store)
 
 
-# One kernel per (parameter storage, threading); see dense_cpu. The parallel ones hand out
-# `_CHUNKS` slices of the touched rows to the threads.
+# One kernel per (parameter storage, threading); see dense_cpu. The parallel ones give
+# each thread a partition of the rows, so that grouping, summing and updating all run in
+# one parallel region without sharing a row.
 @numba.njit(cache=True, error_model="numpy")
-def _float_serial(param, state_sum, grad, rows, first, slot, sums, rule, clocks):
-    _update_chunk(0, 1, param, state_sum, grad, rows, first, slot, sums, rule, clocks,
-                  load_float, store_float)
+def _float_serial(param, state_sum, indices, grad, rule, clocks, parts):
+    _update_part(0, 1, param, state_sum, indices, grad, rule, clocks, load_float, store_float)
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
-def _float_parallel(param, state_sum, grad, rows, first, slot, sums, rule, clocks):
-    for chunk in numba.prange(_CHUNKS):
-        _update_chunk(chunk, _CHUNKS, param, state_sum, grad, rows, first, slot, sums,
-                      rule, clocks, load_float, store_float)
+def _float_parallel(param, state_sum, indices, grad, rule, clocks, parts):
+    for part in numba.prange(parts):
+        _update_part(part, parts, param, state_sum, indices, grad, rule, clocks, load_float,
+                     store_float)
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _bf16_serial(param, state_sum, grad, rows, first, slot, sums, rule, clocks):
-    _update_chunk(0, 1, param, state_sum, grad, rows, first, slot, sums, rule, clocks,
-                  load_bf16, store_bf16)
+def _bf16_serial(param, state_sum, indices, grad, rule, clocks, parts):
+    _update_part(0, 1, param, state_sum, indices, grad, rule, clocks, load_bf16, store_bf16)
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
-def _bf16_parallel(param, state_sum, grad, rows, first, slot, sums, rule, clocks):
-    for chunk in numba.prange(_CHUNKS):
-        _update_chunk(chunk, _CHUNKS, param, state_sum, grad, rows, first, slot, sums,
-                      rule, clocks, load_bf16, store_bf16)
+def _bf16_parallel(param, state_sum, indices, grad, rule, clocks, parts):
+    for part in numba.prange(parts):
+        _update_part(part, parts, param, state_sum, indices, grad, rule, clocks, load_bf16,
+                     store_bf16)
 
 
 _KERNELS = {(False, False): _float_serial, (False, True): _float_parallel,
@@ -222,15 +233,6 @@ def supports(param: Tensor, state_sum: Tensor, values: Tensor) -> bool:
             and param.is_contiguous() and state_sum.is_contiguous())
 
 
-def find_rows(indices: Tensor, num_rows: int):
-    """`group_rows` on a tensor of indices; raises IndexError naming a bad index."""
-    rows, first, counts, row_of, bad = group_rows(indices.numpy(), num_rows)
-    if bad >= 0:
-        raise IndexError(f"sparse gradient index {int(indices[bad])} is out of range for "
-                         f"a table of {num_rows} rows")
-    return rows, first, counts, row_of
-
-
 def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: Tensor,
                     rule: StepRule, clocks: RowClocks, value_of: Tensor | None = None,
                     scale: Tensor | None = None) -> None:
@@ -240,20 +242,24 @@ def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: T
     validated here, before anything is written (IndexError).
     """
     rule = replace(rule, decoupled=False, accumulator_decay=1.0)  # both come through clocks
-    rows, first, counts, row_of = find_rows(indices, param.shape[0])
+    indices = indices.contiguous().numpy()
+    bad = first_out_of_range(indices, param.shape[0])
+    if bad >= 0:
+        raise IndexError(f"sparse gradient index {indices[bad]} is out of range for a table "
+                         f"of {param.shape[0]} rows")
     scale = torch.ones(1, dtype=values.dtype) if scale is None else scale.to(values.dtype)
     grad = GradRows(values.detach().contiguous().numpy(),
                     _IDENTITY if value_of is None else value_of.long().contiguous().numpy(),
                     scale.detach().contiguous().numpy())
-    slot, sums = sum_duplicates(grad, counts, row_of)
-    parallel = indices.numel() * values.shape[1] >= PARALLEL_MIN_ELEMENTS
+    parallel = indices.size * values.shape[1] >= PARALLEL_MIN_ELEMENTS
     if parallel:
         start_thread_pool()
     kernel = _KERNELS[param.dtype == torch.bfloat16, parallel]
-    kernel(as_numpy(param), as_numpy(state_sum), grad, rows, first, slot, sums,
+    kernel(as_numpy(param), as_numpy(state_sum), indices, grad,
            rule_tuple(rule, scalar_type(state_sum)),
            (float(clocks.param_log), _snapshots(clocks.row_param_log),
-            float(clocks.sum_log), _snapshots(clocks.row_sum_log)))
+            float(clocks.sum_log), _snapshots(clocks.row_sum_log)),
+           numba.get_num_threads() if parallel else 1)
 
 
 def _snapshots(row_log: Tensor | None) -> np.ndarray:

@@ -168,13 +168,10 @@ def _positions(input: Tensor, offsets: Tensor | None,
                include_last_offset: bool) -> tuple[Tensor, Tensor]:
     """The ids of an `EmbeddingBag` call, flattened, and the bag of each one."""
     if input.dim() == 2:
-        bags, length = input.shape
-        bag_of = torch.arange(bags, device=input.device).repeat_interleave(length)
-        return input.reshape(-1), bag_of
-    ends = torch.cat([offsets[1:], offsets.new_tensor([input.numel()])])
-    if include_last_offset:
-        ends = offsets[1:]
-        offsets = offsets[:-1]
-    sizes = ends - offsets
-    bag_of = torch.arange(offsets.numel(), device=input.device).repeat_interleave(sizes)
-    return input[:bag_of.numel()], bag_of
+        return input.reshape(-1), torch.arange(input.numel(), device=input.device) // input.shape[1]
+    if include_last_offset:  # the last offset ends the last bag; ids after it are unused
+        input, offsets = input[:int(offsets[-1])], offsets[:-1]
+    # A bag's number is how many bags start at or before its positions (empty bags too).
+    starts = torch.zeros(input.numel() + 1, dtype=torch.int64, device=input.device)
+    starts.index_put_((offsets[1:].long(),), starts.new_ones(()), accumulate=True)
+    return input, starts[:-1].cumsum(0)
