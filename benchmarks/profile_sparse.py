@@ -5,10 +5,12 @@ and one gradient computed once; then, alternating, medians of --reps:
 
   step           the whole optimizer.step() of adagrad.Adagrad (state already created)
   check_grad     the optimizer's pre-write gradient checks (_check_grad)
-  group_rows     the numba deduplication (sparse_cpu.find_rows)
-  kernel         adagrad.kernels.sparse_adagrad_ alone (group_rows + the numba row update)
+  sparse_rows    splitting the COO gradient into a table view, indices and values
+  kernel         adagrad.kernels.sparse_adagrad_ alone (index check, then grouping,
+                 summing and updating in one parallel region)
   torch-coalesce grad.coalesce() (what torch.optim.Adagrad starts with), for scale
   fwd+bwd        forward + backward of the EmbeddingBag
+  fused fwd+bwd  forward + backward of adagrad.nn.EmbeddingBag with the update inside
 
     .venv-bench/bin/python benchmarks/profile_sparse.py [--dist zipf] [--threads 2]
 
@@ -49,8 +51,9 @@ def main(argv=None) -> int:
     from sparse_embedding import make_batches
 
     import adagrad
+    import adagrad.nn
     from adagrad import kernels
-    from adagrad.kernels import RowClocks, StepRule, sparse_cpu
+    from adagrad.kernels import RowClocks, StepRule
     from adagrad.optim.base import sparse_rows
 
     batches, offsets, _ = make_batches(a.dist, a, a.seed + 1 + (a.dist == "zipf"))
@@ -63,11 +66,11 @@ def main(argv=None) -> int:
     group = opt.param_groups[0]
     state = opt.state[emb.weight]
     sp = sparse_rows(emb.weight.detach(), grad)
-    rows = sparse_cpu.find_rows(sp.indices, a.rows)[0]
+    distinct = int(torch.unique(sp.indices).numel())
     table_sum = sp.view(state["sum"])
     rule = StepRule(lr=0.01, eps=1e-10)
 
-    def kernel(i):  # the public kernel entry: find_rows + the numba row update
+    def kernel(i):  # the public kernel entry
         kernels.sparse_adagrad_(sp.table, table_sum, sp.indices, sp.values, rule, RowClocks())
 
     emb2 = torch.nn.EmbeddingBag(a.rows, a.dim, mode="sum", sparse=True)
@@ -76,18 +79,21 @@ def main(argv=None) -> int:
         emb2.weight.grad = None
         emb2(ids, offsets).sum().backward()
 
+    fused = adagrad.nn.EmbeddingBag(a.rows, a.dim, mode="sum")
+    fused.update_in_backward(adagrad.Adagrad(fused.parameters(), lr=0.01))
+
     cands = {
         "step": lambda i: opt.step(),
         "check_grad": lambda i: opt._check_grad(emb.weight, group),
         "sparse_rows": lambda i: sparse_rows(emb.weight.detach(), grad),
-        "group_rows": lambda i: sparse_cpu.find_rows(sp.indices, a.rows),
-        "kernel (incl. group_rows)": kernel,
+        "kernel": kernel,
         "torch-coalesce": lambda i: grad.coalesce(),
         "fwd+bwd": fwdbwd,
+        "fused fwd+bwd": lambda i: fused(ids, offsets).sum().backward(),
     }
     times = time_alternating(cands, a.reps, a.warmup, log=False)
     print(f"# profile of adagrad.Adagrad sparse step: {a.dist}, V={a.rows:,} D={a.dim}, "
-          f"nnz={ids.numel():,}, distinct rows={rows.size:,}; threads={a.threads} "
+          f"nnz={ids.numel():,}, distinct rows={distinct:,}; threads={a.threads} "
           f"(numba {numba.get_num_threads()}, layer {numba.threading_layer()}, "
           f"torch {torch.get_num_threads()})")
     step = median_ms(times["step"])

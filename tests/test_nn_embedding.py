@@ -307,3 +307,16 @@ def test_bag_empty_bags_at_the_end_and_unused_ids(include_last_offset):
     _assert_same(theirs, their_opt, ours, our_opt)
     if include_last_offset:
         assert not our_opt.state[ours.weight]["sum"][[2, 9]].any()
+
+
+def test_compiled_model_updates_the_same():
+    """Under torch.compile (dynamo; the eager backend keeps the test fast) the fused
+    backward still runs and equals torch's layer with torch.optim.Adagrad."""
+    torch._dynamo.reset()
+    theirs, their_opt, ours, our_opt = _pair({"mode": "sum"}, {"lr": 0.3})
+    compiled = torch.compile(ours, backend="eager")
+    head = torch.randn(WIDTH)
+    batches = _bag_batches(3, seed=12)
+    _train_bags(theirs, their_opt, batches, head)
+    _train_bags(compiled, our_opt, batches, head)
+    _assert_same(theirs, their_opt, ours, our_opt)
