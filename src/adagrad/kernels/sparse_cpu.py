@@ -1,10 +1,12 @@
-"""Sparse Adagrad on the CPU: deduplicate, then one parallel pass per touched row.
+"""Sparse Adagrad on the CPU: deduplicate, then one pass per touched row.
 
 For a row gradient of an embedding table (``indices`` may repeat, unsorted), ALGORITHMS.md
 §2: the contributions of each row are summed, and each touched row is read once and
 written once (θ_r and G_r, plus its lazy-decay snapshots). No temporary the size of the
 table and no coalesced copy of the gradient: the grouping is a hash of the touched rows,
 and only rows touched more than once get a summed copy; the others are read in place.
+In parallel, each thread takes the rows of one hash partition and groups, sums and
+updates them on its own: one parallel region, no row shared, no merge.
 
 Position ``k`` contributes ``scale[k]·values[value_of[k]]`` to row ``indices[k]`` (a
 `GradRows`): for a COO gradient ``value_of`` is the identity and the scale 1; a fused
@@ -193,12 +195,13 @@ def _update_part(part, parts, param, state_sum, indices, grad, rule, clocks, loa
                     clocks, load, store)
 
 
-# One kernel per (parameter storage, threading); see dense_cpu. The parallel ones give
-# each thread a partition of the rows, so that grouping, summing and updating all run in
-# one parallel region without sharing a row.
+# One kernel per (parameter storage, threading); see dense_cpu. Each takes the rows in
+# ``parts`` hash partitions: the parallel ones one per thread, the serial ones one in all.
 @numba.njit(cache=True, error_model="numpy")
 def _float_serial(param, state_sum, indices, grad, rule, clocks, parts):
-    _update_part(0, 1, param, state_sum, indices, grad, rule, clocks, load_float, store_float)
+    for part in range(parts):
+        _update_part(part, parts, param, state_sum, indices, grad, rule, clocks, load_float,
+                     store_float)
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
@@ -210,7 +213,9 @@ def _float_parallel(param, state_sum, indices, grad, rule, clocks, parts):
 
 @numba.njit(cache=True, error_model="numpy")
 def _bf16_serial(param, state_sum, indices, grad, rule, clocks, parts):
-    _update_part(0, 1, param, state_sum, indices, grad, rule, clocks, load_bf16, store_bf16)
+    for part in range(parts):
+        _update_part(part, parts, param, state_sum, indices, grad, rule, clocks, load_bf16,
+                     store_bf16)
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
