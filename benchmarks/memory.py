@@ -132,6 +132,17 @@ def child_dense(name: str, a) -> dict:
             "first_extra": first.extra, "steady_extra": steady.extra, "exact": first.exact}
 
 
+def _updating_backward_peaks(layer, ids, offsets) -> dict:
+    """Peak extra memory of two training steps of a layer that updates inside backward."""
+    peaks = []
+    for i in range(2):
+        with Peak() as peak:
+            layer(ids[i], offsets).sum().backward()
+        peaks.append(peak)
+    return {"train_first_extra": peaks[0].extra, "train_steady_extra": peaks[1].extra,
+            "exact": peaks[0].exact}
+
+
 def child_sparse(name: str, a) -> dict:
     import torch
 
@@ -152,14 +163,8 @@ def child_sparse(name: str, a) -> dict:
         tbe = make_tbe(V, D, name == "fbgemm-rw", torch.zeros(V, D))
         small = make_tbe(16, D, name == "fbgemm-rw", torch.zeros(16, D))  # warm code paths
         small(torch.tensor([1, 2]), torch.tensor([0, 1, 2])).sum().backward()
-        peaks = []
-        for i in range(2):
-            with Peak() as pk:
-                tbe(ids[i], offsets_full).sum().backward()
-            peaks.append(pk)
-        res.update(state_bytes_per_param=fbgemm_state_bytes(tbe) / (V * D),
-                   train_first_extra=peaks[0].extra, train_steady_extra=peaks[1].extra,
-                   exact=peaks[0].exact)
+        res.update(_updating_backward_peaks(tbe, ids, offsets_full),
+                   state_bytes_per_param=fbgemm_state_bytes(tbe) / (V * D))
         return res
     emb = torch.nn.EmbeddingBag(V, D, mode="sum", sparse=True)
     opt = None
@@ -172,14 +177,8 @@ def child_sparse(name: str, a) -> dict:
         small = adagrad.nn.EmbeddingBag(16, D, mode="sum")  # compile outside the measure
         small.update_in_backward(adagrad.Adagrad(small.parameters(), lr=0.01))
         small(torch.tensor([1, 2]), torch.tensor([0])).sum().backward()
-        train_peaks = []
-        for i in range(2):
-            with Peak() as tp:
-                emb(ids[i], offsets).sum().backward()
-            train_peaks.append(tp)
-        res.update(state_bytes_per_param=_state_bytes(opt) / (V * D),
-                   train_first_extra=train_peaks[0].extra,
-                   train_steady_extra=train_peaks[1].extra, exact=train_peaks[0].exact)
+        res.update(_updating_backward_peaks(emb, ids, offsets),
+                   state_bytes_per_param=_state_bytes(opt) / (V * D))
         return res
     if name == "torch":
         opt = torch.optim.Adagrad(emb.parameters(), lr=0.01)
