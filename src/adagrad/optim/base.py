@@ -91,9 +91,9 @@ def check_rows(sparse: SparseGrad) -> None:
 class AdagradFamily(torch.optim.Optimizer):
     """Base of the family's optimizers (see the module docstring).
 
-    Subclasses define `_init_state`, `_state_shapes`, `_step_group` and `_step_sparse`, and list the
-    floating-point state that follows the dtype policy in `_accumulators` and the state
-    that is always float64 in `_float64_state`.
+    Subclasses define `_init_state`, `_state_shapes`, `_step_group` and `_step_sparse`,
+    and list the floating-point state that follows the dtype policy in `_accumulators` and
+    the state that is always float64 in `_float64_state`.
     """
 
     #: state keys whose dtype follows `state_dtype(param, group)`.
@@ -183,6 +183,7 @@ class AdagradFamily(torch.optim.Optimizer):
         raise NotImplementedError
 
     def _group_of(self, param: Tensor) -> dict[str, Any]:
+        """The group holding ``param``; ValueError if it is not this optimizer's."""
         for group in self.param_groups:
             if any(p is param for p in group["params"]):
                 return group
