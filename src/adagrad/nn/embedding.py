@@ -106,7 +106,9 @@ class _FusedEmbedding(torch.autograd.Function):
     def forward(ctx: Any, weight: Tensor, input: Tensor, layer: Embedding) -> Tensor:
         ctx.layer = layer
         ctx.save_for_backward(input)
-        return F.embedding(input, weight, layer.padding_idx, layer.max_norm, layer.norm_type)
+        # Detached: torch's forward-only path (the gradient is ours to compute).
+        return F.embedding(input, weight.detach(), layer.padding_idx, layer.max_norm,
+                           layer.norm_type)
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[None, None, None]:
@@ -129,7 +131,8 @@ class _FusedEmbeddingBag(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, weight: Tensor, input: Tensor, offsets: Tensor | None,
                 per_sample_weights: Tensor | None, layer: EmbeddingBag) -> Tensor:
-        output = F.embedding_bag(input, weight, offsets, layer.max_norm, layer.norm_type,
+        # Detached: torch's forward-only path (the gradient is ours to compute).
+        output = F.embedding_bag(input, weight.detach(), offsets, layer.max_norm, layer.norm_type,
                                  False, layer.mode, False, per_sample_weights,
                                  layer.include_last_offset, layer.padding_idx)
         ctx.layer = layer
