@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from adagrad.kernels.bags import bag_of_positions
 from adagrad.optim.base import AdagradFamily, SparseGrad
 
 
@@ -174,7 +175,4 @@ def _positions(input: Tensor, offsets: Tensor | None,
         return input.reshape(-1), torch.arange(input.numel(), device=input.device) // input.shape[1]
     if include_last_offset:  # the last offset ends the last bag; ids after it are unused
         input, offsets = input[:int(offsets[-1])], offsets[:-1]
-    # A bag's number is how many bags start at or before its positions (empty bags too).
-    starts = torch.zeros(input.numel() + 1, dtype=torch.int64, device=input.device)
-    starts.index_put_((offsets[1:].long(),), starts.new_ones(()), accumulate=True)
-    return input, starts[:-1].cumsum(0)
+    return input, bag_of_positions(offsets, input.numel())
