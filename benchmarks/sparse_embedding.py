@@ -211,7 +211,7 @@ def build_candidates(a, init, ours_pkg, make_tbe):
         try:
             emb_l = embbag()
             opt_l = ours_pkg.Adagrad(emb_l.parameters(), lr=LR, weight_decay=WD,
-                                 sparse_weight_decay="lazy")
+                                     sparse_weight_decay="lazy")
             cands["ours-lazy"] = (optim_step(emb_l, opt_l), lambda: state_bytes(opt_l),
                                   f"adagrad.Adagrad wd={WD} sparse_weight_decay='lazy'")
         except Exception as exc:
