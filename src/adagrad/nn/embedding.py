@@ -73,8 +73,7 @@ class _UpdateInBackward:
                 scale: Tensor | None) -> None:
         weight = self.weight
         table = weight.detach().view(weight.shape[0], -1)
-        self._optimizer.step_rows(weight, SparseGrad(table, indices, values.contiguous(),
-                                                     value_of, scale))
+        self._optimizer.step_rows(weight, SparseGrad(table, indices, values, value_of, scale))
 
 
 class Embedding(_UpdateInBackward, nn.Embedding):
