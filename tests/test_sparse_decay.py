@@ -169,38 +169,41 @@ def _lazy_run(p0, grads, **options):
     return p, opt
 
 
-def test_state_dict_brings_rows_up_to_date():
+def test_state_dict_changes_nothing_and_resumes_exactly():
+    """state_dict() is a pure read: the pending decay is saved, not applied (a run that
+    takes a checkpoint is bit-identical to one that does not), a run resumed from it is
+    bit-identical to one that never stopped, and after flush() both equal dense decoupled
+    decay (ALGORITHMS.md §2)."""
     options = dict(lr=0.1, lr_decay=0.1, weight_decay=0.2, sparse_weight_decay="lazy",
                    accumulator_decay=0.95)
     p0 = _p0(10)
-    grads = _grads(11, 7)
-    p_flush, opt_flush = _lazy_run(p0, grads, **options)
-    opt_flush.flush()
-    p_sd, opt_sd = _lazy_run(p0, grads, **options)
-    sd = opt_sd.state_dict()
-    # The params after state_dict() and the saved accumulator equal the flushed ones.
-    assert torch.equal(p_sd.detach(), p_flush.detach())
-    assert torch.equal(sd["state"][0]["sum"], opt_flush.state[p_flush]["sum"])
-    # ... which equal dense decoupled decay.
-    dense = DenseRef(p0, lr=0.1, lr_decay=0.1, weight_decay=0.2, decoupled_weight_decay=True,
-                     accumulator_decay=0.95)
-    for g in grads:
-        dense.step(g)
-    assert_close64(p_sd, dense.theta, **tol_for(torch.float32))
-    assert_close64(sd["state"][0]["sum"], dense.sum, **tol_for(torch.float32))
+    grads, more = _grads(11, 7), _grads(12, 4)
+    p_straight, opt_straight = _lazy_run(p0, grads + more, **options)
 
-    # A checkpoint resumes exactly: load into a fresh optimizer and keep going.
-    sd = copy.deepcopy(sd)
+    p_sd, opt_sd = _lazy_run(p0, grads, **options)
+    p_before = p_sd.detach().clone()
+    sd = copy.deepcopy(opt_sd.state_dict())
+    assert torch.equal(p_sd.detach(), p_before)
+    assert {"param_log", "row_param_log", "sum_log", "row_sum_log"} <= set(sd["state"][0])
+
     p2 = p_sd.detach().clone().requires_grad_(True)
     opt2 = Adagrad([p2], **options)
     opt2.load_state_dict(sd)
-    more = _grads(12, 4)
     run_opt(opt2, p2, more)
+    run_opt(opt_sd, p_sd, more)
+    for p, opt in ((p2, opt2), (p_sd, opt_sd)):
+        assert torch.equal(p.detach(), p_straight.detach())
+        for key, value in opt_straight.state[p_straight].items():
+            assert torch.equal(opt.state[p][key], value), key
+    assert float(opt2.state[p2]["step"]) == 11.0
+
     opt2.flush()
-    for g in more:
+    dense = DenseRef(p0, lr=0.1, lr_decay=0.1, weight_decay=0.2, decoupled_weight_decay=True,
+                     accumulator_decay=0.95)
+    for g in grads + more:
         dense.step(g)
     assert_close64(p2, dense.theta, **tol_for(torch.float32))
-    assert float(opt2.state[p2]["step"]) == 11.0
+    assert_close64(opt2.state[p2]["sum"], dense.sum, **tol_for(torch.float32))
 
 
 @pytest.mark.parametrize("dtype,rtol", [(torch.float32, 1e-5), (torch.bfloat16, 2 ** -6),
@@ -215,16 +218,15 @@ def test_lazy_decay_resumes_from_a_checkpoint(dtype, rtol):
     p = p0.clone().requires_grad_(True)
     opt = Adagrad([p], lr=1.0, weight_decay=wd, sparse_weight_decay="lazy")
     run_opt(opt, p, [grad] * 6)  # factor 0.9 per step
-    sd = copy.deepcopy(opt.state_dict())
-    p_saved = p.detach().clone()
+    sd = copy.deepcopy(opt.state_dict())  # rows 1.. still owe 0.9 ** 6
 
-    p2 = p_saved.clone().requires_grad_(True)
+    p2 = p.detach().clone().requires_grad_(True)
     opt2 = Adagrad([p2], lr=1.0, weight_decay=wd, sparse_weight_decay="lazy")
     opt2.load_state_dict(sd)
     opt2.param_groups[0]["lr"] = 0.01  # factor 0.999 per step
     run_opt(opt2, p2, [grad] * 40)
     opt2.flush()
-    expected = np64(p_saved[1:]) * (1 - 0.01 * wd) ** 40
+    expected = np64(p0[1:]) * (1 - wd) ** 6 * (1 - 0.01 * wd) ** 40
     assert_close64(p2[1:], expected, rtol=rtol, atol=0)
 
 

@@ -5,6 +5,8 @@ Each kernel takes the tensors of one parameter and a `StepRule` and updates in p
 - `dense_adagrad_(param, grad, state_sum, rule)`: ALGORITHMS.md §1.
 - `sparse_adagrad_(param, state_sum, indices, values, rule, clocks, value_of, scale)`: §2
   on a ``(rows, D)`` table, duplicates summed, lazy decay caught up through `RowClocks`.
+- `catch_up_rows_(param, state_sum, rows, clocks)`: §2's lazy decay of some rows brought
+  up to date, as a fused layer's lookup needs; `flush_rows_` does it for every row.
 
 The dispatchers here pick the numba CPU kernel (`dense_cpu`, `sparse_cpu`) where it
 applies and the torch-ops kernel (`portable`) everywhere else (CUDA, fp16, autograd). Both
@@ -15,11 +17,12 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from adagrad.kernels import dense_cpu, portable, sparse_cpu
+from adagrad.kernels import catch_up_cpu, dense_cpu, portable, sparse_cpu
 from adagrad.kernels.clocks import RowClocks
 from adagrad.kernels.rule import StepRule
 
-__all__ = ["RowClocks", "StepRule", "dense_adagrad_", "flush_rows_", "sparse_adagrad_"]
+__all__ = ["RowClocks", "StepRule", "catch_up_rows_", "dense_adagrad_", "flush_rows_",
+           "sparse_adagrad_"]
 
 flush_rows_ = portable.flush_rows_
 
@@ -43,3 +46,10 @@ def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: T
     """
     kernel = sparse_cpu if sparse_cpu.supports(param, state_sum, values) else portable
     kernel.sparse_adagrad_(param, state_sum, indices, values, rule, clocks, value_of, scale)
+
+
+def catch_up_rows_(param: Tensor, state_sum: Tensor, rows: Tensor, clocks: RowClocks) -> None:
+    """Bring ``rows`` (may repeat) of a ``(rows, D)`` table up to date on their pending
+    lazy decay, in place, on the fastest kernel."""
+    kernel = catch_up_cpu if catch_up_cpu.supports(param, state_sum, rows) else portable
+    kernel.catch_up_rows_(param, state_sum, rows, clocks)

@@ -104,5 +104,20 @@ def flush_rows_(param: Tensor, state_sum: Tensor, clocks: RowClocks) -> None:
             tensor.mul_(_broadcast(factors, tensor).to(tensor.dtype))
 
 
+def catch_up_rows_(param: Tensor, state_sum: Tensor, rows: Tensor, clocks: RowClocks) -> None:
+    """Bring ``rows`` (may repeat) of a ``(rows, D)`` table up to date on their pending
+    lazy decay (ALGORITHMS.md §2), in place: what a fused layer does at lookup, so that
+    its forward reads the rows of the dense algorithm."""
+    rows = rows.long()
+    for tensor, clock, snapshots in ((param, clocks.param_log, clocks.row_param_log),
+                                     (state_sum, clocks.sum_log, clocks.row_sum_log)):
+        if snapshots is None:
+            continue
+        stale = torch.unique(rows[snapshots[rows] != clock])
+        factors = _row_factors(clock, snapshots, stale)
+        caught_up = tensor.index_select(0, stale).to(torch.float64) * _broadcast(factors, tensor)
+        tensor.index_copy_(0, stale, caught_up.to(tensor.dtype))
+
+
 def _broadcast(per_row: Tensor, like: Tensor) -> Tensor:
     return per_row.view((-1,) + (1,) * (like.dim() - 1))

@@ -8,17 +8,24 @@ once. This is the data flow of FBGEMM's table-batched embeddings; the result is 
 ``optimizer.step()`` on the sparse gradient torch's layer would produce, and the state
 stays the optimizer's own (its ``state_dict`` holds the table's ``sum``).
 
+One backward pass is one step of the table, with the gradients of all its uses summed:
+each lookup's backward keeps its row gradient, and the weight's post-accumulate-grad hook,
+which autograd runs once every use of the weight has its gradient, applies them together
+(tied or shared tables, a table looked up several times, a weight also used directly as
+an output projection all give torch's result). At lookup, rows whose lazy decay is
+pending (``sparse_weight_decay="lazy"``, ``accumulator_decay`` < 1) are caught up first,
+so the forward reads what dense Adagrad would: the fused path equals dense at every step.
+
 What changes for the table once fused, as with FBGEMM:
 
 - its update happens during ``loss.backward()``, with the group's lr at that moment;
   `step()` then skips it (its ``.grad`` stays None), so gradient clipping, gradient
   accumulation over several backward passes and `GradScaler` do not apply to it;
-- each backward through the layer is one optimizer step of the table: look all of a
-  training step's ids up in one call.
+- each backward pass through the layer is one optimizer step of the table.
 
 Configurations the fused backward does not cover (``mode="max"``,
-``scale_grad_by_freq=True``) and any other use of the weight still update in backward:
-a post-accumulate-grad hook steps the weight as soon as torch has built its gradient.
+``scale_grad_by_freq=True``) take torch's own gradient, and the same hook steps the
+weight from it.
 """
 
 from __future__ import annotations
@@ -35,11 +42,13 @@ from adagrad.optim.base import AdagradFamily, SparseGrad
 
 
 class _UpdateInBackward:
-    """What the two layers share: the optimizer they hand their gradient to."""
+    """What the two layers share: the optimizer they hand their gradient to, and the row
+    gradients of this backward pass's lookups, waiting to be applied as one step."""
 
     weight: Tensor
     _optimizer: AdagradFamily | None = None
     _hook: RemovableHandle | None = None
+    _pending: list[SparseGrad]
 
     def update_in_backward(self, optimizer: AdagradFamily | None) -> _UpdateInBackward:
         """Apply ``optimizer``'s update to ``weight`` inside backward from now on (None:
@@ -54,9 +63,9 @@ class _UpdateInBackward:
             self._hook.remove()
             self._hook = None
         self._optimizer = optimizer
+        self._pending = []
         if optimizer is not None:
-            self._hook = self.weight.register_post_accumulate_grad_hook(
-                optimizer.step_parameter)
+            self._hook = self.weight.register_post_accumulate_grad_hook(self._apply_update)
         return self
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -69,11 +78,74 @@ class _UpdateInBackward:
         return (self._optimizer is not None and torch.is_grad_enabled()
                 and self.weight.requires_grad and not self.scale_grad_by_freq)
 
-    def _update(self, indices: Tensor, values: Tensor, value_of: Tensor | None,
-                scale: Tensor | None) -> None:
+    def _catch_up(self, input: Tensor) -> None:
+        """Bring the rows about to be read up to date on their pending lazy decay, so that
+        the forward reads what the dense algorithm would (ALGORITHMS.md §2)."""
+        if self._optimizer is not None:
+            self._optimizer.catch_up_rows(self.weight, input)
+
+    def _defer(self, indices: Tensor, values: Tensor, value_of: Tensor | None,
+               scale: Tensor | None) -> Tensor:
+        """Keep one lookup's row gradient for `_apply_update`; returns the (empty) sparse
+        gradient the lookup hands autograd for the weight, so that the weight's
+        post-accumulate-grad hook runs once every use of the weight has its gradient."""
         weight = self.weight
         table = weight.detach().view(weight.shape[0], -1)
-        self._optimizer.step_rows(weight, SparseGrad(table, indices, values, value_of, scale))
+        self._pending.append(SparseGrad(table, indices, values, value_of, scale))
+        return torch.sparse_coo_tensor(
+            torch.empty((1, 0), dtype=torch.long, device=weight.device),
+            torch.empty((0,) + weight.shape[1:], dtype=weight.dtype, device=weight.device),
+            weight.shape, check_invariants=False, is_coalesced=True)
+
+    def _apply_update(self, weight: Tensor) -> None:
+        """The weight's post-accumulate-grad hook: one optimizer step for the backward
+        pass, with the gradients of every lookup and every other use summed, as torch's
+        layer and ``optimizer.step()`` would do. Lookups alone take the row kernel with
+        all their positions (it sums duplicates); any other gradient is added to theirs
+        and stepped as `step()` would."""
+        pending, self._pending = self._pending, []
+        grad = weight.grad
+        if pending and (grad is None or (grad.is_sparse and grad._nnz() == 0)):
+            weight.grad = None
+            self._optimizer.step_rows(weight, _concatenate(pending))
+            return
+        if pending:
+            weight.grad = grad + _as_coo(_concatenate(pending), weight)
+        self._optimizer.step_parameter(weight)
+
+
+def _concatenate(parts: list[SparseGrad]) -> SparseGrad:
+    """One row gradient with the positions of all ``parts``: since the kernels sum a
+    row's positions first, its update is that of the parts' summed gradient."""
+    if len(parts) == 1:
+        return parts[0]
+    values = torch.cat([part.values for part in parts])
+    value_of = scale = None
+    if any(part.value_of is not None for part in parts):
+        starts = torch.tensor([0] + [part.values.shape[0] for part in parts[:-1]]).cumsum(0)
+        value_of = torch.cat([_sources(part) + start for part, start in zip(parts, starts)])
+    if any(part.scale is not None for part in parts):
+        scale = torch.cat([part.scale.to(values.dtype) if part.scale is not None
+                           else values.new_ones(part.indices.numel()) for part in parts])
+    return SparseGrad(parts[0].table, torch.cat([part.indices for part in parts]), values,
+                      value_of, scale)
+
+
+def _sources(part: SparseGrad) -> Tensor:
+    """The row of ``part.values`` each of its positions reads."""
+    if part.value_of is not None:
+        return part.value_of.long()
+    return torch.arange(part.indices.numel(), device=part.indices.device)
+
+
+def _as_coo(rows: SparseGrad, weight: Tensor) -> Tensor:
+    """A row gradient as the sparse COO gradient torch's own layer would produce."""
+    values = rows.values.index_select(0, _sources(rows))
+    if rows.scale is not None:
+        values = values * rows.scale.to(values.dtype).unsqueeze(1)
+    return torch.sparse_coo_tensor(rows.indices.long().unsqueeze(0),
+                                   values.reshape((-1,) + weight.shape[1:]).to(weight.dtype),
+                                   weight.shape, check_invariants=False)  # ids checked at lookup
 
 
 class Embedding(_UpdateInBackward, nn.Embedding):
@@ -81,6 +153,7 @@ class Embedding(_UpdateInBackward, nn.Embedding):
     docstring and `update_in_backward`)."""
 
     def forward(self, input: Tensor) -> Tensor:
+        self._catch_up(input)
         if not self._fused():
             return super().forward(input)
         return _FusedEmbedding.apply(self.weight, input, self)
@@ -94,6 +167,7 @@ class EmbeddingBag(_UpdateInBackward, nn.EmbeddingBag):
 
     def forward(self, input: Tensor, offsets: Tensor | None = None,
                 per_sample_weights: Tensor | None = None) -> Tensor:
+        self._catch_up(input)
         if not self._fused() or self.mode == "max":
             return super().forward(input, offsets, per_sample_weights)
         return _FusedEmbeddingBag.apply(self.weight, input, offsets, per_sample_weights, self)
@@ -111,7 +185,7 @@ class _FusedEmbedding(torch.autograd.Function):
                            layer.norm_type)
 
     @staticmethod
-    def backward(ctx: Any, grad_output: Tensor) -> tuple[None, None, None]:
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, None, None]:
         (input,) = ctx.saved_tensors
         layer = ctx.layer
         indices = input.reshape(-1)
@@ -120,8 +194,7 @@ class _FusedEmbedding(torch.autograd.Function):
         if layer.padding_idx is not None:  # as torch: the padding row gets no gradient
             value_of = (indices != layer.padding_idx).nonzero().squeeze(1)
             indices = indices[value_of]
-        layer._update(indices, values, value_of, None)
-        return None, None, None
+        return layer._defer(indices, values, value_of, None), None, None
 
 
 class _FusedEmbeddingBag(torch.autograd.Function):
@@ -137,7 +210,8 @@ class _FusedEmbeddingBag(torch.autograd.Function):
                                  layer.include_last_offset, layer.padding_idx)
         ctx.layer = layer
         ctx.weights_need_grad = ctx.needs_input_grad[3]
-        # The table is saved only to differentiate the per-sample weights (before the update).
+        # The table is saved only to differentiate the per-sample weights (the update comes
+        # after every lookup's backward, so it reads the values the forward read).
         ctx.save_for_backward(input, offsets, per_sample_weights,
                               weight if ctx.weights_need_grad else None)
         return output
@@ -163,8 +237,7 @@ class _FusedEmbeddingBag(torch.autograd.Function):
         if layer.mode == "mean":
             bag_sizes = torch.bincount(bag_of, minlength=grad_output.shape[0]).clamp_min_(1)
             values = grad_output / bag_sizes.unsqueeze(1).to(grad_output.dtype)
-        layer._update(indices, values, bag_of, weights)
-        return None, None, None, weights_grad, None
+        return layer._defer(indices, values, bag_of, weights), None, None, weights_grad, None
 
 
 def _positions(input: Tensor, offsets: Tensor | None,

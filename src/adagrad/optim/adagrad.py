@@ -4,8 +4,7 @@ from and sparse updates done right (ALGORITHMS.md §1-2)."""
 from __future__ import annotations
 
 import math
-from dataclasses import replace
-from itertools import chain
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -15,7 +14,7 @@ from torch.optim.optimizer import ParamsT
 from adagrad import kernels
 from adagrad.kernels import RowClocks, StepRule, portable
 from adagrad.kernels.elementwise import PARALLEL_MIN_ELEMENTS
-from adagrad.optim import conventions
+from adagrad.optim import checkpoint, conventions
 from adagrad.optim.base import AdagradFamily, SparseGrad, sparse_rows
 from adagrad.optim.validation import (
     check_choice,
@@ -26,7 +25,20 @@ from adagrad.optim.validation import (
 
 EPS_PLACEMENTS = ("outside", "inside")
 SPARSE_WEIGHT_DECAY_MODES = (None, "lazy", "touched")
-_CLOCKS = (("param_log", "row_param_log"), ("sum_log", "row_sum_log"))
+
+
+@dataclass(frozen=True)
+class LazyDecay:
+    """Where one lazily applied decay (ALGORITHMS.md §2) keeps its clocks in the state:
+    ``clock`` the tensor's running log-product of factors (0-d), ``snapshots`` each row's
+    value of it when the row was last brought up to date (``(rows,)``), both float64."""
+
+    clock: str
+    snapshots: str
+
+
+PARAM_DECAY = LazyDecay("param_log", "row_param_log")  # decoupled weight decay of θ
+SUM_DECAY = LazyDecay("sum_log", "row_sum_log")  # accumulator decay ρ of G
 
 
 class Adagrad(AdagradFamily):
@@ -73,7 +85,10 @@ class Adagrad(AdagradFamily):
         FBGEMM). Default None: sparse gradients with weight_decay raise, as in torch.
     """
 
-    _float64_state = tuple(chain.from_iterable(_CLOCKS))
+    _float64_state = (PARAM_DECAY.clock, PARAM_DECAY.snapshots, SUM_DECAY.clock,
+                      SUM_DECAY.snapshots)
+    _checkpoint_group_keys = ("lr", "lr_decay", "eps", "weight_decay",
+                              "initial_accumulator_value")
 
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-2, lr_decay: float = 0,
                  weight_decay: float = 0, initial_accumulator_value: float | None = None,
@@ -127,12 +142,15 @@ class Adagrad(AdagradFamily):
                 continue
             value = group["initial_accumulator_value"]
             state["sum"].fill_(complex(value, value) if param.is_complex() else value)
-            if "row_sum_log" in state:
-                state["row_sum_log"].fill_(state["sum_log"].item())
+            if SUM_DECAY.snapshots in state:
+                state[SUM_DECAY.snapshots].fill_(state[SUM_DECAY.clock].item())
 
     def flush(self) -> None:
         """Apply every row's pending lazy decay (sparse weight decay, accumulator decay),
-        so that parameters and state equal the dense algorithm's. `state_dict()` calls it."""
+        so that parameters and state equal the dense algorithm's: call it before exporting
+        a model trained on torch's own sparse layers with lazy decay. Checkpoints do not
+        need it (`state_dict()` saves the pending decay as it is, for an exact resume);
+        mid-run it changes the trajectory only by float rounding."""
         for param, _ in self._params_with_groups():
             state = self.state.get(param)
             if state:
@@ -140,12 +158,42 @@ class Adagrad(AdagradFamily):
 
     @staticmethod
     def _flush_rows(param: Tensor, state: dict[str, Tensor]) -> None:
-        snapshots = state.get("row_param_log", state.get("row_sum_log"))
-        if snapshots is None:
-            return
-        table_shape = (snapshots.numel(), -1)
-        kernels.flush_rows_(param.detach().view(table_shape), state["sum"].view(table_shape),
-                            _row_clocks(state))
+        table = _table_with_snapshots(param, state)
+        if table is not None:
+            kernels.flush_rows_(table, state["sum"].view(table.shape), _row_clocks(state))
+
+    @torch.no_grad()
+    def catch_up_rows(self, param: Tensor, rows: Tensor) -> None:
+        """Apply the pending lazy decay of ``rows`` (may repeat), so that a lookup reads
+        them as the dense algorithm would (what `adagrad.nn`'s layers call at lookup).
+        Their logical value does not change, so autograd's version counter is left as is."""
+        state = self.state.get(param)
+        table = _table_with_snapshots(param, state) if state else None
+        if table is not None:
+            kernels.catch_up_rows_(table, state["sum"].view(table.shape), rows.reshape(-1),
+                                   _row_clocks(state))
+
+    # -- checkpoints ----------------------------------------------------------------
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        _check_hyperparameters(group)
+
+    def _check_saved_state(self, label: str, param: Tensor, saved: dict[str, Any]) -> None:
+        """The lazy-decay clocks: both of a pair or neither, a finite 0-d clock and one
+        snapshot per row of the table the parameter is seen as (ALGORITHMS.md §2)."""
+        table_rows = {math.prod(param.shape[:d]) for d in range(1, param.dim() + 1)}
+        for decay in (PARAM_DECAY, SUM_DECAY):
+            present = [key in saved for key in (decay.clock, decay.snapshots)]
+            if any(present) and not all(present):
+                raise ValueError(f"state_dict does not fit {label}: its state has only one of "
+                                 f"'{decay.clock}' and '{decay.snapshots}'")
+            if all(present):
+                clock, snapshots = saved[decay.clock], saved[decay.snapshots]
+                checkpoint.check_clock(label, decay.clock, clock,
+                                       isinstance(clock, Tensor) and clock.dim() == 0)
+                checkpoint.check_clock(label, decay.snapshots, snapshots,
+                                       isinstance(snapshots, Tensor) and snapshots.dim() == 1
+                                       and snapshots.numel() in table_rows)
 
     # -- stepping -------------------------------------------------------------------
 
@@ -166,7 +214,7 @@ class Adagrad(AdagradFamily):
     def _step_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
         lr = float(group["lr"])
         steps: list[Tensor] = []  # the dense parameters' counters, advanced in one op
-        ours: list[tuple[Tensor, Tensor, Tensor, float]] = []
+        numba_or_portable: list[tuple[Tensor, Tensor, Tensor, float]] = []
         torch_fused: dict[tuple[torch.device, torch.dtype], list[list[Tensor]]] = {}
         for param in params:
             grad = param.grad
@@ -184,11 +232,11 @@ class Adagrad(AdagradFamily):
                 for tensors, tensor in zip(batch, (param, grad, state_sum, state["step"])):
                     tensors.append(tensor)
             else:
-                ours.append((param, grad, state_sum, state["step"].item() + 1))
+                numba_or_portable.append((param, grad, state_sum, state["step"].item() + 1))
         if steps:
             torch._foreach_add_(steps, 1.0)
         kernel = portable if group["differentiable"] else kernels
-        for param, grad, state_sum, step in ours:
+        for param, grad, state_sum, step in numba_or_portable:
             kernel.dense_adagrad_(param, grad, state_sum, _step_rule(group, lr, step))
         for params, grads, sums, counters in torch_fused.values():
             torch._fused_adagrad_(params, grads, sums, counters, lr=lr, lr_decay=group["lr_decay"],
@@ -216,30 +264,42 @@ class Adagrad(AdagradFamily):
         kernels.sparse_adagrad_(sparse.table, sparse.view(state["sum"]), sparse.indices,
                                 sparse.values, rule, clocks, sparse.value_of, sparse.scale)
         state["step"] += 1
-        for (clock, _), value in zip(_CLOCKS, (clocks.param_log, clocks.sum_log)):
-            if clock in state:
-                state[clock].fill_(value)
+        for decay, value in ((PARAM_DECAY, clocks.param_log), (SUM_DECAY, clocks.sum_log)):
+            if decay.clock in state:
+                state[decay.clock].fill_(value)
 
     @staticmethod
     def _advance_clocks(state: dict[str, Tensor], group: dict[str, Any], lr_t: float,
                         rows: int, device: torch.device) -> RowClocks:
-        """This step's lazy-decay clocks (ALGORITHMS.md §2); creates them on first need."""
+        """This step's lazy-decay clocks (ALGORITHMS.md §2), not yet stored (the step does
+        that once its kernel has run); each pair is created on first need (a factor
+        other than 1)."""
         weight_decay = group["weight_decay"] if group["sparse_weight_decay"] == "lazy" else 0.0
-        now = []
-        for (clock, snapshots), factor in zip(_CLOCKS, (1 - lr_t * weight_decay,
-                                                         group["accumulator_decay"])):
-            if factor != 1 and clock not in state:
-                state[clock] = torch.tensor(0.0, dtype=torch.float64)
-                state[snapshots] = torch.zeros(rows, dtype=torch.float64, device=device)
-            now.append(state[clock].item() + math.log(factor) if clock in state else 0.0)
-        return RowClocks(now[0], state.get("row_param_log"), now[1], state.get("row_sum_log"))
+        now = {}
+        for decay, factor in ((PARAM_DECAY, 1 - lr_t * weight_decay),
+                              (SUM_DECAY, group["accumulator_decay"])):
+            if factor != 1 and decay.clock not in state:
+                state[decay.clock] = torch.tensor(0.0, dtype=torch.float64)
+                state[decay.snapshots] = torch.zeros(rows, dtype=torch.float64, device=device)
+            now[decay] = state[decay.clock].item() + math.log(factor) \
+                if decay.clock in state else 0.0
+        return RowClocks(now[PARAM_DECAY], state.get(PARAM_DECAY.snapshots), now[SUM_DECAY],
+                         state.get(SUM_DECAY.snapshots))
+
+
+def _table_with_snapshots(param: Tensor, state: dict[str, Tensor]) -> Tensor | None:
+    """``param`` as the ``(rows, D)`` table its lazy-decay snapshots describe, or None if
+    it has none."""
+    snapshots = state.get(PARAM_DECAY.snapshots, state.get(SUM_DECAY.snapshots))
+    return None if snapshots is None else param.detach().view(snapshots.numel(), -1)
 
 
 def _row_clocks(state: dict[str, Tensor]) -> RowClocks:
-    return RowClocks(state["param_log"].item() if "param_log" in state else 0.0,
-                     state.get("row_param_log"),
-                     state["sum_log"].item() if "sum_log" in state else 0.0,
-                     state.get("row_sum_log"))
+    """The clocks in ``state`` as the kernels take them."""
+    return RowClocks(state[PARAM_DECAY.clock].item() if PARAM_DECAY.clock in state else 0.0,
+                     state.get(PARAM_DECAY.snapshots),
+                     state[SUM_DECAY.clock].item() if SUM_DECAY.clock in state else 0.0,
+                     state.get(SUM_DECAY.snapshots))
 
 
 def _step_rule(group: dict[str, Any], lr: float, step: float) -> StepRule:

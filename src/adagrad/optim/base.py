@@ -12,12 +12,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype, _use_grad_for_differentiable
+
+from adagrad.optim import checkpoint
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -86,6 +87,14 @@ def check_rows(sparse: SparseGrad) -> None:
     index = int(sparse.indices[bad.nonzero()[0, 0]])
     raise IndexError(f"sparse gradient index {index} is out of range for a table of {rows} "
                      f"rows")
+
+
+def _written(params: list[Tensor]) -> None:
+    """Tell autograd that ``params`` changed in place (the numba kernels write through
+    numpy, which torch's version counters do not see), so that a later backward through
+    a graph that saved their old values raises torch's usual in-place error."""
+    if params:
+        torch.autograd.graph.increment_version(params)
 
 
 class AdagradFamily(torch.optim.Optimizer):
@@ -202,11 +211,14 @@ class AdagradFamily(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        stepped = []
         for param, group in self._params_with_groups():
             if param.grad is not None:
                 self._check_grad(param, group)
+                stepped.append(param)
         for group in self.param_groups:
             self._step_group(group, group["params"])
+        _written(stepped)
         return loss
 
     # -- updates inside backward (adagrad.nn) ---------------------------------------
@@ -224,6 +236,7 @@ class AdagradFamily(torch.optim.Optimizer):
             return
         self._check_grad(param, group)
         self._step_group(group, [param])
+        _written([param])
         param.grad = None
 
     @torch.no_grad()
@@ -237,6 +250,12 @@ class AdagradFamily(torch.optim.Optimizer):
         group = self._group_of(param)
         self._check_sparse(sparse, group)
         self._step_sparse(param, sparse, group)
+        _written([param])
+
+    def catch_up_rows(self, param: Tensor, rows: Tensor) -> None:
+        """Apply the pending lazy work of the rows ``rows`` (may repeat) of ``param``, so
+        that they read as in the dense algorithm; what a fused layer calls at lookup.
+        Nothing by default."""
 
     # -- checkpoints ----------------------------------------------------------------
 
@@ -244,64 +263,35 @@ class AdagradFamily(torch.optim.Optimizer):
         """Bring any lazily deferred per-row work up to date (nothing by default)."""
 
     def state_dict(self) -> dict[str, Any]:
-        """As `torch.optim.Optimizer.state_dict`, after `flush()`, and with fresh state
-        for parameters that have not been stepped yet, so that `torch.optim` can load it."""
-        self.flush()
-        state_dict = super().state_dict()
-        for index, (param, group) in enumerate(self._params_with_groups()):
-            if param not in self.state or not self.state[param]:
-                state_dict["state"][index] = self._init_state(param, group)
-        return state_dict
+        """As `torch.optim.Optimizer.state_dict`; a pure read, so that taking a checkpoint
+        never changes the run (pending lazy work is saved as it is, not applied).
 
+        Parameters not stepped yet get their fresh state now, once (it is the state their
+        first step then uses): `torch.optim` needs it to load the checkpoint, and creates
+        it in its constructor.
+        """
+        for param, group in self._params_with_groups():
+            self._state_for(param, group)
+        return super().state_dict()
+
+    @torch._disable_dynamo
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """As `torch.optim.Optimizer.load_state_dict`, but checked first (ValueError
-        naming the parameter and both shapes; the optimizer is left untouched) and
-        keeping the state's dtype policy (torch would cast float32 accumulators and
-        float64 clocks down to a bf16 parameter's dtype)."""
-        saved_groups = state_dict["param_groups"]
-        if len(saved_groups) != len(self.param_groups):
-            raise ValueError("loaded state dict has a different number of parameter groups")
-        saved_ids = list(chain.from_iterable(g["params"] for g in saved_groups))
-        params = [param for param, _ in self._params_with_groups()]
-        if len(saved_ids) != len(params):
-            raise ValueError("loaded state dict contains a parameter group that doesn't "
-                             "match the size of optimizer's group")
-        saved_state = state_dict["state"]
-        names = list(chain.from_iterable(g.get("param_names", [None] * len(g["params"]))
-                                         for g in self.param_groups))
-        for position, (saved_id, param) in enumerate(zip(saved_ids, params)):
-            label = f"parameter {position}" + (f" ({names[position]!r})" if names[position]
-                                               else "")
-            self._check_saved_state(label, param, saved_state.get(saved_id, {}))
-        super().load_state_dict(state_dict)
-        groups = [group for param, group in self._params_with_groups()]
-        for saved_id, param, group in zip(saved_ids, params, groups):
-            accumulator_dtype = self.state_dtype(param, group)
-            for key, value in saved_state.get(saved_id, {}).items():
-                if not isinstance(value, Tensor):
-                    continue
-                if key in self._accumulators:
-                    dtype, device = accumulator_dtype, param.device
-                elif key in self._float64_state:  # 0-d clocks stay where they were saved
-                    dtype = torch.float64
-                    device = value.device if value.dim() == 0 else param.device
-                else:
-                    continue
-                self.state[param][key] = value.to(device=device, dtype=dtype, copy=True)
+        """As `torch.optim.Optimizer.load_state_dict` (hooks included), but the checkpoint
+        is checked first, after the pre-hooks: a ValueError names the group, the parameter
+        and the problem, and the optimizer is left untouched. Loaded state keeps the dtype
+        policy (see `adagrad.optim.checkpoint`)."""
+        checkpoint.load_state_dict(self, state_dict)
+
+    #: hyperparameters every group of a checkpoint of this optimizer has (torch.optim's).
+    _checkpoint_group_keys: tuple[str, ...] = ("lr",)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """Raise ValueError naming the argument if a (loaded) group's hyperparameters are
+        invalid."""
 
     def _check_saved_state(self, label: str, param: Tensor, saved: dict[str, Any]) -> None:
-        expected = self._state_shapes(param)
-        for key, value in saved.items():
-            if key not in expected or not isinstance(value, Tensor):
-                continue
-            if tuple(value.shape) != expected[key]:
-                raise ValueError(
-                    f"state_dict does not fit {label} of shape {tuple(param.shape)}: its "
-                    f"state '{key}' has shape {tuple(value.shape)}, expected {expected[key]}")
-            if value.is_complex() != param.is_complex():
-                raise ValueError(
-                    f"state_dict does not fit {label} of dtype {param.dtype}: its state "
-                    f"'{key}' has dtype {value.dtype}")
+        """Raise ValueError (starting with ``label``) if the saved state of ``param``, whose
+        step and accumulators are already checked, does not fit in another way."""
 
     def share_memory(self) -> None:
         """Create every parameter's state now and move it to shared memory."""
