@@ -1,21 +1,33 @@
 """Dense step (shared/BENCHMARKS.md, issue 2, item 7).
 
 Ten float32 tensors of 1,000,000 elements with dense gradients (set once beforehand); only
-``optimizer.step()`` is timed. Anchor: ``torch.optim.Adagrad(fused=True)``. Rows:
+``step()`` is timed. Anchor: ``torch.optim.Adagrad(fused=True)``. Every row is timed
+against it; the ``kernel`` column says which kernel the row's step runs:
 
-  torch-fused      anchor, torch.optim.Adagrad(fused=True)
-  torch-foreach    torch.optim.Adagrad(foreach=True), context
-  torch-default    torch.optim.Adagrad() (single-tensor path on CPU), context
-  ours             adagrad.Adagrad() default, target: speed vs fused >= 0.95
-  ours-eps-inside  eps_placement="inside"                       } each within 1.25x of
-  ours-decoupled   decoupled_weight_decay=True, weight_decay=0.01} torch fused
-  ours-rho0.9      accumulator_decay=0.9                          } (speed >= 0.80)
-  torch-fused-bf16 torch fused on bf16 parameters, context (its bf16 `sum` stalls at 256)
-  ours-bf16        bf16 parameters, float32 state (our default for bf16), within 1.25x of
-                   torch fused as BENCHMARKS.md asks; it moves 14 B/element against the
-                   float32 anchor's 20 and torch-fused-bf16's 10
+  torch-fused          torch.optim.Adagrad(fused=True), the anchor       torch fused
+  torch-foreach        torch.optim.Adagrad(foreach=True), context        torch foreach
+  torch-single-tensor  torch.optim.Adagrad() (its CPU default), context  torch single-tensor
+  adagrad-torch-config adagrad.Adagrad() with torch's arguments; on CPU tensors of
+                       >= 65,536 elements it hands them to torch's fused kernel
+                       (Adagrad._is_torch_fused_case), so this row times torch's kernel.
+                       Target: speed vs fused >= 0.95                     torch fused
+  numba-torch-config   the same configuration on our numba kernel, called directly per
+                       tensor (kernels.dense_cpu.dense_adagrad_ with the StepRule
+                       adagrad.Adagrad builds): what our own kernel does on torch's case,
+                       held to the same >= 0.95                           numba
+  adagrad-eps-inside   eps_placement="inside"                       } each within 1.25x of
+  adagrad-decoupled    decoupled_weight_decay=True, weight_decay=0.01} torch fused (speed
+  adagrad-rho0.9       accumulator_decay=0.9                          } >= 0.80)   numba
+  torch-fused-bf16     torch fused on bf16 parameters, context (its bf16 `sum` stalls at
+                       256)                                               torch fused
+  adagrad-bf16         bf16 parameters, float32 state (our default for bf16), within 1.25x
+                       of torch fused as BENCHMARKS.md asks; it moves 14 B/element against
+                       the float32 anchor's 20 and torch-fused-bf16's 10  numba
 
-Candidates alternate round by round; medians of --reps after --warmup.
+The kernel of an adagrad.Adagrad row is read from its own dispatch rules, not assumed.
+Candidates alternate round by round; medians of --reps after --warmup. After timing, the
+numba-torch-config parameters are compared with torch-fused's (same start, same number of
+steps).
 
     bash benchmarks/setup_env.sh && .venv-bench/bin/python benchmarks/dense_step.py
 
@@ -27,6 +39,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -43,6 +57,20 @@ from _common import (  # noqa: E402
 )
 
 LR = 0.01
+ANCHOR = "torch-fused"
+TORCH_FUSED = "torch fused"
+TORCH_FOREACH = "torch foreach"
+TORCH_SINGLE = "torch single-tensor"
+PORTABLE = "torch-ops portable (adagrad.kernels.portable)"
+
+
+@dataclass
+class Candidate:
+    key: str  # JSON key and progress-log name
+    label: str  # what the row runs, as printed
+    make: Callable[[], object]  # a fresh runner: .step() and .state, as an optimizer
+    kernel: str | Callable[[object], str]  # the kernel its step runs, or how to find out
+    target: float | None = None  # minimum speed vs the anchor, from BENCHMARKS.md
 
 
 def parse_args(argv=None):
@@ -63,9 +91,10 @@ def parse_args(argv=None):
     return a
 
 
-def main(argv=None) -> int:
-    a = parse_args(argv)
-    set_threads(a.threads, a.omp_wait_policy)
+# -- candidates ----------------------------------------------------------------------
+
+def param_factory(a) -> Callable:
+    """``params(dtype)``: fresh copies of the same tensors, each with its gradient set."""
     import torch
 
     gen = torch.Generator().manual_seed(a.seed)
@@ -80,97 +109,243 @@ def main(argv=None) -> int:
             ps.append(p)
         return ps
 
-    try:
+    return params
+
+
+def numba_label(numel: int) -> str:
+    from adagrad.kernels.elementwise import PARALLEL_MIN_ELEMENTS
+
+    threads = "parallel" if numel >= PARALLEL_MIN_ELEMENTS else "serial"
+    return f"numba {threads} (adagrad.kernels.dense_cpu)"
+
+
+def adagrad_kernel(opt) -> str:
+    """The kernel adagrad.Adagrad's dense step runs on this row's tensors, by the rules of
+    `Adagrad._step_group` and `kernels.dense_adagrad_` (read after the first step)."""
+    from adagrad.kernels import dense_cpu
+
+    group = opt.param_groups[0]
+    param = group["params"][0]
+    state_sum = opt.state[param]["sum"]
+    if type(opt)._is_torch_fused_case(param, state_sum, group):
+        return f"{TORCH_FUSED} (handed off)"
+    if group["differentiable"] or not dense_cpu.supports(param, param.grad, state_sum):
+        return PORTABLE
+    return numba_label(param.numel())
+
+
+class NumbaKernelRunner:
+    """torch's configuration on our numba kernel, bypassing adagrad.Adagrad's hand-off to
+    torch: per tensor, `kernels.dense_cpu.dense_adagrad_` with the `StepRule` that
+    adagrad.Adagrad builds for the step (`_step_rule` on its own resolved param group)."""
+
+    def __init__(self, params, **hyperparameters):
+        import torch
+
+        import adagrad
+        from adagrad.kernels import dense_cpu
+
+        self.group = adagrad.Adagrad(params, **hyperparameters).param_groups[0]
+        self.state = {p: {"sum": torch.full_like(p.detach(),
+                                                 self.group["initial_accumulator_value"])}
+                      for p in self.group["params"]}
+        for p, st in self.state.items():
+            if not dense_cpu.supports(p, p.grad, st["sum"]):
+                raise TypeError(f"numba kernel does not take {p.dtype} tensors here")
+        self.steps = 0
+
+    def step(self) -> None:
+        from adagrad.kernels import dense_cpu
+        from adagrad.optim.adagrad import _step_rule
+
+        self.steps += 1
+        rule = _step_rule(self.group, float(self.group["lr"]), self.steps)
+        for p, st in self.state.items():
+            dense_cpu.dense_adagrad_(p, p.grad, st["sum"], rule)
+
+
+def torch_candidates(a, params) -> list[Candidate]:
+    import torch
+
+    Adagrad = torch.optim.Adagrad
+    rows = [
+        Candidate(ANCHOR, "torch.optim.Adagrad(fused=True), anchor",
+                  lambda: Adagrad(params(), lr=LR, fused=True), TORCH_FUSED),
+        Candidate("torch-foreach", "torch.optim.Adagrad(foreach=True)",
+                  lambda: Adagrad(params(), lr=LR, foreach=True), TORCH_FOREACH),
+    ]
+    if not a.no_single_tensor:
+        rows.append(Candidate("torch-single-tensor", "torch.optim.Adagrad() default",
+                              lambda: Adagrad(params(), lr=LR), TORCH_SINGLE))
+    return rows
+
+
+def adagrad_candidates(a, params) -> list[Candidate]:
+    import adagrad
+
+    Ours = adagrad.Adagrad
+    return [
+        Candidate("adagrad-torch-config", "adagrad.Adagrad(), torch config",
+                  lambda: Ours(params(), lr=LR), adagrad_kernel, 0.95),
+        Candidate("numba-torch-config", "numba kernel called directly, torch config",
+                  lambda: NumbaKernelRunner(params(), lr=LR), numba_label(a.numel), 0.95),
+        Candidate("adagrad-eps-inside", 'adagrad.Adagrad(eps_placement="inside")',
+                  lambda: Ours(params(), lr=LR, eps_placement="inside"), adagrad_kernel, 0.8),
+        Candidate("adagrad-decoupled", "adagrad.Adagrad(decoupled_weight_decay, wd=0.01)",
+                  lambda: Ours(params(), lr=LR, weight_decay=0.01,
+                               decoupled_weight_decay=True), adagrad_kernel, 0.8),
+        Candidate("adagrad-rho0.9", "adagrad.Adagrad(accumulator_decay=0.9)",
+                  lambda: Ours(params(), lr=LR, accumulator_decay=0.9), adagrad_kernel, 0.8),
+    ]
+
+
+def bf16_candidates(params, with_adagrad: bool) -> list[Candidate]:
+    import torch
+
+    rows = [Candidate("torch-fused-bf16", "torch.optim.Adagrad(fused=True), bf16 params+state",
+                      lambda: torch.optim.Adagrad(params(torch.bfloat16), lr=LR, fused=True),
+                      TORCH_FUSED)]
+    if with_adagrad:
         import adagrad
 
-        Ours, ours_err = adagrad.Adagrad, None
+        rows.append(Candidate("adagrad-bf16", "adagrad.Adagrad(), bf16 params, float32 state",
+                              lambda: adagrad.Adagrad(params(torch.bfloat16), lr=LR),
+                              adagrad_kernel, 0.8))
+    return rows
+
+
+def adagrad_importable() -> bool:
+    try:
+        import adagrad  # noqa: F401
     except Exception as exc:
-        Ours, ours_err = None, f"{type(exc).__name__}: {exc}"
-        print(f"note: ours not benchmarked: {ours_err}", file=sys.stderr)
+        print(f"note: adagrad not benchmarked: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return False
+    return True
 
-    # name -> (optimizer factory, anchor name, target speed ratio or None, description)
-    specs = {
-        "torch-fused": (lambda: torch.optim.Adagrad(params(), lr=LR, fused=True),
-                        None, None, "torch.optim.Adagrad(fused=True), anchor"),
-        "torch-foreach": (lambda: torch.optim.Adagrad(params(), lr=LR, foreach=True),
-                          "torch-fused", None, "torch.optim.Adagrad(foreach=True)"),
-    }
-    if not a.no_single_tensor:
-        specs["torch-default"] = (lambda: torch.optim.Adagrad(params(), lr=LR),
-                                  "torch-fused", None,
-                                  "torch.optim.Adagrad() (single-tensor on CPU)")
-    if Ours is not None:
-        specs.update({
-            "ours": (lambda: Ours(params(), lr=LR), "torch-fused", 0.95,
-                     "adagrad.Adagrad() default"),
-            "ours-eps-inside": (lambda: Ours(params(), lr=LR, eps_placement="inside"),
-                                "torch-fused", 0.8, 'eps_placement="inside"'),
-            "ours-decoupled": (lambda: Ours(params(), lr=LR, weight_decay=0.01,
-                                            decoupled_weight_decay=True),
-                               "torch-fused", 0.8, "decoupled_weight_decay, wd=0.01"),
-            "ours-rho0.9": (lambda: Ours(params(), lr=LR, accumulator_decay=0.9),
-                            "torch-fused", 0.8, "accumulator_decay=0.9"),
-        })
-    specs["torch-fused-bf16"] = (
-        lambda: torch.optim.Adagrad(params(torch.bfloat16), lr=LR, fused=True),
-        "torch-fused", None, "torch fused, bf16 params (bf16 state), context")
-    if Ours is not None:
-        specs["ours-bf16"] = (lambda: Ours(params(torch.bfloat16), lr=LR),
-                              "torch-fused", 0.8, "bf16 params, float32 state")
 
-    opts, errors = {}, {}
-    for name, (make, *_rest) in specs.items():
+def build_candidates(a, params) -> list[Candidate]:
+    with_adagrad = adagrad_importable()
+    return (torch_candidates(a, params) + (adagrad_candidates(a, params) if with_adagrad else [])
+            + bf16_candidates(params, with_adagrad))
+
+
+def start_runners(candidates: list[Candidate]) -> tuple[dict[str, object], dict[str, str]]:
+    """Build each runner and take one step (lazily created state exists, the JIT warms);
+    returns the runners that worked and an error message for each that did not."""
+    runners, errors = {}, {}
+    for c in candidates:
         try:
-            opts[name] = make()
+            runner = c.make()
+            runner.step()
+            runners[c.key] = runner
         except Exception as exc:
-            errors[name] = f"{type(exc).__name__}: {exc}"
-            print(f"note: {name} unavailable: {errors[name]}", file=sys.stderr)
-    for name, opt in opts.items():  # one step so lazily created state exists (and JIT warms)
-        try:
-            opt.step()
-        except Exception as exc:
-            errors[name] = f"{type(exc).__name__}: {exc}"
-            print(f"note: {name} failed: {errors[name]}", file=sys.stderr)
-    opts = {n: o for n, o in opts.items() if n not in errors}
+            errors[c.key] = f"{type(exc).__name__}: {exc}"
+            print(f"note: {c.key} unavailable: {errors[c.key]}", file=sys.stderr)
+    return runners, errors
 
-    info = machine_info(a.threads)
-    n_el = a.tensors * a.numel
+
+# -- timing and results --------------------------------------------------------------
+
+def print_header(a, info: dict) -> None:
     print(f"# Dense step: {a.tensors} tensors x {a.numel:,} elements, only step() timed; "
           f"{a.threads} threads (OMP_WAIT_POLICY={info['omp_wait_policy']}); medians of "
           f"{a.reps} reps after {a.warmup} warm-up, alternating")
     print(f"# {info['date']}  {info['cpu']}  torch {info['torch']}  numba {info.get('numba', '-')}")
-    times = time_alternating({n: (lambda i, o=o: o.step()) for n, o in opts.items()},
-                             a.reps, a.warmup)
-    med = {n: median_ms(t) for n, t in times.items()}
 
-    rows, res_rows = [], {}
-    for name, opt in opts.items():
-        _, anchor, target, desc = specs[name]
-        anchor = anchor or name
-        speed = med[anchor] / med[name]
-        paired = paired_ratio(times[anchor], times[name])
-        hits = (speed >= (target or 0)) + (paired >= (target or 0))
-        verdict = "" if target is None else ("MISS", "borderline", "PASS")[hits]
-        nbytes = state_bytes(opt) / n_el
-        rows.append([name, desc, f"{med[name]:.2f}", f"{n_el / med[name] / 1e6:.2f}",
-                     anchor if anchor != name else "-", f"{speed:.2f}", f"{paired:.2f}",
-                     "-" if target is None else f">= {target:.2f} {verdict}", f"{nbytes:.2f}"])
-        res_rows[name] = {"description": desc, "median_ms": med[name], "anchor": anchor,
-                          "speed_vs_anchor": speed, "paired_speed_vs_anchor": paired,
-                          "target": target, "verdict": verdict, "state_bytes_per_param": nbytes,
-                          "times_s": times[name]}
+
+def time_runners(runners: dict[str, object], a) -> dict[str, list[float]]:
+    steps = {key: (lambda i, r=runner: r.step()) for key, runner in runners.items()}
+    return time_alternating(steps, a.reps, a.warmup)
+
+
+def kernel_of(candidate: Candidate, runner) -> str:
+    if isinstance(candidate.kernel, str):
+        return candidate.kernel
+    try:
+        return candidate.kernel(runner)
+    except Exception as exc:  # the library's internals moved: say so rather than guess
+        return f"? ({type(exc).__name__})"
+
+
+def verdict(speed: float, paired: float, target: float | None) -> str:
+    if target is None:
+        return ""
+    return ("MISS", "borderline", "PASS")[(speed >= target) + (paired >= target)]
+
+
+def summarize(candidates, runners, times, n_elements: int) -> dict[str, dict]:
+    """One result row per runner: its kernel, median, speed vs the anchor, verdict."""
+    anchor_ms = median_ms(times[ANCHOR])
+    rows = {}
+    for c in candidates:
+        if c.key not in runners:
+            continue
+        ms = median_ms(times[c.key])
+        speed, paired = anchor_ms / ms, paired_ratio(times[ANCHOR], times[c.key])
+        rows[c.key] = {"label": c.label, "kernel": kernel_of(c, runners[c.key]),
+                       "median_ms": ms, "anchor": ANCHOR, "speed_vs_anchor": speed,
+                       "paired_speed_vs_anchor": paired, "target": c.target,
+                       "verdict": verdict(speed, paired, c.target),
+                       "state_bytes_per_param": state_bytes(runners[c.key]) / n_elements,
+                       "times_s": times[c.key]}
+    return rows
+
+
+def result_table(rows: dict[str, dict], n_elements: int) -> str:
+    headers = ["row", "kernel", "ms", "G el/s", "torch fused / row (speed)", "paired",
+               "target", "state B/param"]
+    body = [[r["label"], r["kernel"], f"{r['median_ms']:.2f}",
+             f"{n_elements / r['median_ms'] / 1e6:.2f}", f"{r['speed_vs_anchor']:.3f}",
+             f"{r['paired_speed_vs_anchor']:.3f}",
+             "-" if r["target"] is None else f">= {r['target']:.2f} {r['verdict']}",
+             f"{r['state_bytes_per_param']:.2f}"] for r in rows.values()]
+    return format_table(headers, body)
+
+
+def numba_vs_torch_fused(runners) -> float | None:
+    """max |θ_numba - θ_fused| / max |θ_fused| after the same steps from the same start."""
+    if "numba-torch-config" not in runners:
+        return None
+    ours = [p.detach() for p in runners["numba-torch-config"].group["params"]]
+    fused = [p.detach() for p in runners[ANCHOR].param_groups[0]["params"]]
+    diff = max(float((p - q).abs().max()) for p, q in zip(ours, fused))
+    return diff / max(float(q.abs().max()) for q in fused)
+
+
+def print_report(rows, errors, parity, n_elements: int) -> None:
     print()
-    print(format_table(["name", "what", "ms", "G el/s", "anchor", "anchor/x (speed)",
-                        "paired", "target", "state B/param"], rows))
-    print("\nspeed = anchor median / candidate median (>1 = faster than the anchor); "
+    print(result_table(rows, n_elements))
+    print("\nspeed = torch fused median / row median (>1 = faster than torch fused); "
           "'paired' = median over rounds of the same ratio; >= 0.80 means within 1.25x; "
           "PASS needs both estimates to meet the target, 'borderline' one.")
+    if parity is not None:
+        print(f"numba kernel vs torch fused on torch config, parameters after the run: "
+              f"max |diff| / max |param| = {parity:.1e}")
     if errors:
         print("unavailable: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
-    if a.json:
-        path = write_json(a.json, {"config": vars(a), "machine": info, "rows": res_rows,
-                                   "errors": errors})
-        print(f"(results written to {os.path.relpath(path)})")
+
+
+def write_results(a, info, rows, errors, parity) -> None:
+    if not a.json:
+        return
+    path = write_json(a.json, {"config": vars(a), "machine": info, "rows": rows,
+                               "numba_vs_torch_fused_max_rel_diff": parity, "errors": errors})
+    print(f"(results written to {os.path.relpath(path)})")
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    set_threads(a.threads, a.omp_wait_policy)
+    candidates = build_candidates(a, param_factory(a))
+    runners, errors = start_runners(candidates)
+    info = machine_info(a.threads)
+    print_header(a, info)
+    times = time_runners(runners, a)
+    n_elements = a.tensors * a.numel
+    rows = summarize(candidates, runners, times, n_elements)
+    parity = numba_vs_torch_fused(runners)
+    print_report(rows, errors, parity, n_elements)
+    write_results(a, info, rows, errors, parity)
     return 0
 
 
