@@ -122,6 +122,26 @@ def test_per_sample_weight_gradients_read_the_weights_of_the_forward():
             torch.testing.assert_close(mine, torchs, rtol=1e-5, atol=1e-6)
 
 
+def test_a_gradient_taken_without_the_weight_leaves_the_table_alone():
+    """`torch.autograd.grad` for the per-sample weights only runs the lookup's backward but
+    not the weight's hook: the table is not updated then, nor later, as with torch's."""
+    ours, theirs = _layers("bag", {"mode": "sum"}, sparse_reference=True)
+    our_opt = Adagrad(ours.parameters(), lr=0.1)
+    their_opt = torch.optim.Adagrad(theirs.parameters(), lr=0.1)
+    ours.update_in_backward(our_opt)
+    offsets = torch.tensor([0, 4])
+    for layer, opt in ((ours, our_opt), (theirs, their_opt)):
+        gen = torch.Generator().manual_seed(5)
+        weights = torch.rand(12, generator=gen).requires_grad_()
+        out = layer(_ids(gen), offsets, per_sample_weights=weights)
+        torch.autograd.grad(out.pow(2).sum(), [weights])
+        opt.zero_grad()
+        layer(_ids(gen), offsets).pow(2).sum().backward()
+        opt.step()
+    torch.testing.assert_close(ours.weight.detach(), theirs.weight.detach(), rtol=1e-5, atol=1e-6)
+    assert float(our_opt.state[ours.weight]["step"]) == 1
+
+
 @pytest.mark.parametrize("fused", [True, False], ids=["fused-layer", "optimizer-step"])
 def test_a_backward_through_old_values_after_the_update_is_torchs_inplace_error(fused):
     """The update bumps the weight's version counter, so a second backward through a

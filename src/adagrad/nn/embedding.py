@@ -48,7 +48,7 @@ class _UpdateInBackward:
     weight: Tensor
     _optimizer: AdagradFamily | None = None
     _hook: RemovableHandle | None = None
-    _pending: list[SparseGrad]
+    _pending: list[tuple[int, SparseGrad]]  # (the backward pass's graph task, row gradient)
 
     def update_in_backward(self, optimizer: AdagradFamily | None) -> _UpdateInBackward:
         """Apply ``optimizer``'s update to ``weight`` inside backward from now on (None:
@@ -91,7 +91,8 @@ class _UpdateInBackward:
         post-accumulate-grad hook runs once every use of the weight has its gradient."""
         weight = self.weight
         table = weight.detach().view(weight.shape[0], -1)
-        self._pending.append(SparseGrad(table, indices, values, value_of, scale))
+        self._pending.append((torch._C._current_graph_task_id(),
+                              SparseGrad(table, indices, values, value_of, scale)))
         return torch.sparse_coo_tensor(
             torch.empty((1, 0), dtype=torch.long, device=weight.device),
             torch.empty((0,) + weight.shape[1:], dtype=weight.dtype, device=weight.device),
@@ -102,8 +103,15 @@ class _UpdateInBackward:
         pass, with the gradients of every lookup and every other use summed, as torch's
         layer and ``optimizer.step()`` would do. Lookups alone take the row kernel with
         all their positions (it sums duplicates); any other gradient is added to theirs
-        and stepped as `step()` would."""
-        pending, self._pending = self._pending, []
+        and stepped as `step()` would.
+
+        Row gradients of other backward passes, whose hook never ran (`torch.autograd.grad`
+        without the weight among its inputs, a backward that failed), are dropped: those
+        passes leave torch's own layer untouched too.
+        """
+        task = torch._C._current_graph_task_id()
+        pending = [rows for rows_task, rows in self._pending if rows_task == task]
+        self._pending = []
         grad = weight.grad
         if pending and (grad is None or (grad.is_sparse and grad._nnz() == 0)):
             weight.grad = None
