@@ -17,8 +17,13 @@ Cases:
   sparse  1,000,000 x 64 float32 EmbeddingBag(sparse=True), 16,384 bags x 4 uniform ids;
           "step" = optimizer.step() after forward+backward; "train step" = forward +
           backward + step (FBGEMM updates inside backward, so only this one applies to it)
+  kernel-threads  our sparse row kernel (adagrad.kernels.sparse_adagrad_) alone on a
+          1,000,000 x 16 float32 table with 1,000,000 uniform ids, at 1, 2 and 8 numba
+          threads (one child each, ``--threads N`` pins NUMBA_NUM_THREADS in the child
+          before numba loads): its scratch memory must not grow with the thread count
 
     bash benchmarks/setup_env.sh && .venv-bench/bin/python benchmarks/memory.py
+    .venv/bin/python benchmarks/memory.py --case kernel-threads   # needs no FBGEMM
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ MiB = 1024 * 1024
 DENSE = ["torch-fused", "torch-foreach", "torch-default", "ours", "ours-eps-inside",
          "ours-decoupled", "ours-rho0.9", "torch-fused-bf16", "ours-bf16"]
 SPARSE = ["torch", "ours", "ours-lazy", "ours-fused", "fbgemm", "fbgemm-rw", "fwd+bwd"]
+CASES = {"dense": ("dense",), "sparse": ("sparse",), "kernel-threads": ("kernel-threads",),
+         "both": ("dense", "sparse"), "all": ("dense", "sparse", "kernel-threads")}
 
 
 # ----------------------------------------------------------------------------- RSS probes
@@ -213,6 +220,34 @@ def child_sparse(name: str, a) -> dict:
     return res
 
 
+def child_kernel_threads(a) -> dict:
+    """Peak extra RSS of our sparse row kernel alone, at the numba thread count that
+    ``--threads`` pinned: table, state, ids and gradient all exist before the measure."""
+    import numba
+    import torch
+
+    from adagrad import kernels
+    from adagrad.kernels import RowClocks, StepRule
+    from adagrad.kernels.elementwise import PARALLEL_MIN_ELEMENTS
+
+    V, D, n = a.kernel_rows, a.kernel_dim, a.kernel_ids
+    gen = torch.Generator().manual_seed(0)
+    param, state_sum = torch.randn(V, D, generator=gen), torch.zeros(V, D)
+    ids = [torch.randint(V, (n,), generator=gen) for _ in range(2)]
+    values = torch.randn(n, D, generator=gen)
+    rule = StepRule(lr=0.01, eps=1e-10)
+    warm = -(-PARALLEL_MIN_ELEMENTS // D)  # compile the parallel kernel, start the threads
+    kernels.sparse_adagrad_(torch.zeros(16, D), torch.zeros(16, D), torch.randint(16, (warm,)),
+                            torch.ones(warm, D), rule, RowClocks())
+    peaks = []
+    for i in range(2):
+        with Peak() as peak:
+            kernels.sparse_adagrad_(param, state_sum, ids[i], values, rule, RowClocks())
+        peaks.append(peak)
+    return {"numba_threads": numba.get_num_threads(), "first_extra": peaks[0].extra,
+            "steady_extra": peaks[1].extra, "exact": peaks[0].exact}
+
+
 # ----------------------------------------------------------------------------- driver
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="optimizer memory benchmark")
@@ -224,7 +259,13 @@ def parse_args(argv=None):
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--bags", type=int, default=16_384)
     p.add_argument("--ids-per-bag", type=int, default=4)
-    p.add_argument("--case", choices=("dense", "sparse", "both"), default="both")
+    p.add_argument("--kernel-rows", type=int, default=1_000_000)
+    p.add_argument("--kernel-dim", type=int, default=16)
+    p.add_argument("--kernel-ids", type=int, default=1_000_000)
+    p.add_argument("--kernel-threads", default="1,2,8",
+                   help="numba thread counts of the kernel-threads case")
+    p.add_argument("--case", choices=tuple(CASES), default="all",
+                   help="both = dense + sparse; all = both + kernel-threads")
     p.add_argument("--json", default="memory", help="results/NAME.json ('' = none)")
     return p.parse_args(argv)
 
@@ -242,13 +283,34 @@ def mib(x) -> str:
     return "-" if x is None else f"{x / MiB:.1f}"
 
 
+def kernel_threads_table(a, pass_on: list[str]) -> dict:
+    """Run the kernel-threads case at each thread count (a child each); print its table."""
+    rows, res = [], {}
+    for threads in [int(t) for t in a.kernel_threads.split(",")]:
+        r = run_child("kernel-threads", str(threads), [*pass_on, "--threads", str(threads)])
+        res[threads] = r
+        if "error" in r:
+            rows.append([str(threads), "-", "-", "-", r["error"][:60]])
+            continue
+        rows.append([str(threads), str(r["numba_threads"]), mib(r["first_extra"]),
+                     mib(r["steady_extra"]), f"{r['steady_extra'] / a.kernel_ids:.1f}"])
+    print(f"\n## kernel-threads: adagrad.kernels.sparse_adagrad_ alone, {a.kernel_rows:,} x "
+          f"{a.kernel_dim} float32 table, {a.kernel_ids:,} uniform ids (gradient "
+          f"{a.kernel_ids * a.kernel_dim * 4 / MiB:.0f} MiB, made before the measure)")
+    print(format_table(["threads", "numba threads", "first step extra MiB",
+                        "steady step extra MiB", "steady extra B/id"], rows))
+    return res
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     a = parse_args(argv)
     if a.child:
         set_threads(a.threads, a.omp_wait_policy)
         case, name = a.child
-        out = child_dense(name, a) if case == "dense" else child_sparse(name, a)
+        child = {"dense": child_dense, "sparse": child_sparse,
+                 "kernel-threads": lambda name, a: child_kernel_threads(a)}[case]
+        out = child(name, a)
         print(json.dumps(out))
         return 0
 
@@ -257,7 +319,7 @@ def main(argv=None) -> int:
     results = {"config": vars(a), "machine": info}
     print(f"# Memory: peak extra RSS in a fresh process per candidate; {info['date']}, "
           f"torch {info['torch']}")
-    if a.case in ("dense", "both"):
+    if "dense" in CASES[a.case]:
         rows, res = [], {}
         for name in DENSE:
             r = run_child("dense", name, pass_on)
@@ -274,7 +336,7 @@ def main(argv=None) -> int:
         print(format_table(["candidate", "state B/param", "first step() extra MiB",
                             "steady step() extra MiB", "steady extra / one fp32 tensor"], rows))
         results["dense"] = res
-    if a.case in ("sparse", "both"):
+    if "sparse" in CASES[a.case]:
         rows, res = [], {}
         for name in SPARSE:
             r = run_child("sparse", name, pass_on)
@@ -292,6 +354,8 @@ def main(argv=None) -> int:
                             "step() steady MiB", "train step first MiB",
                             "train step steady MiB", "note"], rows))
         results["sparse"] = res
+    if "kernel-threads" in CASES[a.case]:
+        results["kernel-threads"] = kernel_threads_table(a, pass_on)
     print("\nfirst = includes state created lazily on the first step (ours; torch creates it "
           "in __init__); steady = the second step, temporaries only.")
     if a.json:
