@@ -21,7 +21,7 @@ from torch.testing._internal.common_optimizers import (
     optim_inputs_func_adagrad,
 )
 
-from adagrad import Adagrad
+from adagrad import Adagrad, reference
 
 TORCH_INFO = next(i for i in optim_db if i.optim_cls is torch.optim.Adagrad)
 
@@ -310,20 +310,78 @@ def test_can_load_older_state_dict(inp):
     torch.testing.assert_close(params2[0], params[0], rtol=0, atol=0)
 
 
-def test_deepcopy_copies_all_public_attrs():
-    params = [torch.randn(3, requires_grad=True)]
-    opt = Adagrad(params, lr=0.1, eps_placement="inside")
-    _train(opt, params, 2, 1)
+DEEPCOPY_CASES = [
+    pytest.param(dict(lr=0.1, eps_placement="inside"), None, id="eps-inside"),
+    pytest.param(dict(lr=0.1, lr_decay=0.1, weight_decay=0.05, initial_accumulator_value=0.2),
+                 dict(lr=0.1, lr_decay=0.1, weight_decay=0.05, initial_accumulator_value=0.2),
+                 id="torch-options"),
+]
+
+
+@pytest.mark.parametrize("kwargs,torch_kwargs", DEEPCOPY_CASES)
+def test_deepcopy_copies_all_public_attrs(kwargs, torch_kwargs):
+    """A deepcopy is an independent optimizer: same defaults and groups, its own parameters
+    and state (no storage shared); stepping it leaves the original untouched, and both
+    then continue exactly as an optimizer that never was copied, which equals the float64
+    reference (and torch.optim.Adagrad where it has the options)."""
+    gen = torch.Generator().manual_seed(3)
+    p0 = torch.randn(3, 2, dtype=torch.float64, generator=gen)
+    grads = [torch.randn(3, 2, dtype=torch.float64, generator=gen) for _ in range(5)]
+
+    def feed(opt, param, gs):
+        for g in gs:
+            param.grad = g.clone()
+            opt.step()
+
+    param = p0.clone().requires_grad_(True)
+    opt = Adagrad([param], **kwargs)
+    feed(opt, param, grads[:2])
     opt2 = copy.deepcopy(opt)
-    for name in ("defaults", "param_groups"):
-        a, b = getattr(opt, name), getattr(opt2, name)
-        assert type(a) is type(b)
-    assert opt2.defaults == opt.defaults
-    sd1, sd2 = opt.state_dict(), opt2.state_dict()
-    assert sd1["param_groups"] == sd2["param_groups"]
-    for k in sd1["state"]:
-        for key in sd1["state"][k]:
-            torch.testing.assert_close(sd1["state"][k][key], sd2["state"][k][key])
+    assert type(opt2.defaults) is type(opt.defaults) and opt2.defaults == opt.defaults
+    assert type(opt2.param_groups) is type(opt.param_groups)
+    (param2,) = opt2.param_groups[0]["params"]
+    assert param2 is not param and param2.data_ptr() != param.data_ptr()
+    assert torch.equal(param2, param)
+    assert {k: v for k, v in opt2.param_groups[0].items() if k != "params"} == \
+        {k: v for k, v in opt.param_groups[0].items() if k != "params"}
+    state, state2 = opt.state[param], opt2.state[param2]
+    assert set(state2) == set(state)
+    for key, value in state.items():
+        assert state2[key].data_ptr() != value.data_ptr(), f"state {key!r} is shared"
+        assert torch.equal(state2[key], value), key
+
+    # Stepping the copy does not touch the original.
+    before = param.detach().clone(), {k: v.clone() for k, v in state.items()}
+    feed(opt2, param2, grads[2:])
+    assert torch.equal(param.detach(), before[0])
+    for key, value in state.items():
+        assert torch.equal(value, before[1][key]), key
+    assert not torch.equal(param2.detach(), param.detach())
+
+    # Both continue as an uncopied run; that run is the reference's (and torch's).
+    feed(opt, param, grads[2:])
+    fresh = p0.clone().requires_grad_(True)
+    fresh_opt = Adagrad([fresh], **kwargs)
+    feed(fresh_opt, fresh, grads)
+    for ours, ours_opt in ((param, opt), (param2, opt2)):
+        assert torch.equal(ours.detach(), fresh.detach())
+        assert torch.equal(ours_opt.state[ours]["sum"], fresh_opt.state[fresh]["sum"])
+        assert float(ours_opt.state[ours]["step"]) == 5
+    hp = {k: v for k, v in kwargs.items() if k != "initial_accumulator_value"}
+    theta = p0.numpy().copy()
+    ref_state = reference.adagrad_init(theta, kwargs.get("initial_accumulator_value", 0.0))
+    for g in grads:
+        theta, ref_state = reference.adagrad(theta, g.numpy(), ref_state, **hp)
+    torch.testing.assert_close(param.detach(), torch.from_numpy(theta), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(opt.state[param]["sum"], torch.from_numpy(ref_state["sum"]),
+                               rtol=1e-12, atol=1e-14)
+    if torch_kwargs is not None:
+        theirs = p0.clone().requires_grad_(True)
+        their_opt = torch.optim.Adagrad([theirs], **torch_kwargs)
+        feed(their_opt, theirs, grads)
+        torch.testing.assert_close(param.detach(), theirs.detach(), rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(opt.state[param]["sum"], their_opt.state[theirs]["sum"],
+                                   rtol=1e-12, atol=1e-14)
 
 
 def test_optimizer_can_be_printed():

@@ -221,29 +221,41 @@ def test_three_dimensional_table_rows():
     assert torch.equal(p.detach()[5:], p0[5:])
 
 
-def test_sparse_dim_2_gradient_on_a_matrix():
-    """Element-wise COO (sparse_dim=2) on a 2-D parameter: torch supports it; so must we,
-    or refuse it clearly."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_sparse_dim_2_gradient_on_a_matrix(dtype):
+    """Element-wise COO (sparse_dim=2, duplicate elements) on a 2-D parameter is supported
+    (`sparse_rows` flattens it to one row index): equal to torch.optim.Adagrad and to the
+    float64 reference run on the flattened parameter; untouched elements keep θ and G."""
     gen = torch.Generator().manual_seed(25)
-    p0 = torch.randn(6, 5, generator=gen)
+    p0 = torch.randn(6, 5, generator=gen).to(dtype)
     grads = []
     for _ in range(3):
         idx = torch.stack([torch.randint(0, 6, (9,), generator=gen),
                            torch.randint(0, 5, (9,), generator=gen)])
         idx[:, 1] = idx[:, 0]  # a duplicate element
-        grads.append(torch.sparse_coo_tensor(idx, torch.randn(9, generator=gen), (6, 5)))
+        grads.append(torch.sparse_coo_tensor(idx, torch.randn(9, generator=gen).to(dtype),
+                                             (6, 5)))
     assert grads[0].sparse_dim() == 2
     p = p0.clone().requires_grad_(True)
     opt = Adagrad([p], lr=0.1, lr_decay=0.1)
-    try:
-        run_opt(opt, p, grads[:1])
-    except (NotImplementedError, ValueError) as exc:
-        assert torch.equal(p.detach(), p0)
-        pytest.skip(f"sparse_dim=2 refused: {exc}")
-    run_opt(opt, p, grads[1:])
+    run_opt(opt, p, grads)
+    assert float(opt.state[p]["step"]) == 3
+    assert opt.state[p]["sum"].shape == p.shape
+    tol = dict(rtol=1e-6, atol=1e-7) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-14)
     t_param, t_sum = torch_adagrad_replay(p0, grads, lr=0.1, lr_decay=0.1)
-    torch.testing.assert_close(p.detach(), t_param, rtol=1e-6, atol=1e-7)
-    torch.testing.assert_close(opt.state[p]["sum"], t_sum, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(p.detach(), t_param, **tol)
+    torch.testing.assert_close(opt.state[p]["sum"], t_sum, **tol)
+    ref = SparseRef(np64(p0).reshape(-1), lr=0.1, lr_decay=0.1)
+    touched = np.zeros(30, bool)
+    for g in grads:
+        flat = (g._indices()[0] * 5 + g._indices()[1]).numpy()
+        touched[flat] = True
+        ref.step((flat, np64(g._values())))
+    assert_close64(p.detach().reshape(-1), ref.theta, **tol_for(dtype))
+    assert_close64(opt.state[p]["sum"].reshape(-1), ref.sum, **tol_for(dtype))
+    assert not touched.all()
+    assert torch.equal(p.detach().reshape(-1)[~torch.from_numpy(touched)],
+                       p0.reshape(-1)[~torch.from_numpy(touched)])
 
 
 def test_coalesced_gradient_gives_the_same_result():

@@ -197,7 +197,7 @@ class _FusedEmbedding(torch.autograd.Function):
         (input,) = ctx.saved_tensors
         layer = ctx.layer
         indices = input.reshape(-1)
-        values = grad_output.reshape(indices.numel(), -1)
+        values = grad_output.reshape(indices.numel(), layer.embedding_dim)
         value_of = None
         if layer.padding_idx is not None:  # as torch: the padding row gets no gradient
             value_of = (indices != layer.padding_idx).nonzero().squeeze(1)
