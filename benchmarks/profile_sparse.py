@@ -6,8 +6,9 @@ and one gradient computed once; then, alternating, medians of --reps:
   step           the whole optimizer.step() of adagrad.Adagrad (state already created)
   check_grad     the optimizer's pre-write gradient checks (_check_grad)
   sparse_rows    splitting the COO gradient into a table view, indices and values
-  kernel         adagrad.kernels.sparse_adagrad_ alone (index check, then grouping,
-                 summing and updating in one parallel region)
+  kernel         adagrad.kernels.sparse_adagrad_ alone (index check, the counting sort
+                 of positions by partition, then grouping, summing and updating each
+                 partition in one parallel region)
   torch-coalesce grad.coalesce() (what torch.optim.Adagrad starts with), for scale
   fwd+bwd        forward + backward of the EmbeddingBag
   fused fwd+bwd  forward + backward of adagrad.nn.EmbeddingBag with the update inside
