@@ -1,31 +1,94 @@
-"""Sparse Adagrad on the CPU: deduplicate, then one pass per touched row.
+"""The sparse row engine on the CPU, and Adagrad's sparse kernel as its first client.
 
-For a row gradient of an embedding table (``indices`` may repeat, unsorted), ALGORITHMS.md
-§2: the contributions of each row are summed, and each touched row is read once and
-written once (θ_r and G_r, plus its lazy-decay snapshots). No temporary the size of the
+A sparse step of a ``(rows, D)`` table (``indices`` may repeat, unsorted; ALGORITHMS.md
+§2) is, for every member of the family, the same work around a different row update: the
+engine validates the indices, groups the positions by row, sums each row's duplicates and
+hands each touched row, once, to the member's ``update_row``. No temporary the size of the
 table and no coalesced copy of the gradient: the grouping is a hash of the touched rows,
 and only rows touched more than once get a summed copy; the others are read in place.
 
-In parallel, the rows are shared out by a hash of the row into one partition per thread,
-and the positions are first sorted by partition (a counting sort: each thread counts the
-partitions of a contiguous chunk of positions, a prefix sum gives every (chunk, partition)
-its place, each thread scatters its chunk). Then each thread groups, sums and updates the
-rows of one partition on its own: no row shared, no merge. Scratch memory is O(n) in all,
-whatever the number of threads (the partition-ordered positions and a 16-bit partition
-note per position, plus each partition's hash table sized to its own positions), and
-O(threads²) for the counts. One partition (the serial kernels, or one thread) takes the
-positions as they are, with no partition pass.
+The gradient: position ``k`` contributes ``scale[k]·values[value_of[k]]`` to row
+``indices[k]``; the kernels take the three arrays as one plain tuple
+``grad = (values, value_of, scale)``, ``value_of`` empty meaning the identity and a
+1-element ``scale`` applying to every position. For a COO gradient ``value_of`` is the
+identity and the scale 1; a fused embedding-bag backward passes its output gradient with
+each position's bag (and per-sample weight), so that the ``(nnz, D)`` gradient is never
+built.
 
-Each row's duplicates are summed in ascending position order (the counting sort keeps
-each partition's positions in order), so the result does not depend on the number of
-threads: it is bit-identical for any number of partitions.
+Grouping. In parallel, the rows are shared out by a hash of the row into one partition per
+thread, and the positions are first sorted by partition (a counting sort: each thread
+counts the partitions of a contiguous chunk of positions, a prefix sum gives every (chunk,
+partition) its place, each thread scatters its chunk). Then each thread groups, sums and
+updates the rows of one partition on its own: no row shared, no merge. Scratch memory is
+O(n) in all, whatever the number of threads (the partition-ordered positions and a 16-bit
+partition note per position, plus each partition's hash table sized to its own
+positions), and O(threads²) for the counts. One partition (the serial kernels, or one
+thread) takes the positions as they are, with no partition pass. Each row's duplicates are
+summed in ascending position order (the counting sort keeps each partition's positions in
+order), so the result is bit-identical for any number of threads or partitions.
 
-Position ``k`` contributes ``scale[k]·values[value_of[k]]`` to row ``indices[k]``; the
-kernels take the three arrays as one plain tuple ``grad = (values, value_of, scale)``,
-``value_of`` empty meaning the identity and a 1-element ``scale`` applying to every
-position. For a COO gradient ``value_of`` is the identity and the scale 1; a fused
-embedding-bag backward passes its output gradient with each position's bag (and
-per-sample weight), so that the ``(nnz, D)`` gradient is never built.
+Plugging a member in (Adagrad's client at the end of this module is the model):
+
+1. The row update, ``@numba.njit(inline="always", error_model="numpy")``::
+
+       update_row(tables, row, grad_row, factor, coefficients, load, store)
+
+   called once per touched row: ``row`` the row number, its summed gradient
+   ``grad_row[d] * factor`` for ``d < D`` (``grad_row`` a 1-D view, of the summed copy
+   with ``factor`` 1 for a repeated row, of ``values`` in place with the position's scale
+   for a row touched once: one multiply in the loop, which vectorises), ``tables`` and
+   ``coefficients`` the member's tuples as its kernel builds them, ``load``/``store``
+   the parameter storage's (`load_float`/`store_float`, `load_bf16`/`store_bf16` of
+   `elementwise`; arithmetic in float32 for bf16). ``tables`` is any tuple of arrays
+   indexed by row: ``(param, sum)`` for Adagrad, ``(param, sum_per_row)`` with a 1-D sum
+   for row-wise Adagrad, ``(param, z, n)`` for FTRL; ``tables[0]`` is the parameter.
+   Write each coordinate loop as a plain ``for d in range(D)`` over scalars.
+
+   Numba 0.68 pitfall: inside a prange, writes to arrays unpacked from a tuple
+   (``param, state = tables``) are dropped as dead code. Index instead
+   (``param = tables[0]``), for ``tables`` and for any tuple of arrays in
+   ``coefficients``; test the member at 2 threads or more.
+
+2. The prefetch hook, same decorator: ``prefetch(tables, row)`` starts loading the rows
+   that ``update_row`` will touch a few rows ahead (`prefetch_row` of `elementwise` for
+   each 2-D table: touched rows are scattered in memory); `prefetch_nothing` where there
+   is nothing worth it. The engine prefetches the gradient rows itself.
+
+3. Four top-level kernels, ``@numba.njit(cache=True, error_model="numpy")`` for the
+   serial pair and ``@numba.njit(parallel=True, cache=True, error_model="numpy")`` for the
+   parallel pair, for float (float32/float64) and bf16 parameters. Their arguments: the
+   tables, then ``indices, grad``, then the coefficients, then (parallel) ``parts``. The
+   member's functions are module globals (a kernel that takes a function as an argument
+   is not cached by numba: it would recompile in every process), and the ``tables`` and
+   ``coefficients`` tuples are built inside the prange body (a parallel loop cannot take
+   a tuple of tuples from outside it, and one of arrays loses its writes there)::
+
+       @numba.njit(cache=True, error_model="numpy")
+       def _float_serial(param, state, indices, grad, coefficient):
+           update_rows_serial((param, state), indices, grad, (coefficient,), _my_row,
+                              _my_prefetch, load_float, store_float)
+
+       @numba.njit(parallel=True, cache=True, error_model="numpy")
+       def _float_parallel(param, state, indices, grad, coefficient, parts):
+           order, starts = partition_positions(indices, parts)
+           for part in numba.prange(parts):
+               update_partition((param, state), indices, grad, (coefficient,), order,
+                                starts, part, _my_row, _my_prefetch, load_float,
+                                store_float)
+
+   and the same with ``load_bf16, store_bf16``. Put them in two dicts keyed by "bfloat16
+   parameter", ``_SERIAL = {False: _float_serial, True: _bf16_serial}`` and ``_PARALLEL``.
+
+4. The Python entry point: `update_rows_` does the rest (index validation, with
+   IndexError before anything is written; numpy views, bf16 as raw words; the grad tuple;
+   serial below `PARALLEL_MIN_ELEMENTS` elements of work, else parallel with one
+   partition per numba thread, the pool started without touching torch's thread count)::
+
+       update_rows_(_SERIAL, _PARALLEL, (param, state), indices, values,
+                    (coefficient,), value_of, scale)
+
+Not covered: an update that needs a reduction over all touched rows before any row is
+written (AdaGrad-Norm's global accumulator) has to make that pass itself.
 """
 
 from __future__ import annotations
@@ -167,7 +230,7 @@ def _scatter_chunk(part, lo, hi, cursors, order):
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
-def _partition_positions(indices, parts):
+def partition_positions(indices, parts):
     """Sort the positions by the partition of their row (a stable, parallel counting
     sort, one contiguous chunk of positions per partition/thread).
 
@@ -244,6 +307,8 @@ def _group_part(indices, order, lo, hi):
     return rows[:distinct], first[:distinct], counts[:distinct], row_of
 
 
+
+
 @numba.njit(inline="always", error_model="numpy")
 def _sum_duplicates(grad, order, lo, counts, row_of):
     """Sum the contributions of every row touched more than once, in position order (one
@@ -271,6 +336,91 @@ def _sum_duplicates(grad, order, lo, counts, row_of):
     return slot, sums
 
 
+# ------------------------------------------------------------------ the engine
+
+
+@numba.njit(inline="always", error_model="numpy")
+def prefetch_nothing(tables, row):
+    """The prefetch hook of a member with nothing worth prefetching."""
+
+
+@numba.njit(inline="always", error_model="numpy")
+def update_partition(tables, indices, grad, coefficients, order, starts, part, update_row,
+                     prefetch, load, store):
+    """Group and sum by row the positions of partition ``part``,
+    ``order[starts[part]:starts[part + 1]]`` (`partition_positions`; an empty ``order``
+    stands for positions 0..n-1), and hand each row once to ``update_row``, prefetching
+    rows a few places ahead with their gradient rows."""
+    values, value_of, scale = grad
+    lo = starts[part]
+    rows, first, counts, row_of = _group_part(indices, order, lo, starts[part + 1])
+    slot, sums = _sum_duplicates(grad, order, lo, counts, row_of)
+    one = sums.dtype.type(1.0)
+    for u in range(rows.size):
+        ahead = u + _PREFETCH_AHEAD
+        if ahead < rows.size:
+            prefetch(tables, rows[ahead])
+            if slot[ahead] < 0:
+                prefetch_row(values, _source(value_of, first[ahead]))
+        if slot[u] >= 0:
+            grad_row, factor = sums[slot[u]], one
+        else:
+            grad_row = values[_source(value_of, first[u])]
+            factor = _scale(scale, first[u])
+        update_row(tables, rows[u], grad_row, factor, coefficients, load, store)
+
+
+@numba.njit(inline="always", error_model="numpy")
+def update_rows_serial(tables, indices, grad, coefficients, update_row, prefetch, load,
+                       store):
+    """The body of a member's serial kernel: every position as one partition."""
+    update_partition(tables, indices, grad, coefficients, _ALL_POSITIONS,
+                     np.array([0, indices.size], np.int64), 0, update_row, prefetch, load,
+                     store)
+
+
+def update_rows_(serial: dict, parallel: dict, tables: tuple[Tensor, ...], indices: Tensor,
+                 values: Tensor, coefficients: tuple, value_of: Tensor | None = None,
+                 scale: Tensor | None = None) -> None:
+    """Run a member's engine kernel on a sparse gradient, in place: the Python side of
+    every client.
+
+    ``serial`` and ``parallel`` are the member's kernels keyed by "bfloat16 parameter";
+    ``tables`` its state tensors (contiguous, CPU; ``tables[0]`` the ``(rows, D)``
+    parameter), ``coefficients`` the rest of its kernels' arguments, already numba types
+    (scalars, tuples, numpy arrays). Indices are checked against the parameter's rows
+    before anything is written (IndexError). Below `PARALLEL_MIN_ELEMENTS` elements of
+    work the serial kernel runs; above, the parallel one with one partition per numba
+    thread.
+    """
+    param = tables[0]
+    indices = indices.contiguous().numpy()
+    bad = first_out_of_range(indices, param.shape[0])
+    if bad >= 0:
+        raise IndexError(f"sparse gradient index {indices[bad]} is out of range for a table "
+                         f"of {param.shape[0]} rows")
+    args = (*(as_numpy(table) for table in tables), indices,
+            _grad_arrays(values, value_of, scale), *coefficients)
+    bf16 = param.dtype == torch.bfloat16
+    if indices.size * values.shape[1] >= PARALLEL_MIN_ELEMENTS:
+        start_thread_pool()
+        parallel[bf16](*args, numba.get_num_threads())
+    else:
+        serial[bf16](*args)
+
+
+def _grad_arrays(values: Tensor, value_of: Tensor | None, scale: Tensor | None) -> tuple:
+    """The kernels' ``grad`` tuple ``(values, value_of, scale)`` as numpy arrays: an empty
+    ``value_of`` for the identity, a 1-element ``scale`` of 1 for none."""
+    scale = torch.ones(1, dtype=values.dtype) if scale is None else scale.to(values.dtype)
+    return (values.detach().contiguous().numpy(),
+            _IDENTITY if value_of is None else value_of.long().contiguous().numpy(),
+            scale.detach().contiguous().numpy())
+
+
+# ------------------------------------------------------------------ Adagrad, a client
+
+
 @numba.njit(inline="always", error_model="numpy")
 def _catch_up(param, state_sum, row, clocks, load, store):
     """Apply row ``row``'s pending lazy decay (the `RowClocks` logs) and move its
@@ -296,77 +446,58 @@ def _catch_up(param, state_sum, row, clocks, load, store):
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _update_row(u, param, state_sum, grad, rows, first, slot, sums, rule, clocks, load,
-                store):
-    """Catch row ``rows[u]`` up on its lazy decay and apply §1 to it with its summed
-    gradient. Each loop over the row's width is a plain vectorisable loop. Rows a few
-    places ahead are prefetched, with their gradient rows: touched rows are scattered in
-    memory.
-    """
-    values, value_of, scale = grad
-    ahead = u + _PREFETCH_AHEAD
-    if ahead < rows.size:
-        prefetch_row(param, rows[ahead])
-        prefetch_row(state_sum, rows[ahead])
-        if slot[ahead] < 0:
-            prefetch_row(values, _source(value_of, first[ahead]))
-    row = rows[u]
-    _catch_up(param, state_sum, row, clocks, load, store)
-    if slot[u] >= 0:
-        row_grad, factor = sums[slot[u]], sums.dtype.type(1.0)
-    else:
-        row_grad = values[_source(value_of, first[u])]
-        factor = _scale(scale, first[u])
+def _adagrad_row(tables, row, grad_row, factor, coefficients, load, store):
+    """Catch the row up on its lazy decay, then §1 on it with its summed gradient.
+    ``tables`` is ``(param, state_sum)``, ``coefficients`` ``(rule_tuple, clocks)``."""
+    param = tables[0]
+    state_sum = tables[1]
+    rule = coefficients[0]
+    _catch_up(param, state_sum, row, coefficients[1], load, store)
     for d in range(param.shape[1]):
-        p, s = adagrad_coordinate(load(param[row, d]), row_grad[d] * factor, state_sum[row, d],
+        p, s = adagrad_coordinate(load(param[row, d]), grad_row[d] * factor, state_sum[row, d],
                                   rule)
         param[row, d] = store(p)
         state_sum[row, d] = s
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _update_part(order, lo, hi, param, state_sum, indices, grad, rule, clocks, load, store):
-    """Group, sum and update the rows of the partition whose positions are
-    ``order[lo:hi]``."""
-    rows, first, counts, row_of = _group_part(indices, order, lo, hi)
-    slot, sums = _sum_duplicates(grad, order, lo, counts, row_of)
-    for u in range(rows.size):
-        _update_row(u, param, state_sum, grad, rows, first, slot, sums, rule, clocks, load,
-                    store)
+def _adagrad_prefetch(tables, row):
+    prefetch_row(tables[0], row)
+    prefetch_row(tables[1], row)
 
 
-# One kernel per (parameter storage, threading); see dense_cpu. The serial ones (small
-# steps: no thread pool) take all positions as one partition; the parallel ones sort the
-# positions into ``parts`` hash partitions of the rows (one per thread; no sort for one)
-# and update one partition per thread. The same body runs 1.5-2x faster as a parfor than
-# in plain njit (measured), hence the parallel kernel for large steps even at 1 thread.
+# One kernel per (parameter storage, threading), see dense_cpu and `update_rows_`. The
+# same body runs 1.5-2x faster as a parfor than in plain njit (measured), hence the
+# parallel kernel for large steps even at 1 thread.
 @numba.njit(cache=True, error_model="numpy")
 def _float_serial(param, state_sum, indices, grad, rule, clocks):
-    _update_part(_ALL_POSITIONS, 0, indices.size, param, state_sum, indices, grad, rule,
-                 clocks, load_float, store_float)
+    update_rows_serial((param, state_sum), indices, grad, (rule, clocks), _adagrad_row,
+                       _adagrad_prefetch, load_float, store_float)
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
 def _float_parallel(param, state_sum, indices, grad, rule, clocks, parts):
-    order, starts = _partition_positions(indices, parts)
+    order, starts = partition_positions(indices, parts)
     for part in numba.prange(parts):
-        _update_part(order, starts[part], starts[part + 1], param, state_sum, indices, grad,
-                     rule, clocks, load_float, store_float)
+        update_partition((param, state_sum), indices, grad, (rule, clocks), order, starts,
+                         part, _adagrad_row, _adagrad_prefetch, load_float, store_float)
 
 
 @numba.njit(cache=True, error_model="numpy")
 def _bf16_serial(param, state_sum, indices, grad, rule, clocks):
-    _update_part(_ALL_POSITIONS, 0, indices.size, param, state_sum, indices, grad, rule,
-                 clocks, load_bf16, store_bf16)
+    update_rows_serial((param, state_sum), indices, grad, (rule, clocks), _adagrad_row,
+                       _adagrad_prefetch, load_bf16, store_bf16)
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
 def _bf16_parallel(param, state_sum, indices, grad, rule, clocks, parts):
-    order, starts = _partition_positions(indices, parts)
+    order, starts = partition_positions(indices, parts)
     for part in numba.prange(parts):
-        _update_part(order, starts[part], starts[part + 1], param, state_sum, indices, grad,
-                     rule, clocks, load_bf16, store_bf16)
+        update_partition((param, state_sum), indices, grad, (rule, clocks), order, starts,
+                         part, _adagrad_row, _adagrad_prefetch, load_bf16, store_bf16)
 
+
+_partition_positions = partition_positions  # its name in tests/test_sparse_partition.py
 
 _SERIAL = {False: _float_serial, True: _bf16_serial}  # keyed by "bfloat16 parameter"
 _PARALLEL = {False: _float_parallel, True: _bf16_parallel}
@@ -390,28 +521,9 @@ def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: T
     validated here, before anything is written (IndexError).
     """
     rule = replace(rule, decoupled=False, accumulator_decay=1.0)  # both come through clocks
-    indices = indices.contiguous().numpy()
-    bad = first_out_of_range(indices, param.shape[0])
-    if bad >= 0:
-        raise IndexError(f"sparse gradient index {indices[bad]} is out of range for a table "
-                         f"of {param.shape[0]} rows")
-    args = (as_numpy(param), as_numpy(state_sum), indices, _grad_arrays(values, value_of, scale),
-            rule_tuple(rule, scalar_type(state_sum)), _clock_tuple(clocks))
-    bf16 = param.dtype == torch.bfloat16
-    if indices.size * values.shape[1] >= PARALLEL_MIN_ELEMENTS:
-        start_thread_pool()
-        _PARALLEL[bf16](*args, numba.get_num_threads())
-    else:
-        _SERIAL[bf16](*args)
-
-
-def _grad_arrays(values: Tensor, value_of: Tensor | None, scale: Tensor | None) -> tuple:
-    """The kernels' ``grad`` tuple ``(values, value_of, scale)`` as numpy arrays: an empty
-    ``value_of`` for the identity, a 1-element ``scale`` of 1 for none."""
-    scale = torch.ones(1, dtype=values.dtype) if scale is None else scale.to(values.dtype)
-    return (values.detach().contiguous().numpy(),
-            _IDENTITY if value_of is None else value_of.long().contiguous().numpy(),
-            scale.detach().contiguous().numpy())
+    update_rows_(_SERIAL, _PARALLEL, (param, state_sum), indices, values,
+                 (rule_tuple(rule, scalar_type(state_sum)), _clock_tuple(clocks)), value_of,
+                 scale)
 
 
 def _clock_tuple(clocks: RowClocks) -> tuple:
