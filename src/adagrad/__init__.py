@@ -1,8 +1,8 @@
 """Adagrad for PyTorch: an exact drop-in for `torch.optim.Adagrad`, fast sparse updates,
 and the Adagrad family."""
 
-from adagrad.optim import Adagrad
+from adagrad.optim import Adagrad, AdagradNorm
 
 __version__ = "0.1.0"
 
-__all__ = ["Adagrad", "__version__"]
+__all__ = ["Adagrad", "AdagradNorm", "__version__"]

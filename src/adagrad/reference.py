@@ -38,6 +38,8 @@ __all__ = [
     "ftrl",
     "adagrad_norm_init",
     "adagrad_norm",
+    "full_matrix_adagrad_init",
+    "full_matrix_adagrad",
 ]
 
 EPS_PLACEMENTS = ("outside", "inside")
@@ -532,12 +534,85 @@ def adagrad_norm(
 ) -> tuple[np.ndarray, State]:
     """One step of AdaGrad-Norm (Ward, Wu, Bottou 2019), ALGORITHMS.md §7.
 
-    ``b² <- b² + ||g||² ;  θ <- θ - lr_t·g / (sqrt(b²) + ε)``. For ``scope="group"`` pass
-    the group's tensors flattened and concatenated (one b² for all of them).
+    ``b² <- b² + ||g||² ;  θ <- θ - lr_t·g / (sqrt(b²) + ε)``; where ``sqrt(b²) + ε == 0``
+    (then g = 0) the update is 0. For ``scope="group"`` pass the group's tensors flattened
+    and concatenated (one b² for all of them). ``lr_decay`` is 0 for `adagrad.AdagradNorm`,
+    which has none (lr_t = lr).
     """
     theta = _f64(param)
     g = _f64(grad)
     t = int(state["step"]) + 1
     b2 = np.array(float(state["sum"]) + float(np.sum(g * g)))
-    theta = theta - lr_at(lr, lr_decay, t) * g / (np.sqrt(b2) + eps)
+    denom = np.sqrt(b2) + eps
+    if denom > 0:
+        theta = theta - lr_at(lr, lr_decay, t) * g / denom
     return theta, {"step": t, "sum": b2}
+
+
+# --------------------------------------------------------------------------------------
+# §8 Full-matrix Adagrad
+# --------------------------------------------------------------------------------------
+
+
+def _blocks(d: int, block_size: int | None) -> list[slice]:
+    """Consecutive blocks of ``block_size`` coordinates out of d (one block without a
+    block size); the last block holds what is left over."""
+    size = d if block_size is None else block_size
+    return [slice(start, min(start + size, d)) for start in range(0, d, max(size, 1))]
+
+
+def full_matrix_adagrad_init(param: Any, block_size: int | None = None) -> State:
+    """Initial state of §8: per block i of the flattened θ, ``S_i = 0`` (its size × size)
+    and no ``H_i`` yet (``"h"``: the H in use, computed at the first step)."""
+    d = np.asarray(param).size
+    blocks = _blocks(d, block_size)
+    return {"step": 0,
+            "sum": [np.zeros((b.stop - b.start,) * 2) for b in blocks],
+            "h": [None] * len(blocks)}
+
+
+def _matrix_sqrt(S: np.ndarray) -> np.ndarray:
+    """``S^{1/2}`` of a symmetric positive semi-definite S by eigendecomposition
+    (eigenvalues below 0 from rounding taken as 0)."""
+    w, V = np.linalg.eigh(S)
+    return V @ np.diag(np.sqrt(np.maximum(w, 0.0))) @ V.T
+
+
+def full_matrix_adagrad(
+    param: Any,
+    grad: Any,
+    state: State,
+    *,
+    lr: float,
+    eps: float = 1e-6,
+    block_size: int | None = None,
+    precondition_every: int = 1,
+) -> tuple[np.ndarray, State]:
+    """One step of full-matrix Adagrad (Duchi, Hazan, Singer 2011), ALGORITHMS.md §8.
+
+    θ is flattened to d coordinates, cut into blocks of ``block_size`` consecutive
+    coordinates (one block of d if None; the last block holds the rest). Per block::
+
+        S <- S + g·gᵀ
+        H  = δ·I + S^{1/2}          at steps t = 1, k+1, 2k+1, ... (k = precondition_every);
+                                    in between the H of the last such step is reused
+        θ <- θ - lr·H⁻¹·g           (a linear solve with H)
+
+    ``eps`` is δ. A state ``"h"`` entry that is None (no H yet) is computed whatever t.
+    """
+    theta = _f64(param)
+    shape = theta.shape
+    theta = theta.reshape(-1)
+    g = _f64(grad).reshape(-1)
+    if g.shape != theta.shape:
+        raise ValueError(f"grad size {g.size} does not match param size {theta.size}")
+    t = int(state["step"]) + 1
+    sums = [_f64(S) for S in state["sum"]]
+    hs = [None if H is None else _f64(H) for H in state["h"]]
+    for i, block in enumerate(_blocks(theta.size, block_size)):
+        g_i = g[block]
+        sums[i] = sums[i] + np.outer(g_i, g_i)
+        if (t - 1) % precondition_every == 0 or hs[i] is None:
+            hs[i] = eps * np.eye(g_i.size) + _matrix_sqrt(sums[i])
+        theta[block] = theta[block] - lr * np.linalg.solve(hs[i], g_i)
+    return theta.reshape(shape), {"step": t, "sum": sums, "h": hs}

@@ -1,5 +1,6 @@
 """The optimizers: thin `torch.optim.Optimizer` shells over the kernels."""
 
 from adagrad.optim.adagrad import Adagrad
+from adagrad.optim.norm import AdagradNorm
 
-__all__ = ["Adagrad"]
+__all__ = ["Adagrad", "AdagradNorm"]
