@@ -1,6 +1,7 @@
 """The optimizers: thin `torch.optim.Optimizer` shells over the kernels."""
 
 from adagrad.optim.adagrad import Adagrad
+from adagrad.optim.full_matrix import FullMatrixAdagrad
 from adagrad.optim.norm import AdagradNorm
 
-__all__ = ["Adagrad", "AdagradNorm"]
+__all__ = ["Adagrad", "AdagradNorm", "FullMatrixAdagrad"]

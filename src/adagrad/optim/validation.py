@@ -6,6 +6,7 @@ torch's own test database match on it) and the argument's name is added.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Collection
 
 import torch
@@ -57,3 +58,18 @@ def check_state_dtype(value: torch.dtype | None) -> None:
         raise ValueError(f"Invalid state_dtype value: {value!r} (argument `state_dtype` must "
                          f"be None or a floating-point torch.dtype)")
 
+
+def check_positive(name: str, value: float) -> None:
+    """``value > 0`` (a real number), else ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0.0:
+        raise ValueError(f"{_label(name)}: {value!r} (argument `{name}` must be > 0)")
+
+
+def check_positive_int(name: str, value: object, allow_none: bool = False) -> None:
+    """``value`` an integer ≥ 1 (or None if ``allow_none``), else ValueError naming
+    ``name``. Booleans and integral floats are refused: a size is an int."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        expected = "None or an integer >= 1" if allow_none else "an integer >= 1"
+        raise ValueError(f"{_label(name)}: {value!r} (argument `{name}` must be {expected})")
