@@ -13,6 +13,8 @@ once to the parameter's.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -45,7 +47,10 @@ def coefficient(b2: Tensor, lr: float, eps: float) -> Tensor:
     """``-lr / (sqrt(b²) + ε)``, the factor of ``g`` in the update, as a 0-d tensor; 0
     where ``sqrt(b²) + ε == 0`` (ε = 0 and every gradient so far 0: the update is 0, not
     0/0)."""
-    denom = b2.sqrt() + eps
+    if b2.device.type == "cpu":  # in float64 from the stored b², one tensor op
+        denom = math.sqrt(b2.item()) + eps
+        return torch.tensor(-lr / denom if denom > 0 else 0.0, dtype=b2.dtype)
+    denom = b2.sqrt() + eps  # on the accumulator's device: no host sync
     return torch.where(denom > 0, -lr / denom, torch.zeros_like(denom))
 
 
