@@ -353,6 +353,37 @@ def test_sparse_equals_dense_and_leaves_untouched_rows(dtype, scope):
                                    rtol=1e-6, atol=0)
 
 
+@given(rows=st.integers(1, 40), width=st.sampled_from([1, 3, 8]), nnz=st.integers(0, 30),
+       trailing=st.booleans(), dtype=st.sampled_from([torch.float32, torch.float64,
+                                                     torch.bfloat16, torch.float16]),
+       scope=st.sampled_from(["tensor", "group"]), steps=st.integers(1, 4),
+       seed=st.integers(0, 2 ** 16))
+@settings(max_examples=30)
+def test_sparse_against_the_reference(rows, width, nnz, trailing, dtype, scope, steps, seed):
+    """Random tables (2-D, or 3-D with one sparse dimension), duplicates, empty gradients:
+    the sparse run against the float64 rule fed the densified gradient (duplicates summed
+    in float64), with the module's trajectory bound."""
+    gen = torch.Generator().manual_seed(seed)
+    shape = (rows, width, 2) if trailing else (rows, width)
+    table = (torch.rand(shape, generator=gen, dtype=torch.float64) * 4 - 2).to(dtype)
+    table.requires_grad_()
+    opt = AdagradNorm([table], lr=0.1, initial_accumulator_value=0.5, scope=scope)
+    grads, dense = [], []
+    for _ in range(steps):
+        idx = torch.randint(0, rows, (nnz,), generator=gen)
+        vals = (torch.randint(-4, 5, (nnz,) + shape[1:], generator=gen) / 8).to(dtype)
+        grads.append(coo(idx, vals, shape))
+        summed = np.zeros(shape)
+        np.add.at(summed, idx.numpy(), vals.double().numpy())
+        dense.append([summed])
+    expected = _reference_run([_real64(table)], dense, scope, 0.1, 0.5, 1e-10)
+    bounds = [0.0]
+    for index, grad in enumerate(grads):
+        table.grad = grad
+        opt.step()
+        _bound_check([table], opt, expected, index, bounds, dtype)
+
+
 def test_sparse_duplicates_are_summed_before_the_norm():
     """Two positions of one row, +1 and −1: the row's gradient is 0, so b² is unchanged
     (applied one by one, b² would grow by 2)."""
@@ -367,7 +398,7 @@ def test_sparse_duplicates_are_summed_before_the_norm():
     torch.testing.assert_close(table.detach(), expected, rtol=1e-15, atol=0)
 
 
-@pytest.mark.parametrize("kind", ["bag", "bag-weights", "embedding"])
+@pytest.mark.parametrize("kind", ["bag", "bag-weights", "bag-mean", "embedding"])
 def test_fused_layer_equals_torch_sparse_layer_and_step(kind):
     torch.manual_seed(0)
     rows, width = 25, 4
@@ -375,8 +406,9 @@ def test_fused_layer_equals_torch_sparse_layer_and_step(kind):
         theirs = torch.nn.Embedding(rows, width, sparse=True)
         ours = adagrad.nn.Embedding(rows, width)
     else:
-        theirs = torch.nn.EmbeddingBag(rows, width, sparse=True, mode="sum")
-        ours = adagrad.nn.EmbeddingBag(rows, width, mode="sum")
+        mode = "mean" if kind == "bag-mean" else "sum"
+        theirs = torch.nn.EmbeddingBag(rows, width, sparse=True, mode=mode)
+        ours = adagrad.nn.EmbeddingBag(rows, width, mode=mode)
     ours.load_state_dict(theirs.state_dict())
     head = torch.randn(width, 1)
     their_opt = AdagradNorm(theirs.parameters(), lr=0.3)
