@@ -477,10 +477,12 @@ def adagrad_da(
 # --------------------------------------------------------------------------------------
 
 
-def ftrl_init(param: Any) -> State:
-    """Initial state of §6: ``z = 0``, ``n = 0``."""
+def ftrl_init(param: Any, initial_accumulator_value: float = 0.0) -> State:
+    """Initial state of §6: ``z = 0`` and ``n = n₀`` (``initial_accumulator_value``, 0 in
+    the paper)."""
     p = np.asarray(param, dtype=np.float64)
-    return {"step": 0, "z": np.zeros(p.shape), "n": np.zeros(p.shape)}
+    return {"step": 0, "z": np.zeros(p.shape),
+            "n": np.full(p.shape, float(initial_accumulator_value), np.float64)}
 
 
 def ftrl(
@@ -493,13 +495,19 @@ def ftrl(
     l1: float = 0.0,
     l2: float = 0.0,
 ) -> tuple[np.ndarray, State]:
-    """One step of FTRL-Proximal (McMahan et al. 2013, Algorithm 1), ALGORITHMS.md §6.
+    """One step of FTRL-Proximal (McMahan et al. 2013, Algorithm 1), ALGORITHMS.md §6,
+    with α = ``lr``, β = ``beta``, λ1 = ``l1``, λ2 = ``l2``.
 
     ::
 
         σ = (sqrt(n + g²) - sqrt(n)) / α ;  z <- z + g - σ·θ ;  n <- n + g²
         θ = 0                                              if |z| <= λ1
-        θ = -(z - sign(z)·λ1) / ((β + sqrt(n))/α + λ2)     otherwise
+        θ = -(z - sign(z)·λ1) / ((β + sqrt(n))/α + λ2)     otherwise (n the new n)
+
+    σ·θ uses the incoming ``param`` (the paper's w_t, the closed form of the previous z and
+    n once a coordinate has had a step); the new θ depends on ``param`` only through z.
+    A zero gradient gives σ = 0, so z and n stay as they are and θ is the closed form of
+    them again.
     """
     theta = _f64(param)
     g = _f64(grad)
@@ -507,9 +515,10 @@ def ftrl(
     sigma = (np.sqrt(n + g * g) - np.sqrt(n)) / lr
     z = z + g - sigma * theta
     n = n + g * g
-    new_theta = np.where(
-        np.abs(z) <= l1, 0.0, -(z - np.sign(z) * l1) / ((beta + np.sqrt(n)) / lr + l2)
-    )
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 only where |z| <= λ1
+        new_theta = np.where(
+            np.abs(z) <= l1, 0.0, -(z - np.sign(z) * l1) / ((beta + np.sqrt(n)) / lr + l2)
+        )
     return new_theta, {"step": int(state["step"]) + 1, "z": z, "n": n}
 
 

@@ -7,6 +7,8 @@ Each kernel takes the tensors of one parameter and a `StepRule` and updates in p
   on a ``(rows, D)`` table, duplicates summed, lazy decay caught up through `RowClocks`.
 - `catch_up_rows_(param, state_sum, rows, clocks)`: §2's lazy decay of some rows brought
   up to date, as a fused layer's lookup needs; `flush_rows_` does it for every row.
+- `dense_ftrl_(param, grad, z, n, rule)` and `sparse_ftrl_(param, z, n, indices, values,
+  rule, value_of, scale)`: FTRL-Proximal, §6 (`FtrlRule`), dense and on table rows.
 
 The dispatchers here pick the numba CPU kernel (`dense_cpu`, `sparse_cpu`) where it
 applies and the torch-ops kernel (`portable`) everywhere else (CUDA, fp16, autograd). Both
@@ -17,12 +19,12 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from adagrad.kernels import catch_up_cpu, dense_cpu, portable, sparse_cpu
+from adagrad.kernels import catch_up_cpu, dense_cpu, ftrl_cpu, ftrl_portable, portable, sparse_cpu
 from adagrad.kernels.clocks import RowClocks
-from adagrad.kernels.rule import StepRule
+from adagrad.kernels.rule import FtrlRule, StepRule
 
-__all__ = ["RowClocks", "StepRule", "catch_up_rows_", "dense_adagrad_", "flush_rows_",
-           "sparse_adagrad_"]
+__all__ = ["FtrlRule", "RowClocks", "StepRule", "catch_up_rows_", "dense_adagrad_",
+           "dense_ftrl_", "flush_rows_", "sparse_adagrad_", "sparse_ftrl_"]
 
 flush_rows_ = portable.flush_rows_
 
@@ -53,3 +55,17 @@ def catch_up_rows_(param: Tensor, state_sum: Tensor, rows: Tensor, clocks: RowCl
     lazy decay, in place, on the fastest kernel."""
     kernel = catch_up_cpu if catch_up_cpu.supports(param, state_sum, rows) else portable
     kernel.catch_up_rows_(param, state_sum, rows, clocks)
+
+
+def dense_ftrl_(param: Tensor, grad: Tensor, z: Tensor, n: Tensor, rule: FtrlRule) -> None:
+    """One dense FTRL-Proximal step (§6), in place, on the fastest kernel that fits."""
+    kernel = ftrl_cpu if ftrl_cpu.supports(param, grad, z, n) else ftrl_portable
+    kernel.dense_ftrl_(param, grad, z, n, rule)
+
+
+def sparse_ftrl_(param: Tensor, z: Tensor, n: Tensor, indices: Tensor, values: Tensor,
+                 rule: FtrlRule, value_of: Tensor | None = None,
+                 scale: Tensor | None = None) -> None:
+    """One sparse FTRL-Proximal step on a ``(rows, D)`` table (duplicates summed, then §6
+    on the touched rows), in place. Indices must lie in ``[0, rows)``."""
+    ftrl_portable.sparse_ftrl_(param, z, n, indices, values, rule, value_of, scale)

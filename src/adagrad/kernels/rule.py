@@ -36,3 +36,24 @@ class StepRule:
     weight_decay: float = 0.0
     decoupled: bool = False
     accumulator_decay: float = 1.0
+
+
+@dataclass(frozen=True)
+class FtrlRule:
+    """One FTRL-Proximal step (ALGORITHMS.md §6) on one tensor, per coordinate::
+
+        σ = (sqrt(n + g²) - sqrt(n)) / lr ;  z ← z + g - σ·θ ;  n ← n + g²
+        θ ← 0                                            if |z| ≤ l1
+        θ ← -(z - sign(z)·l1) / ((beta + sqrt(n))/lr + l2)   otherwise
+
+    Attributes:
+      lr: α, the learning rate (> 0).
+      beta: β, added to sqrt(n) in the denominator.
+      l1: λ1, the L1 strength (exact zeros where |z| ≤ λ1).
+      l2: λ2, the L2 strength.
+    """
+
+    lr: float
+    beta: float = 1.0
+    l1: float = 0.0
+    l2: float = 0.0

@@ -1,7 +1,8 @@
 """The optimizers: thin `torch.optim.Optimizer` shells over the kernels."""
 
 from adagrad.optim.adagrad import Adagrad
+from adagrad.optim.ftrl import FTRL
 from adagrad.optim.full_matrix import FullMatrixAdagrad
 from adagrad.optim.norm import AdagradNorm
 
-__all__ = ["Adagrad", "AdagradNorm", "FullMatrixAdagrad"]
+__all__ = ["FTRL", "Adagrad", "AdagradNorm", "FullMatrixAdagrad"]

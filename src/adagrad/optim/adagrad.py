@@ -15,7 +15,7 @@ from adagrad import kernels
 from adagrad.kernels import RowClocks, StepRule, portable
 from adagrad.kernels.elementwise import PARALLEL_MIN_ELEMENTS
 from adagrad.optim import checkpoint, conventions
-from adagrad.optim.base import AdagradFamily, SparseGrad, sparse_rows
+from adagrad.optim.base import AdagradFamily, SparseGrad, as_real, sparse_rows
 from adagrad.optim.validation import (
     check_choice,
     check_in_unit_interval,
@@ -226,7 +226,7 @@ class Adagrad(AdagradFamily):
             state = self._state_for(param, group)
             self._flush_rows(param, state)
             steps.append(state["step"])
-            param, grad, state_sum = _as_real(param, grad, state["sum"])
+            param, grad, state_sum = as_real(param, grad, state["sum"])
             if self._is_torch_fused_case(param, state_sum, group):
                 batch = torch_fused.setdefault((param.device, param.dtype), [[], [], [], []])
                 for tensors, tensor in zip(batch, (param, grad, state_sum, state["step"])):
@@ -308,11 +308,6 @@ def _step_rule(group: dict[str, Any], lr: float, step: float) -> StepRule:
                     weight_decay=group["weight_decay"],
                     decoupled=bool(group["decoupled_weight_decay"]),
                     accumulator_decay=group["accumulator_decay"])
-
-
-def _as_real(*tensors: Tensor) -> tuple[Tensor, ...]:
-    """Complex tensors as two real coordinates each, as torch.optim does."""
-    return tuple(torch.view_as_real(t) if t.is_complex() else t for t in tensors)
 
 
 def _check_hyperparameters(group: dict[str, Any]) -> None:

@@ -89,6 +89,11 @@ def check_rows(sparse: SparseGrad) -> None:
                      f"rows")
 
 
+def as_real(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """Complex tensors as two real coordinates each, as torch.optim does."""
+    return tuple(torch.view_as_real(t) if t.is_complex() else t for t in tensors)
+
+
 def _written(params: list[Tensor]) -> None:
     """Tell autograd that ``params`` changed in place (the numba kernels write through
     numpy, which torch's version counters do not see), so that a later backward through
@@ -109,6 +114,9 @@ class AdagradFamily(torch.optim.Optimizer):
     _accumulators: tuple[str, ...] = ("sum",)
     #: state keys kept in float64 whatever the parameter's dtype (e.g. decay clocks).
     _float64_state: tuple[str, ...] = ()
+    #: accumulators that may hold negative values (sums of gradients, e.g. FTRL's ``z``);
+    #: a checkpoint's other accumulators must be >= 0.
+    _signed_state: tuple[str, ...] = ()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

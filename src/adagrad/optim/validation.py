@@ -26,16 +26,27 @@ def _label(name: str) -> str:
     return _TORCH_LABELS.get(name, f"Invalid {name} value")
 
 
-def check_non_negative(name: str, value: float | Tensor) -> None:
-    """``value >= 0`` and not NaN, else ValueError naming ``name``."""
+def _number(name: str, value: float | Tensor) -> float:
+    """A hyperparameter as a number (a 1-element tensor's value)."""
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise ValueError(f"Tensor {name} must be 1-element (argument `{name}`)")
-        number = float(value.detach())
-    else:
-        number = value
+        return float(value.detach())
+    return value
+
+
+def check_non_negative(name: str, value: float | Tensor) -> None:
+    """``value >= 0`` and not NaN, else ValueError naming ``name``."""
+    number = _number(name, value)
     if not number >= 0.0:
         raise ValueError(f"{_label(name)}: {value} (argument `{name}` must be >= 0)")
+
+
+def check_positive(name: str, value: float | Tensor) -> None:
+    """``value > 0`` and not NaN, else ValueError naming ``name``."""
+    number = _number(name, value)
+    if not number > 0.0:
+        raise ValueError(f"{_label(name)}: {value} (argument `{name}` must be > 0)")
 
 
 def check_in_unit_interval(name: str, value: float) -> None:

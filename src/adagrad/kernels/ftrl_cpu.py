@@ -1,0 +1,112 @@
+"""FTRL-Proximal on the CPU: one numba pass over θ, g, z and n, no temporaries.
+
+Implements `FtrlRule` (ALGORITHMS.md §6) for contiguous float32/float64/bfloat16
+parameters with float32 or float64 accumulators (z and n of one dtype, the compute type).
+Each element is read once and written once; large tensors are split over the threads.
+`ftrl_coordinate` is the one body every FTRL kernel runs, dense and on table rows.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numba
+import torch
+from torch import Tensor
+
+from adagrad.kernels.elementwise import (
+    KERNEL_PARAM_DTYPES,
+    KERNEL_STATE_DTYPES,
+    PARALLEL_MIN_ELEMENTS,
+    as_numpy,
+    load_bf16,
+    load_float,
+    scalar_type,
+    start_thread_pool,
+    store_bf16,
+    store_float,
+)
+from adagrad.kernels.rule import FtrlRule
+
+
+@functools.lru_cache(maxsize=256)
+def ftrl_tuple(rule: FtrlRule, scalar) -> tuple:
+    """`FtrlRule` as the coefficients `ftrl_coordinate` takes, in the compute type:
+    (α, β, λ1, λ2). Every option is a plain coefficient (λ1 = 0, λ2 = 0 are neutral), so
+    one straight-line body serves all of them and vectorises."""
+    return (scalar(rule.lr), scalar(rule.beta), scalar(rule.l1), scalar(rule.l2))
+
+
+@numba.njit(inline="always", error_model="numpy")
+def ftrl_coordinate(p, g, z, n, rule):
+    """§6 on one coordinate; returns the new (θ, z, n). ``rule`` is an `ftrl_tuple`.
+
+    Scalars come in the accumulators' dtype, so float32 arithmetic stays float32. The
+    operations and their order are those of the float64 reference; θ = 0 where
+    |z| ≤ λ1 is a select, not a branch (``l1 * 0``: a zero of the compute type).
+    """
+    lr, beta, l1, l2 = rule
+    new_n = n + g * g
+    root = math.sqrt(new_n)
+    sigma = (root - math.sqrt(n)) / lr
+    z = z + g - sigma * p
+    denom = (beta + root) / lr + l2
+    theta = -(z - math.copysign(l1, z)) / denom
+    return (l1 * 0 if abs(z) <= l1 else theta), z, new_n  # NaN in z stays NaN in θ
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _update_at(i, param, grad, z, n, rule, load, store):
+    p, z[i], n[i] = ftrl_coordinate(load(param[i]), load(grad[i]), z[i], n[i], rule)
+    param[i] = store(p)
+
+
+# One kernel per (parameter storage, threading), as in dense_cpu: numba parallelises only a
+# prange written in the compiled function itself.
+@numba.njit(cache=True, error_model="numpy")
+def _float_serial(param, grad, z, n, rule):
+    for i in range(param.size):
+        _update_at(i, param, grad, z, n, rule, load_float, store_float)
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _float_parallel(param, grad, z, n, rule):
+    for i in numba.prange(param.size):
+        _update_at(i, param, grad, z, n, rule, load_float, store_float)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _bf16_serial(param, grad, z, n, rule):
+    for i in range(param.size):
+        _update_at(i, param, grad, z, n, rule, load_bf16, store_bf16)
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _bf16_parallel(param, grad, z, n, rule):
+    for i in numba.prange(param.size):
+        _update_at(i, param, grad, z, n, rule, load_bf16, store_bf16)
+
+
+_KERNELS = {(False, False): _float_serial, (False, True): _float_parallel,
+            (True, False): _bf16_serial, (True, True): _bf16_parallel}
+
+
+def supports(param: Tensor, grad: Tensor, z: Tensor, n: Tensor) -> bool:
+    """Whether the dense kernel can run the step (CPU, contiguous, a supported dtype
+    pair, z and n of one dtype)."""
+    tensors = (param, grad, z, n)
+    return (all(t.device.type == "cpu" and t.is_contiguous() for t in tensors)
+            and param.dtype in KERNEL_PARAM_DTYPES and grad.dtype == param.dtype
+            and n.dtype in KERNEL_STATE_DTYPES and z.dtype == n.dtype
+            and (param.dtype != torch.bfloat16 or n.dtype == torch.float32))
+
+
+def dense_ftrl_(param: Tensor, grad: Tensor, z: Tensor, n: Tensor, rule: FtrlRule) -> None:
+    """One dense FTRL step (ALGORITHMS.md §6), in place; see `supports` for the inputs."""
+    parallel = param.numel() >= PARALLEL_MIN_ELEMENTS
+    if parallel:
+        start_thread_pool()
+    kernel = _KERNELS[param.dtype == torch.bfloat16, parallel]
+    kernel(as_numpy(param).reshape(-1), as_numpy(grad).reshape(-1), as_numpy(z).reshape(-1),
+           as_numpy(n).reshape(-1), ftrl_tuple(rule, scalar_type(n)))
