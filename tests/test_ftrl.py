@@ -44,6 +44,7 @@ import adagrad
 import adagrad.nn
 from adagrad import FTRL, Adagrad, reference
 from adagrad.kernels import FtrlRule, ftrl_cpu, ftrl_portable
+from adagrad.optim.base import SparseGrad
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse invariant checks")
 
@@ -152,9 +153,14 @@ def _dense_path(dtype: torch.dtype, state: torch.dtype, numel: int, differentiab
 
 
 def _sparse_path(dtype: torch.dtype, values: torch.dtype, state: torch.dtype, nnz_width: int) -> str:
-    """Sparse steps take the torch-ops kernel (the numba row kernel comes with the
-    generic row engine)."""
-    del dtype, values, state, nnz_width
+    """The documented sparse dispatch: the numba row kernel for f32/f64/bf16 tables with
+    f32/f64 gradient values and z, n (f32 for bf16), parallel from nnz·D ≥ 65,536; torch
+    ops otherwise (fp16 tables, bf16 gradient values, half-precision state)."""
+    if (dtype in (torch.float32, torch.float64, torch.bfloat16)
+            and values in (torch.float32, torch.float64)
+            and state in (torch.float32, torch.float64)
+            and (dtype != torch.bfloat16 or state == torch.float32)):
+        return "sparse:numba-parallel" if nnz_width >= PARALLEL else "sparse:numba-serial"
     return "sparse:torch-ops"
 
 
@@ -282,7 +288,7 @@ def _one_coordinate_runs() -> dict[str, Any]:
         torch.tensor([[0]]), torch.tensor([[value]], dtype=dtype), (1, 1))
     return {"dense:numba-serial": (dense, dense, {}),
             "dense:torch-ops": (dense, dense, {"differentiable": True}),
-            "sparse:torch-ops": (table, sparse, {})}
+            "sparse:numba-serial": (table, sparse, {})}
 
 
 @pytest.mark.parametrize("path", list(_one_coordinate_runs()))
@@ -303,6 +309,21 @@ def test_two_step_closed_form_on_every_path(path):
     assert float(opt.state[param]["step"]) == 2
 
 
+def test_two_step_closed_form_torch_ops_rows():
+    """The torch-ops row kernel (what fp16 tables and bf16 gradient rows take) on the
+    two-step case in float64, called directly: the optimizer sends float64 tables to
+    numba."""
+    z1, theta1, z2, theta2 = _two_step_closed_form()
+    table = torch.full((3, 1), 0.3, dtype=torch.float64)
+    z, n = torch.zeros_like(table), torch.zeros_like(table)
+    for g, (z_expected, theta_expected) in ((2.0, (z1, theta1)), (-1.0, (z2, theta2))):
+        values = torch.tensor([[g / 2], [g / 2]], dtype=torch.float64)  # duplicates summed
+        ftrl_portable.sparse_ftrl_(table, z, n, torch.tensor([1, 1]), values, FtrlRule(**TWO_STEP))
+        np.testing.assert_allclose(to64(table).reshape(-1), [0.3, theta_expected, 0.3], rtol=1e-14)
+        np.testing.assert_allclose(to64(z).reshape(-1), [0.0, z_expected, 0.0], rtol=1e-14)
+    np.testing.assert_allclose(to64(n).reshape(-1), [0.0, 5.0, 0.0], rtol=1e-15)
+
+
 L1_EXACT = 0.5  # exactly representable, so |z| ≤ λ1 reads the same in every dtype
 
 
@@ -314,8 +335,9 @@ def _zero_paths() -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
             ("dense:numba-serial", torch.bfloat16, (7, 9)),
             ("dense:numba-parallel", torch.float32, (300, 300)),
             ("dense:torch-ops", torch.float32, (7, 9)),  # differentiable=True
-            ("sparse:torch-ops", torch.float32, (40, 6)),
-            ("sparse:torch-ops", torch.bfloat16, (40, 6))]
+            ("sparse:numba-serial", torch.float32, (40, 6)),
+            ("sparse:numba-parallel", torch.float32, (3000, 64)),
+            ("sparse:torch-ops", torch.bfloat16, (40, 6))]  # bf16 gradient values
 
 
 def test_first_step_zeros_exactly_where_the_gradient_is_within_l1():
@@ -348,7 +370,7 @@ def test_zeros_exactly_where_z_is_within_l1(path, dtype, shape):
     with FtrlPathSpy() as spy:
         for _ in range(6):
             g = _dyadic(shape, gen, zero_frac=0.3) / 2
-            if sparse:
+            if sparse:  # the large table: nnz·D = 1,500·64 ≥ 65,536
                 rows = torch.randint(0, shape[0], (shape[0] // 2,), generator=gen)
                 param.grad = torch.sparse_coo_tensor(rows[None], g[: rows.numel()].to(dtype),
                                                      shape)
@@ -597,7 +619,8 @@ def test_dense_torch_ops_path_slow(variant, size, data):
 @dataclass
 class SparseCase:
     path: str
-    dtype: torch.dtype
+    dtype: torch.dtype  # the table's
+    values_dtype: torch.dtype  # the gradient's (another than the table's: through step_rows)
     layout: str  # "2d", "1d", "3d" (sparse_dim 1) or "sparse_dim2" (on a matrix)
     shape: tuple[int, ...]
     nnz: int
@@ -634,12 +657,13 @@ def sparse_cases(draw, dtype: torch.dtype, size: str = "small") -> SparseCase:
                  "3d": (rows, 2, draw(st.integers(1, 3))),
                  "sparse_dim2": (rows, draw(st.integers(1, 4)))}[layout]
         nnz = draw(st.integers(0, 40))
-    case = SparseCase("", dtype, layout, shape, nnz, 0, kw,
+    values_dtype = draw(st.sampled_from([dtype, torch.float32] if dtype in HALF else [dtype]))
+    case = SparseCase("", dtype, values_dtype, layout, shape, nnz, 0, kw,
                       draw(st.integers(1, 4 if size == "small" else 2)),
                       draw(st.integers(0, 2 ** 16)))
     case.id_range = max(1, case.rows * 3 // 4)
     width = math.prod(shape) // case.rows
-    case.path = _sparse_path(dtype, dtype, case.state, nnz * width)
+    case.path = _sparse_path(dtype, values_dtype, case.state, nnz * width)
     return case
 
 
@@ -653,7 +677,7 @@ def _sparse_grad(case: SparseCase, gen: torch.Generator) -> tuple[torch.Tensor, 
     else:
         indices, row_shape = flat[None], case.shape[1:]
     values = _dyadic((case.nnz,) + row_shape, gen, zero_frac=0.1)
-    grad = torch.sparse_coo_tensor(indices, values.to(case.dtype), case.shape)
+    grad = torch.sparse_coo_tensor(indices, values.to(case.values_dtype), case.shape)
     width = math.prod(case.shape) // case.rows
     return grad, flat.numpy(), values.reshape(case.nnz, width).numpy()
 
@@ -687,8 +711,13 @@ def _run_sparse(case: SparseCase) -> None:
             state = opt.state.get(param)
             before = ((table(param), table(state["z"]), table(state["n"])) if state
                       else run)  # no state yet: θ₀, z₀ = 0, n₀
-            param.grad = grad
-            opt.step()
+            if case.values_dtype == case.dtype:
+                param.grad = grad
+                opt.step()
+            else:  # what a fused layer hands over: rows of another dtype than the table's
+                opt.step_rows(param, SparseGrad(param.detach().view(case.rows, width),
+                                                torch.from_numpy(flat),
+                                                torch.from_numpy(values).to(case.values_dtype)))
             assert spy.take() == _events(case.path), f"step {t} did not take {case.path}"
             state = opt.state[param]
             assert state["z"].dtype == state["n"].dtype == case.state
@@ -712,8 +741,9 @@ def _run_sparse(case: SparseCase) -> None:
 @given(data=st.data())
 def test_sparse_steps(dtype, data):
     """Sparse COO gradients with duplicates on 1-d, 2-d and 3-d tables and sparse_dim=2,
-    empty ones included: touched rows get §6 with the summed gradient, the others keep
-    θ, z and n bit for bit; every option and state dtype."""
+    empty ones included (and float32 rows for bf16/fp16 tables, through step_rows):
+    touched rows get §6 with the summed gradient, the others keep θ, z and n bit for bit;
+    every option and state dtype."""
     _run_sparse(data.draw(sparse_cases(dtype), label="case"))
 
 
@@ -744,7 +774,8 @@ def _dense_twin_kwargs(dtype: torch.dtype) -> dict[str, Any]:
     θ, z and n bit for bit): differentiable=True is the torch-ops one."""
     sparse = _sparse_path(dtype, dtype, _state_dtype(dtype, None), 1)
     dense = _dense_path(dtype, _state_dtype(dtype, None), 1, False)
-    return {} if sparse.split(":")[1] == dense.split(":")[1].split("-")[0] else {"differentiable": True}
+    family = lambda path: path.split(":")[1].split("-")[0]  # noqa: E731
+    return {} if family(sparse) == family(dense) else {"differentiable": True}
 
 
 def _exact(t: torch.Tensor) -> torch.Tensor:
@@ -1078,3 +1109,33 @@ def test_unsupported_sparse_cases_raise_before_any_write():
 def test_exported():
     assert adagrad.FTRL is FTRL and "FTRL" in adagrad.__all__ and "FTRL" in adagrad.optim.__all__
     assert FtrlRule(lr=0.1) == FtrlRule(0.1, 1.0, 0.0, 0.0)
+
+
+def test_parallel_sparse_kernel_is_bit_identical_at_one_and_two_threads():
+    """The parallel row kernel shares rows out by hash over the threads; each row's
+    duplicates are summed in position order, so 1 and 2 threads give the same bits (and
+    a row written by the wrong thread, or twice, would show)."""
+    import numba
+
+    gen = torch.Generator().manual_seed(8)
+    ids = torch.randint(0, 600, (2000,), generator=gen)  # 2000·64 ≥ 65,536: parallel
+    values = torch.randn(2000, 64, generator=gen)
+    start = torch.randn(800, 64, generator=gen)
+    results = []
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            table, z, n = start.clone(), torch.zeros(800, 64), torch.full((800, 64), 0.1)
+            with FtrlPathSpy() as spy:
+                for _ in range(2):
+                    ftrl_cpu.sparse_ftrl_(table, z, n, ids, values, FtrlRule(0.1, 1.0, 0.01, 0.1))
+                assert spy.take() == ["sparse:numba", "sparse:numba", "sparse:numba-parallel",
+                                      "sparse:numba-parallel"]
+            results.append((table, z, n))
+    finally:
+        numba.set_num_threads(before)
+    for one, two in zip(*results):
+        assert torch.equal(_exact(one), _exact(two))
+    untouched = torch.ones(800, dtype=torch.bool).index_fill_(0, ids, False)
+    assert torch.equal(results[0][0][untouched], start[untouched])

@@ -67,5 +67,7 @@ def sparse_ftrl_(param: Tensor, z: Tensor, n: Tensor, indices: Tensor, values: T
                  rule: FtrlRule, value_of: Tensor | None = None,
                  scale: Tensor | None = None) -> None:
     """One sparse FTRL-Proximal step on a ``(rows, D)`` table (duplicates summed, then §6
-    on the touched rows), in place. Indices must lie in ``[0, rows)``."""
-    ftrl_portable.sparse_ftrl_(param, z, n, indices, values, rule, value_of, scale)
+    on the touched rows), in place, on the fastest kernel. Indices must lie in
+    ``[0, rows)``."""
+    kernel = ftrl_cpu if ftrl_cpu.supports_rows(param, z, n, values) else ftrl_portable
+    kernel.sparse_ftrl_(param, z, n, indices, values, rule, value_of, scale)

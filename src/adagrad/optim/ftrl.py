@@ -33,12 +33,19 @@ class FTRL(AdagradFamily):
 
     Sparse gradients (``nn.Embedding(sparse=True)``, ``EmbeddingBag``, the fused
     `adagrad.nn` layers): the duplicates of a row are summed, the touched rows get the
-    formula and the others keep θ, z and n. A zero gradient gives σ = 0, so z and n do
-    not change and the dense formula gives back the same θ: the sparse run equals the
-    dense one exactly on every row that has had a step (on the same kernel, bit for bit),
-    and on all rows when θ starts at 0 (the paper's w₁ = 0). A row never touched keeps its
-    starting θ (an embedding's initialisation, say), where a dense step sets it to the
-    closed form of (0, n₀), which is 0 (TensorFlow's dense and sparse ops do the same).
+    formula and the others keep θ, z and n (TensorFlow's ``SparseApplyFtrl``). A zero
+    gradient gives σ = 0, so z and n do not change and the dense formula gives back the
+    same θ: from θ = 0 (the paper's w₁ = 0) the sparse run equals the dense one on every
+    row, bit for bit on one kernel. From another start it does on the rows of the first
+    step only: a dense step sets every coordinate without gradient to the closed form of
+    (0, n₀), which is 0, where the sparse step keeps the starting θ (an embedding's
+    initialisation, say) until the row's first gradient, whose σ·θ then starts from it
+    (TensorFlow's dense and sparse ops differ in the same way).
+
+    Kernels: dense, numba on the CPU for float32/float64/bf16 parameters with
+    float32/float64 state, torch ops otherwise (CUDA, fp16, half-precision state,
+    ``differentiable=True``); sparse, numba's row kernel for such tables with
+    float32/float64 gradient rows, torch ops otherwise (fp16 tables, bf16 gradient rows).
 
     Against TensorFlow (``tf.raw_ops.ApplyFtrl`` / ``SparseApplyFtrl``, Keras ``Ftrl``;
     ``accum`` is n, ``linear`` is z), with TF's default ``lr_power=-0.5``:
