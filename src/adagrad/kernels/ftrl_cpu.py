@@ -52,7 +52,9 @@ def ftrl_tuple(rule: FtrlRule, scalar) -> tuple:
 def ftrl_coordinate(p, g, z, n, rule):
     """§6 on one coordinate; returns the new (θ, z, n). ``rule`` is an `ftrl_tuple`.
 
-    Scalars come in the accumulators' dtype, so float32 arithmetic stays float32. The
+    Every argument comes in the accumulators' dtype (the callers cast θ and g), so
+    float32 arithmetic stays float32: mixed with a float64 θ, sqrt(n) would be a float32
+    root and sqrt(n + g²) a float64 one, and σ would not be 0 for g = 0. The
     operations and their order are those of the float64 reference; θ = 0 where
     |z| ≤ λ1 is a select, not a branch (``l1 * 0``: a zero of the compute type).
     """
@@ -68,7 +70,9 @@ def ftrl_coordinate(p, g, z, n, rule):
 
 @numba.njit(inline="always", error_model="numpy")
 def _update_at(i, param, grad, z, n, rule, load, store):
-    p, z[i], n[i] = ftrl_coordinate(load(param[i]), load(grad[i]), z[i], n[i], rule)
+    compute = n.dtype.type  # θ and g in the state's dtype, as the torch-ops path
+    p, z[i], n[i] = ftrl_coordinate(compute(load(param[i])), compute(load(grad[i])), z[i], n[i],
+                                    rule)
     param[i] = store(p)
 
 
@@ -134,9 +138,11 @@ def _ftrl_row(tables, row, grad_row, factor, coefficients, load, store):
     z = tables[1]
     n = tables[2]
     rule = coefficients[0]
+    compute = n.dtype.type  # θ and g in the state's dtype, as the torch-ops path
     for d in range(param.shape[1]):
-        p, z[row, d], n[row, d] = ftrl_coordinate(load(param[row, d]), grad_row[d] * factor,
-                                                  z[row, d], n[row, d], rule)
+        p, z[row, d], n[row, d] = ftrl_coordinate(compute(load(param[row, d])),
+                                                  compute(grad_row[d] * factor), z[row, d],
+                                                  n[row, d], rule)
         param[row, d] = store(p)
 
 
