@@ -42,13 +42,6 @@ def check_non_negative(name: str, value: float | Tensor) -> None:
         raise ValueError(f"{_label(name)}: {value} (argument `{name}` must be >= 0)")
 
 
-def check_positive(name: str, value: float | Tensor) -> None:
-    """``value > 0`` and not NaN, else ValueError naming ``name``."""
-    number = _number(name, value)
-    if not number > 0.0:
-        raise ValueError(f"{_label(name)}: {value} (argument `{name}` must be > 0)")
-
-
 def check_in_unit_interval(name: str, value: float) -> None:
     """``0 < value <= 1``, else ValueError naming ``name``."""
     if not (isinstance(value, (int, float)) and 0.0 < value <= 1.0):
@@ -70,9 +63,14 @@ def check_state_dtype(value: torch.dtype | None) -> None:
                          f"be None or a floating-point torch.dtype)")
 
 
-def check_positive(name: str, value: float) -> None:
-    """``value > 0`` (a real number), else ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0.0:
+def check_positive(name: str, value: float | Tensor) -> None:
+    """``value > 0`` (a real number, or a 1-element tensor as a learning rate may be),
+    else ValueError naming ``name``."""
+    if isinstance(value, Tensor):
+        positive = _number(name, value) > 0.0
+    else:
+        positive = not isinstance(value, bool) and isinstance(value, numbers.Real) and value > 0.0
+    if not positive:
         raise ValueError(f"{_label(name)}: {value!r} (argument `{name}` must be > 0)")
 
 
