@@ -17,8 +17,9 @@ square roots), so the bound is absolute in the size of what is summed:
 (u_θ, u_s the unit roundoffs of θ's and the state's dtypes; γ* the step's gain, so that a
 z within its bound moves θ by at most that much, also where rounding puts |z| on the
 other side of λ1.) For float32/float64 runs the whole trajectory is also held to an
-independent float64 run, with the same bounds carried over the steps (`Trajectory`). Gradients are dyadic (±k/128, 64 ≤ k < 256, or 0): exact in
-every dtype, and sums of duplicates exact in float32.
+independent float64 run, with the same bounds carried over the steps (`Trajectory`).
+Gradients are dyadic (±k/128, 64 ≤ k < 256, or 0): exact in every dtype, and sums of
+duplicates exact in float32.
 """
 
 from __future__ import annotations
