@@ -7,6 +7,9 @@ Each kernel takes the tensors of one parameter and a `StepRule` and updates in p
   on a ``(rows, D)`` table, duplicates summed, lazy decay caught up through `RowClocks`.
 - `catch_up_rows_(param, state_sum, rows, clocks)`: §2's lazy decay of some rows brought
   up to date, as a fused layer's lookup needs; `flush_rows_` does it for every row.
+- `dense_rowwise_adagrad_(param, grad, state_sum, rule)` and
+  `sparse_rowwise_adagrad_(param, state_sum, indices, values, rule, clocks, value_of,
+  scale)`: row-wise Adagrad (§3), one accumulator per row.
 
 The dispatchers here pick the numba CPU kernel (`dense_cpu`, `sparse_cpu`) where it
 applies and the torch-ops kernel (`portable`) everywhere else (CUDA, fp16, autograd). Both
@@ -17,12 +20,19 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from adagrad.kernels import catch_up_cpu, dense_cpu, portable, sparse_cpu
+from adagrad.kernels import (
+    catch_up_cpu,
+    dense_cpu,
+    portable,
+    rowwise_cpu,
+    rowwise_portable,
+    sparse_cpu,
+)
 from adagrad.kernels.clocks import RowClocks
 from adagrad.kernels.rule import StepRule
 
-__all__ = ["RowClocks", "StepRule", "catch_up_rows_", "dense_adagrad_", "flush_rows_",
-           "sparse_adagrad_"]
+__all__ = ["RowClocks", "StepRule", "catch_up_rows_", "dense_adagrad_",
+           "dense_rowwise_adagrad_", "flush_rows_", "sparse_adagrad_", "sparse_rowwise_adagrad_"]
 
 flush_rows_ = portable.flush_rows_
 
@@ -53,3 +63,22 @@ def catch_up_rows_(param: Tensor, state_sum: Tensor, rows: Tensor, clocks: RowCl
     lazy decay, in place, on the fastest kernel."""
     kernel = catch_up_cpu if catch_up_cpu.supports(param, state_sum, rows) else portable
     kernel.catch_up_rows_(param, state_sum, rows, clocks)
+
+
+def dense_rowwise_adagrad_(param: Tensor, grad: Tensor, state_sum: Tensor,
+                           rule: StepRule) -> None:
+    """One dense row-wise Adagrad step (§3) of ``param`` (rows along dim 0, one
+    accumulator each in ``state_sum``), in place, on the fastest kernel that fits."""
+    if rowwise_cpu.supports(param, grad, state_sum):
+        rowwise_cpu.dense_rowwise_adagrad_(param, grad, state_sum, rule)
+    else:
+        rowwise_portable.dense_rowwise_adagrad_(param, grad, state_sum, rule)
+
+
+def sparse_rowwise_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: Tensor,
+                            rule: StepRule, clocks: RowClocks, value_of: Tensor | None = None,
+                            scale: Tensor | None = None) -> None:
+    """One sparse row-wise Adagrad step (§2-3) on a ``(rows, D)`` table with one
+    accumulator per row, in place (see `rowwise_portable.sparse_rowwise_adagrad_`)."""
+    rowwise_portable.sparse_rowwise_adagrad_(param, state_sum, indices, values, rule, clocks,
+                                             value_of, scale)

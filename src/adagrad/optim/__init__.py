@@ -3,5 +3,6 @@
 from adagrad.optim.adagrad import Adagrad
 from adagrad.optim.full_matrix import FullMatrixAdagrad
 from adagrad.optim.norm import AdagradNorm
+from adagrad.optim.rowwise import RowWiseAdagrad
 
-__all__ = ["Adagrad", "AdagradNorm", "FullMatrixAdagrad"]
+__all__ = ["Adagrad", "AdagradNorm", "FullMatrixAdagrad", "RowWiseAdagrad"]
