@@ -336,7 +336,14 @@ def _run_sparse(shape, dtype, kw, steps, nnz, seed, hot=None, kernel=None, flush
 SPARSE_SHAPES = [(1,), (12,), (10, 1), (10, 3), (6, 2, 3), (40, 64), (0, 5)]
 SPARSE_KERNELS = {"torch-ops": rowwise_portable.sparse_rowwise_adagrad_}
 if hasattr(rowwise_cpu, "sparse_rowwise_adagrad_"):
-    SPARSE_KERNELS["numba"] = rowwise_cpu.sparse_rowwise_adagrad_
+    def _numba_sparse(param, state_sum, indices, values, *args):
+        """The numba kernel takes float32/float64 gradient values (a bf16 table's COO
+        gradient is bf16: the dispatcher sends that to torch ops); here its bf16-table
+        kernels get the same values as float32."""
+        values = values.float() if values.dtype in HALF else values
+        rowwise_cpu.sparse_rowwise_adagrad_(param, state_sum, indices, values, *args)
+
+    SPARSE_KERNELS["numba"] = _numba_sparse
 
 
 @pytest.mark.parametrize("kernel", list(SPARSE_KERNELS))
