@@ -201,7 +201,7 @@ def _run_dense(shape, dtype, kw, steps, seed, transposed=False):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16],
                          ids=str)
-@settings(max_examples=12)
+@settings(max_examples=10)
 @given(shape=st.sampled_from(SMALL_SHAPES), kw=options(), steps=st.integers(1, 4),
        seed=st.integers(0, 999))
 def test_dense_small_against_reference(dtype, shape, kw, steps, seed):
@@ -348,7 +348,7 @@ if hasattr(rowwise_cpu, "sparse_rowwise_adagrad_"):
 
 @pytest.mark.parametrize("kernel", list(SPARSE_KERNELS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
-@settings(max_examples=10)
+@settings(max_examples=7)
 @given(shape=st.sampled_from(SPARSE_SHAPES), kw=options(sparse=True), steps=st.integers(1, 4),
        nnz=st.integers(0, 30), hot=st.sampled_from([None, 3]), seed=st.integers(0, 999))
 def test_sparse_against_reference(kernel, dtype, shape, kw, steps, nnz, hot, seed):
@@ -363,7 +363,30 @@ def test_sparse_against_reference(kernel, dtype, shape, kw, steps, nnz, hot, see
 def test_sparse_large_step(kernel):
     """nnz·D ≥ 65,536 (the numba engine's parallel kernels), with lazy decay."""
     kw = dict(lr=0.1, weight_decay=0.01, sparse_weight_decay="lazy")
-    _run_sparse((5000, 32), torch.float32, kw, 3, 4096, 1, None, SPARSE_KERNELS[kernel])
+    _run_sparse((1500, 32), torch.float32, kw, 2, 2048, 1, None, SPARSE_KERNELS[kernel])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel", list(SPARSE_KERNELS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@settings(max_examples=40)
+@given(shape=st.sampled_from(SPARSE_SHAPES + [(3000, 48), (500, 4, 8)]),
+       kw=options(sparse=True), steps=st.integers(1, 5), nnz=st.integers(0, 3000),
+       hot=st.sampled_from([None, 3, 100]), seed=st.integers(0, 9999))
+def test_sparse_against_reference_slow(kernel, dtype, shape, kw, steps, nnz, hot, seed):
+    if shape[0] == 0:
+        nnz = 0
+    _run_sparse(shape, dtype, kw, steps, nnz, seed, hot, SPARSE_KERNELS[kernel])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16],
+                         ids=str)
+@settings(max_examples=30)
+@given(shape=st.sampled_from(SMALL_SHAPES + LARGE_SHAPES + [(1 << 20,), (512, 2048)]),
+       kw=options(), steps=st.integers(1, 5), seed=st.integers(0, 9999))
+def test_dense_against_reference_slow(dtype, shape, kw, steps, seed):
+    _run_dense(shape, dtype, kw, steps, seed)
 
 
 def test_sparse_default_path():

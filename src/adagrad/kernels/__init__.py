@@ -79,6 +79,9 @@ def sparse_rowwise_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, v
                             rule: StepRule, clocks: RowClocks, value_of: Tensor | None = None,
                             scale: Tensor | None = None) -> None:
     """One sparse row-wise Adagrad step (§2-3) on a ``(rows, D)`` table with one
-    accumulator per row, in place (see `rowwise_portable.sparse_rowwise_adagrad_`)."""
-    rowwise_portable.sparse_rowwise_adagrad_(param, state_sum, indices, values, rule, clocks,
-                                             value_of, scale)
+    accumulator per row, in place, on the fastest kernel (see
+    `rowwise_portable.sparse_rowwise_adagrad_`)."""
+    kernel = (rowwise_cpu if rowwise_cpu.sparse_supports(param, state_sum, values)
+              else rowwise_portable)
+    kernel.sparse_rowwise_adagrad_(param, state_sum, indices, values, rule, clocks, value_of,
+                                   scale)

@@ -19,9 +19,11 @@ from __future__ import annotations
 import math
 
 import numba
+import numpy as np
 import torch
 from torch import Tensor
 
+from adagrad.kernels.clocks import RowClocks
 from adagrad.kernels.elementwise import (
     KERNEL_PARAM_DTYPES,
     KERNEL_STATE_DTYPES,
@@ -29,6 +31,7 @@ from adagrad.kernels.elementwise import (
     as_numpy,
     load_bf16,
     load_float,
+    prefetch_row,
     rule_tuple,
     scalar_type,
     start_thread_pool,
@@ -36,6 +39,12 @@ from adagrad.kernels.elementwise import (
     store_float,
 )
 from adagrad.kernels.rule import StepRule
+from adagrad.kernels.sparse_cpu import (
+    partition_positions,
+    update_partition,
+    update_rows_,
+    update_rows_serial,
+)
 
 
 @numba.njit(inline="always", error_model="numpy")
@@ -139,3 +148,93 @@ def dense_rowwise_adagrad_(param: Tensor, grad: Tensor, state_sum: Tensor,
     kernel = _KERNELS[param.dtype == torch.bfloat16, parallel]
     kernel(as_numpy(param).reshape(rows, -1), as_numpy(grad).reshape(rows, -1),
            as_numpy(state_sum).reshape(rows), rule_tuple(rule, scalar_type(state_sum)))
+
+
+# ------------------------------------------------------------------ sparse: the row engine's client
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _sparse_row(tables, row, grad_row, factor, coefficients, load, store):
+    """The engine's row update: catch the row up on its lazy decoupled decay (``param_log``
+    clock and per-row snapshots; none when the snapshots are empty), then §3 with the
+    row's summed gradient ``factor·grad_row``. ``tables`` is ``(param, state_sum)``,
+    ``coefficients`` ``(rule_tuple, param_log, row_param_log)``; indexed, not unpacked
+    (see `sparse_cpu`)."""
+    param = tables[0]
+    state_sum = tables[1]
+    snapshots = coefficients[2]
+    if snapshots.size > 0:
+        clock = coefficients[1]
+        decay = math.exp(clock - snapshots[row])
+        snapshots[row] = clock
+        for d in range(param.shape[1]):
+            param[row, d] = store(load(param[row, d]) * decay)
+    rowwise_row(param, state_sum, row, grad_row, factor, coefficients[0], load, store,
+                load_float)
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _sparse_prefetch(tables, row):
+    prefetch_row(tables[0], row)
+    prefetch_row(tables[1].reshape((tables[1].size, 1)), row)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _sparse_float_serial(param, state_sum, indices, grad, rule, param_log, row_param_log):
+    update_rows_serial((param, state_sum), indices, grad, (rule, param_log, row_param_log),
+                       _sparse_row, _sparse_prefetch, load_float, store_float)
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _sparse_float_parallel(param, state_sum, indices, grad, rule, param_log, row_param_log,
+                           parts):
+    order, starts = partition_positions(indices, parts)
+    for part in numba.prange(parts):
+        update_partition((param, state_sum), indices, grad, (rule, param_log, row_param_log),
+                         order, starts, part, _sparse_row, _sparse_prefetch, load_float,
+                         store_float)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _sparse_bf16_serial(param, state_sum, indices, grad, rule, param_log, row_param_log):
+    update_rows_serial((param, state_sum), indices, grad, (rule, param_log, row_param_log),
+                       _sparse_row, _sparse_prefetch, load_bf16, store_bf16)
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _sparse_bf16_parallel(param, state_sum, indices, grad, rule, param_log, row_param_log,
+                          parts):
+    order, starts = partition_positions(indices, parts)
+    for part in numba.prange(parts):
+        update_partition((param, state_sum), indices, grad, (rule, param_log, row_param_log),
+                         order, starts, part, _sparse_row, _sparse_prefetch, load_bf16,
+                         store_bf16)
+
+
+_SPARSE_SERIAL = {False: _sparse_float_serial, True: _sparse_bf16_serial}
+_SPARSE_PARALLEL = {False: _sparse_float_parallel, True: _sparse_bf16_parallel}
+_NO_SNAPSHOTS = np.zeros(0, np.float64)
+
+
+def sparse_supports(param: Tensor, state_sum: Tensor, values: Tensor) -> bool:
+    """Whether the sparse kernel can run the step: CPU, a contiguous ``(rows, D)`` table
+    of a kernel dtype with a float32/float64 accumulator of ``rows`` entries, float32/
+    float64 gradient values."""
+    return (param.device.type == "cpu" and values.device == param.device
+            and state_sum.device == param.device and param.dim() == 2
+            and state_sum.dim() == 1 and state_sum.numel() == param.shape[0]
+            and param.dtype in KERNEL_PARAM_DTYPES and state_sum.dtype in KERNEL_STATE_DTYPES
+            and values.dtype in (torch.float32, torch.float64)
+            and param.is_contiguous() and state_sum.is_contiguous())
+
+
+def sparse_rowwise_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: Tensor,
+                            rule: StepRule, clocks: RowClocks, value_of: Tensor | None = None,
+                            scale: Tensor | None = None) -> None:
+    """One sparse row-wise step (§2-3) on a ``(rows, D)`` table through the sparse row
+    engine; same contract as `adagrad.kernels.rowwise_portable.sparse_rowwise_adagrad_`,
+    except that indices are validated here, before anything is written (IndexError)."""
+    snapshots = _NO_SNAPSHOTS if clocks.row_param_log is None else clocks.row_param_log.numpy()
+    coefficients = (rule_tuple(rule, scalar_type(state_sum)), float(clocks.param_log), snapshots)
+    update_rows_(_SPARSE_SERIAL, _SPARSE_PARALLEL, (param, state_sum), indices, values,
+                 coefficients, value_of, scale)
