@@ -16,7 +16,9 @@ Cases:
           once; only optimizer.step() inside the measured region
   sparse  1,000,000 x 64 float32 EmbeddingBag(sparse=True), 16,384 bags x 4 uniform ids;
           "step" = optimizer.step() after forward+backward; "train step" = forward +
-          backward + step (FBGEMM updates inside backward, so only this one applies to it)
+          backward + step (FBGEMM updates inside backward, so only this one applies to it);
+          "ours-rowwise-fused" is adagrad.RowWiseAdagrad in the fused layer: one float32
+          accumulator per row, 1/D of Adagrad's state (the "state vs ours" column)
   kernel-threads  our sparse row kernel (adagrad.kernels.sparse_adagrad_) alone on a
           1,000,000 x 16 float32 table with 1,000,000 uniform ids, at 1, 2 and 8 numba
           threads (one child each, ``--threads N`` pins NUMBA_NUM_THREADS in the child
@@ -44,7 +46,8 @@ from _common import add_thread_args, format_table, machine_info, set_threads, wr
 MiB = 1024 * 1024
 DENSE = ["torch-fused", "torch-foreach", "torch-default", "ours", "ours-eps-inside",
          "ours-decoupled", "ours-rho0.9", "torch-fused-bf16", "ours-bf16"]
-SPARSE = ["torch", "ours", "ours-lazy", "ours-fused", "fbgemm", "fbgemm-rw", "fwd+bwd"]
+SPARSE = ["torch", "ours", "ours-lazy", "ours-fused", "ours-rowwise-fused", "fbgemm", "fbgemm-rw",
+          "fwd+bwd"]
 CASES = {"dense": ("dense",), "sparse": ("sparse",), "kernel-threads": ("kernel-threads",),
          "both": ("dense", "sparse"), "all": ("dense", "sparse", "kernel-threads")}
 
@@ -175,14 +178,15 @@ def child_sparse(name: str, a) -> dict:
         return res
     emb = torch.nn.EmbeddingBag(V, D, mode="sum", sparse=True)
     opt = None
-    if name == "ours-fused":  # the update runs inside backward: only the train step applies
+    if name in ("ours-fused", "ours-rowwise-fused"):  # the update runs inside backward
         import adagrad.nn
 
+        cls = adagrad.RowWiseAdagrad if name == "ours-rowwise-fused" else adagrad.Adagrad
         emb = adagrad.nn.EmbeddingBag(V, D, mode="sum")
-        opt = adagrad.Adagrad(emb.parameters(), lr=0.01)
+        opt = cls(emb.parameters(), lr=0.01)
         emb.update_in_backward(opt)
         small = adagrad.nn.EmbeddingBag(16, D, mode="sum")  # compile outside the measure
-        small.update_in_backward(adagrad.Adagrad(small.parameters(), lr=0.01))
+        small.update_in_backward(cls(small.parameters(), lr=0.01))
         small(torch.tensor([1, 2]), torch.tensor([0])).sum().backward()
         res.update(_updating_backward_peaks(emb, ids, offsets),
                    state_bytes_per_param=_state_bytes(opt) / (V * D))
@@ -279,6 +283,13 @@ def run_child(case: str, name: str, argv: list[str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _state_vs_ours(r: dict, ours: dict | None) -> str:
+    """A candidate's state bytes over adagrad.Adagrad's ("ours"): 1/D for row-wise."""
+    if not ours or "error" in ours or not ours["state_bytes_per_param"]:
+        return "-"
+    return f"{r['state_bytes_per_param'] / ours['state_bytes_per_param']:.4f}"
+
+
 def mib(x) -> str:
     return "-" if x is None else f"{x / MiB:.1f}"
 
@@ -342,15 +353,16 @@ def main(argv=None) -> int:
             r = run_child("sparse", name, pass_on)
             res[name] = r
             if "error" in r:
-                rows.append([name, "-", "-", "-", "-", "-", r["error"][:60]])
+                rows.append([name, "-", "-", "-", "-", "-", "-", r["error"][:60]])
                 continue
             rows.append([name, f"{r['state_bytes_per_param']:.3f}",
+                         _state_vs_ours(r, res.get("ours")),
                          mib(r.get("step_first_extra")), mib(r.get("step_steady_extra")),
                          mib(r["train_first_extra"]), mib(r["train_steady_extra"]), ""])
         print(f"\n## sparse: EmbeddingBag {a.rows:,} x {a.dim} float32 "
               f"({a.rows * a.dim * 4 / MiB:.0f} MiB), {a.bags:,} bags x {a.ids_per_bag} "
               f"uniform ids")
-        print(format_table(["candidate", "state B/param", "step() first MiB",
+        print(format_table(["candidate", "state B/param", "state vs ours", "step() first MiB",
                             "step() steady MiB", "train step first MiB",
                             "train step steady MiB", "note"], rows))
         results["sparse"] = res

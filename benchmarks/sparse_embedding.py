@@ -11,13 +11,17 @@ of the rows. One full training step (forward + backward + optimizer update) is t
   ours       adagrad.Adagrad on nn.EmbeddingBag(sparse=True)
   ours-lazy  adagrad.Adagrad with weight_decay=0.01, sparse_weight_decay="lazy"
   ours-fused adagrad.nn.EmbeddingBag with adagrad.Adagrad's update inside backward
-  ftrl-fused adagrad.nn.EmbeddingBag with adagrad.FTRL's update inside backward (issue 9)
+  ours-rowwise-fused  adagrad.nn.EmbeddingBag with adagrad.RowWiseAdagrad's update inside
+             backward (the row-wise algorithm: its anchor is fbgemm-rw)
+  ftrl-fused, prox-fused, da-fused  the same with adagrad.FTRL, ProximalAdagrad (l1, l2)
+             and AdagradDA (l1, l2); -cu: with sparse_catch_up=True (untouched rows caught
+             up at lookup). Their anchor is torch.
 
 Candidates alternate round by round; medians of --reps repetitions after --warmup; the same
 pre-generated batches (rep i uses batch i mod --batches) for every candidate; id generation
 is outside the timed region. Also: a correctness check (ours, and FBGEMM EXACT_ADAGRAD, vs
-torch.optim.Adagrad after one step from the same non-trivial state) and optimizer-state
-bytes per parameter.
+torch.optim.Adagrad after one step from the same non-trivial state; ours-rowwise-fused vs
+FBGEMM EXACT_ROWWISE_ADAGRAD likewise) and optimizer-state bytes per parameter.
 
 Run (from the repository root, in the benchmark environment):
 
@@ -50,7 +54,17 @@ from _common import (  # noqa: E402
 )
 
 LR = 0.01
-OURS = ("ours-fused", "ours")  # the candidates the ratios are taken against
+OURS = ("ours-fused", "ours", "ours-rowwise-fused")  # the ratios are taken against these
+# (name, anchor, threshold): "anchor / name >= threshold" on each id distribution
+TARGETS = (("ours-fused", "torch", 4.0), ("ours-fused", "fbgemm", 2.0), ("ours", "torch", 4.0),
+           ("ours", "fbgemm", 2.0), ("ours-rowwise-fused", "fbgemm-rw", 2.5),
+           ("ftrl-fused", "torch", 2.0), ("prox-fused", "torch", 2.0),
+           ("prox-fused-cu", "torch", 2.0), ("da-fused", "torch", 2.0),
+           ("da-fused-cu", "torch", 2.0))
+# the reference each candidate's one-step result is compared with
+REFERENCE_OF = {"ours": "torch", "ours-fused": "torch", "fbgemm": "torch",
+                "ours-rowwise-fused": "fbgemm-rw"}
+L1, L2 = 1e-4, 1e-4  # the proximal members' regularisation
 EPS = 1e-10  # torch's default; FBGEMM is given the same so its result is comparable
 WD = 0.01
 
@@ -217,14 +231,55 @@ def build_candidates(a, init, ours_pkg, make_tbe):
                                   f"adagrad.Adagrad wd={WD} sparse_weight_decay='lazy'")
         except Exception as exc:
             print(f"ours-lazy unavailable: {exc!r}", file=sys.stderr)
-        if hasattr(ours_pkg, "FTRL"):  # issue 9: the FTRL fused layer
-            emb_ftrl = ours_pkg.nn.EmbeddingBag(a.rows, a.dim, mode="sum")
-            with torch.no_grad():
-                emb_ftrl.weight.copy_(init)
-            opt_ftrl = ours_pkg.FTRL(emb_ftrl.parameters(), lr=LR)
-            emb_ftrl.update_in_backward(opt_ftrl)
-            cands["ftrl-fused"] = (optim_step(emb_ftrl, opt_ftrl), lambda: state_bytes(opt_ftrl),
-                                   "adagrad.FTRL in adagrad.nn.EmbeddingBag, update inside backward")
+        cands.update(family_fused_candidates(a, init, ours_pkg))
+    return cands
+
+
+def rowwise_fused(a, init, ours_pkg):
+    """adagrad.nn.EmbeddingBag updated inside backward by RowWiseAdagrad (ε as FBGEMM's
+    table here); returns (layer, optimizer)."""
+    return fused_layer(a, init, ours_pkg, ours_pkg.RowWiseAdagrad, dict(eps=EPS))
+
+
+def fused_layer(a, init, ours_pkg, optimizer_class, kwargs):
+    """adagrad.nn.EmbeddingBag holding ``init``, updated inside backward by
+    ``optimizer_class(lr=LR, **kwargs)``; returns (layer, optimizer)."""
+    import torch
+
+    layer = ours_pkg.nn.EmbeddingBag(a.rows, a.dim, mode="sum")
+    with torch.no_grad():
+        layer.weight.copy_(init)
+    opt = optimizer_class(layer.parameters(), lr=LR, **kwargs)
+    layer.update_in_backward(opt)
+    return layer, opt
+
+
+# The other members' fused layers (issue 9): name -> (class, keyword arguments, note).
+FAMILY_FUSED = {
+    "ours-rowwise-fused": ("RowWiseAdagrad", dict(eps=EPS), "RowWiseAdagrad"),
+    "ftrl-fused": ("FTRL", {}, "FTRL"),
+    "prox-fused": ("ProximalAdagrad", dict(l1=L1, l2=L2), f"ProximalAdagrad l1={L1} l2={L2}"),
+    "prox-fused-cu": ("ProximalAdagrad", dict(l1=L1, l2=L2, sparse_catch_up=True),
+                      f"ProximalAdagrad l1={L1} l2={L2}, sparse_catch_up"),
+    "da-fused": ("AdagradDA", dict(l1=L1, l2=L2), f"AdagradDA l1={L1} l2={L2}"),
+    "da-fused-cu": ("AdagradDA", dict(l1=L1, l2=L2, sparse_catch_up=True),
+                    f"AdagradDA l1={L1} l2={L2}, sparse_catch_up"),
+}
+
+
+def family_fused_candidates(a, init, ours_pkg) -> dict:
+    """A candidate for each member of FAMILY_FUSED this adagrad has: one step is forward
+    and backward, the update happening inside backward."""
+    cands = {}
+    for name, (class_name, kwargs, note) in FAMILY_FUSED.items():
+        if not hasattr(ours_pkg, class_name):
+            continue
+        layer, opt = fused_layer(a, init, ours_pkg, getattr(ours_pkg, class_name), kwargs)
+
+        def step(ids, offs, offs_full, layer=layer):
+            layer(ids, offs).sum().backward()
+        cands[name] = (step, lambda opt=opt: state_bytes(opt),
+                       f"adagrad.nn.EmbeddingBag, {note} inside backward")
     return cands
 
 
@@ -310,10 +365,130 @@ def correctness(a, init, batches, offsets, offsets_full, ours_pkg, make_tbe) -> 
             "sum": rel_diff(tbe.split_optimizer_states()[0][0].view_as(s_ref), s_ref, sum0),
         }
         del tbe
+        if ours_pkg is not None and hasattr(ours_pkg, "RowWiseAdagrad"):
+            out["ours-rowwise-fused"] = rowwise_correctness(a, w0, batches, offsets,
+                                                            offsets_full, ours_pkg, make_tbe)
     return out
 
 
+def rowwise_correctness(a, w0, batches, offsets, offsets_full, ours_pkg, make_tbe) -> dict:
+    """FBGEMM EXACT_ROWWISE_ADAGRAD takes two steps from ``w0``; ours-rowwise-fused starts
+    from its weights and per-row accumulator, and both take a third step."""
+
+    tbe = make_tbe(a.rows, a.dim, True, w0)
+    for ids in batches[:2]:
+        tbe(ids, offsets_full).sum().backward()
+    weight, momentum = tbe.split_embedding_weights()[0], tbe.split_optimizer_states()[0][0]
+    layer, opt = rowwise_fused(a, weight, ours_pkg)
+    opt.state_dict()  # creates the state, to be overwritten with FBGEMM's
+    opt.state[layer.weight]["sum"].copy_(momentum.view(-1))
+    w1, sum1 = weight.clone(), momentum.view(-1).clone()
+    ids = batches[2 % len(batches)]
+    tbe(ids, offsets_full).sum().backward()
+    layer(ids, offsets).sum().backward()
+    return {"how": "FBGEMM's weights and momentum1 copied",
+            "weight": rel_diff(layer.weight, weight, w1),
+            "sum": rel_diff(opt.state[layer.weight]["sum"], momentum.view(-1), sum1)}
+
+
 # ----------------------------------------------------------------------------- main
+def print_header(a) -> dict:
+    info = machine_info(a.threads)
+    print(f"# Sparse embedding step: V={a.rows:,} x D={a.dim}, {a.bags:,} bags x "
+          f"{a.ids_per_bag} ids, sum pooling; {a.threads} threads "
+          f"(OMP_WAIT_POLICY={info['omp_wait_policy']}); medians of {a.reps} "
+          f"reps after {a.warmup} warm-up, candidates alternating")
+    print(f"# {info['date']}  {info['cpu']}  torch {info['torch']}"
+          f"  fbgemm-gpu-cpu {info.get('fbgemm_gpu_cpu', '-')}  numba {info.get('numba', '-')}")
+    return info
+
+
+def ratios(times: dict, med: dict) -> dict:
+    """Every candidate's time over each of ours, as a ratio of medians and paired."""
+    out = {}
+    bases = OURS + tuple(name for name, _, _ in TARGETS if name not in OURS)
+    for o in (o for o in bases if o in times):
+        for n in times:
+            out[f"{n}/{o}"] = {"of_medians": med[n] / med[o],
+                               "paired_median": paired_ratio(times[n], times[o])}
+    return out
+
+
+def run_distribution(a, gi: int, dist: str, init, cands, ours_pkg, make_tbe) -> dict:
+    """Time every candidate on one id distribution, and check correctness."""
+    import torch
+
+    batches, offsets, offsets_full = make_batches(dist, a, a.seed + 1 + gi)
+    touched = sum(int(torch.unique(b).numel()) for b in batches) / len(batches)
+    print(f"\n## {dist}{' ' + str(a.zipf) if dist == 'zipf' else ''}: "
+          f"{touched:,.0f} distinct rows touched per batch (mean); floor for the update "
+          f"(5 x 4 B x rows x D at 25 GB/s) ~{5 * 4 * touched * a.dim / 25e9 * 1e3:.2f} ms",
+          flush=True)
+
+    def runner(step):
+        return lambda i: step(batches[i % len(batches)], offsets, offsets_full)
+
+    times = time_alternating({n: runner(c[0]) for n, c in cands.items()}, a.reps, a.warmup)
+    corr = correctness(a, init, batches, offsets, offsets_full, ours_pkg, make_tbe)
+    med = {n: median_ms(t) for n, t in times.items()}
+    return {"distinct_rows_mean": touched, "median_ms": med, "times_s": times,
+            "correctness": corr, "ratios": ratios(times, med)}
+
+
+def correctness_cell(results: dict, dists: list[str], name: str) -> str:
+    cells = []
+    for d in dists:
+        cr = results["distributions"][d]["correctness"].get(name)
+        if cr:
+            cells.append(f"{d[:4]} {cr['weight']['max_rel']:.1e}; {cr['sum']['max_rel']:.1e}")
+    if cells:
+        return f"vs {REFERENCE_OF[name]}: " + ", ".join(cells)
+    return "0 (reference)" if name in REFERENCE_OF.values() else "-"
+
+
+def print_table(results: dict, cands: dict, sbytes: dict) -> None:
+    dists = list(results["distributions"])
+    ours = [o for o in OURS if o in cands]
+    headers = ["candidate"]
+    for d in dists:
+        headers += [f"{d} ms"] + [f"{d} x/{o}" for o in ours]
+    headers += ["state B/param", "max rel diff after one step (w; sum)"]
+    rows = []
+    for n, c in cands.items():
+        row = [f"{n} ({c[2]})"]
+        for d in dists:
+            dr = results["distributions"][d]
+            row.append(f"{dr['median_ms'][n]:.2f}")
+            row += [f"{dr['ratios'][f'{n}/{o}']['of_medians']:.2f}" for o in ours]
+        rows.append(row + [f"{sbytes[n]:.3f}", correctness_cell(results, dists, n)])
+    print()
+    print(format_table(headers, rows))
+
+
+def print_targets(results: dict) -> None:
+    """Each target of TARGETS whose two candidates ran, and each of ours' correctness."""
+    print("\n## Targets (ratio of medians; paired = median of per-round ratios; PASS needs "
+          "both, 'borderline' one)")
+    results["targets"] = {}
+    for name, anchor, thr in TARGETS:
+        for d, dr in results["distributions"].items():
+            r = dr["ratios"].get(f"{anchor}/{name}")
+            if r is None:
+                continue
+            hits = (r["of_medians"] >= thr) + (r["paired_median"] >= thr)
+            label = f"{anchor}/{name} >= {thr:g} ({d})"
+            results["targets"][label] = ("MISS", "borderline", "PASS")[hits]
+            print(f"- {label}: {r['of_medians']:.2f} (paired {r['paired_median']:.2f})  "
+                  f"{results['targets'][label]}")
+    for o in OURS:
+        checks = [dr["correctness"][o] for dr in results["distributions"].values()
+                  if o in dr["correctness"]]
+        if checks:
+            worst = max(max(c["weight"]["max_rel"], c["sum"]["max_rel"]) for c in checks)
+            print(f"- max rel diff {o} vs {REFERENCE_OF[o]} <= 1e-6: {worst:.2e}  "
+                  f"{'PASS' if worst <= 1e-6 else 'MISS'}")
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     set_threads(a.threads, a.omp_wait_policy)  # before numba / adagrad are imported
@@ -329,102 +504,18 @@ def main(argv=None) -> int:
         print(f"note: FBGEMM not benchmarked: {fb_err}", file=sys.stderr)
 
     init = torch.randn(a.rows, a.dim) * 0.1
-    info = machine_info(a.threads)
-    print(f"# Sparse embedding step: V={a.rows:,} x D={a.dim}, {a.bags:,} bags x "
-          f"{a.ids_per_bag} ids, sum pooling; {a.threads} threads "
-          f"(OMP_WAIT_POLICY={info['omp_wait_policy']}); medians of {a.reps} "
-          f"reps after {a.warmup} warm-up, candidates alternating")
-    print(f"# {info['date']}  {info['cpu']}  torch {info['torch']}"
-          f"  fbgemm-gpu-cpu {info.get('fbgemm_gpu_cpu', '-')}  numba {info.get('numba', '-')}")
-
+    info = print_header(a)
     cands = build_candidates(a, init, ours_pkg, make_tbe)
     results = {"config": vars(a), "machine": info, "distributions": {}}
     for gi, dist in enumerate(("uniform", "zipf")):
-        batches, offsets, offsets_full = make_batches(dist, a, a.seed + 1 + gi)
-        uniq = [int(torch.unique(b).numel()) for b in batches]
-        touched = sum(uniq) / len(uniq)
-        print(f"\n## {dist}{' ' + str(a.zipf) if dist == 'zipf' else ''}: "
-              f"{touched:,.0f} distinct rows touched per batch (mean); floor for the update "
-              f"(5 x 4 B x rows x D at 25 GB/s) ~{5 * 4 * touched * a.dim / 25e9 * 1e3:.2f} ms",
-              flush=True)
-
-        def runner(step, batches=batches, offsets=offsets, offsets_full=offsets_full):
-            return lambda i: step(batches[i % len(batches)], offsets, offsets_full)
-
-        times = time_alternating({n: runner(c[0]) for n, c in cands.items()}, a.reps, a.warmup)
-        corr = correctness(a, init, batches, offsets, offsets_full, ours_pkg, make_tbe)
-        med = {n: median_ms(t) for n, t in times.items()}
-        dres = {"distinct_rows_mean": touched, "median_ms": med, "times_s": times,
-                "correctness_vs_torch": corr, "ratios": {}}
-        for o in (o for o in OURS if o in times):
-            for n in times:
-                dres["ratios"][f"{n}/{o}"] = {
-                    "of_medians": med[n] / med[o],
-                    "paired_median": paired_ratio(times[n], times[o]),
-                }
-        results["distributions"][dist] = dres
-
+        results["distributions"][dist] = run_distribution(a, gi, dist, init, cands, ours_pkg,
+                                                          make_tbe)
     # state bytes per parameter (after the steps above, so lazily created state exists)
-    nparam = a.rows * a.dim
-    sbytes = {n: c[1]() / nparam for n, c in cands.items()}
+    sbytes = {n: c[1]() / (a.rows * a.dim) for n, c in cands.items()}
     results["state_bytes_per_param"] = sbytes
-
-    # ------------------------------------------------------------------ table
-    dists = list(results["distributions"])
-    ours = [o for o in OURS if o in cands]
-    headers = ["candidate"]
-    for d in dists:
-        headers += [f"{d} ms"] + [f"{d} x/{o}" for o in ours]
-    headers += ["state B/param", "max rel diff vs torch (w; sum)"]
-    rows = []
-    for n, c in cands.items():
-        row = [f"{n} ({c[2]})"]
-        for d in dists:
-            dr = results["distributions"][d]
-            row.append(f"{dr['median_ms'][n]:.2f}")
-            row += [f"{dr['ratios'][f'{n}/{o}']['of_medians']:.2f}" for o in ours]
-        row.append(f"{sbytes[n]:.3f}")
-        cells = []
-        for d in dists:
-            cr = results["distributions"][d]["correctness_vs_torch"].get(n)
-            if cr:
-                s = f"{cr['weight']['max_rel']:.1e}"
-                if "sum" in cr:
-                    s += f"; {cr['sum']['max_rel']:.1e}"
-                cells.append(f"{d[:4]} {s}")
-        row.append(", ".join(cells) if cells else ("0 (reference)" if n == "torch" else "-"))
-        rows.append(row)
-    print()
-    print(format_table(headers, rows))
-
-    if ours:
-        print("\n## Targets (ratio of medians; paired = median of per-round ratios; PASS needs "
-              "both, 'borderline' one)")
-        checks = []
-        for o in ours:
-            for d in dists:
-                r = results["distributions"][d]["ratios"]
-                checks.append((f"torch/{o} >= 4 ({d})", r[f"torch/{o}"], 4.0))
-                if f"fbgemm/{o}" in r:
-                    checks.append((f"fbgemm EXACT_ADAGRAD/{o} >= 2 ({d})", r[f"fbgemm/{o}"], 2.0))
-        for d in dists:  # issue 9: FTRL fused at least 2x faster than torch's sparse Adagrad step
-            dr = results["distributions"][d]
-            if "ftrl-fused" in dr["times_s"]:
-                r = {"of_medians": dr["median_ms"]["torch"] / dr["median_ms"]["ftrl-fused"],
-                     "paired_median": paired_ratio(dr["times_s"]["torch"], dr["times_s"]["ftrl-fused"])}
-                dr["ratios"]["torch/ftrl-fused"] = r
-                checks.append((f"torch / ftrl-fused >= 2 ({d})", r, 2.0))
-        results["targets"] = {}
-        for name, r, thr in checks:
-            hits = (r["of_medians"] >= thr) + (r["paired_median"] >= thr)
-            verdict = ("MISS", "borderline", "PASS")[hits]
-            results["targets"][name] = verdict
-            print(f"- {name}: {r['of_medians']:.2f} (paired {r['paired_median']:.2f})  {verdict}")
-        for o in ours:
-            worst = max(max(c[o]["weight"]["max_rel"], c[o]["sum"]["max_rel"])
-                        for c in (results["distributions"][d]["correctness_vs_torch"] for d in dists))
-            print(f"- max rel diff {o} vs torch <= 1e-6: {worst:.2e}  "
-                  f"{'PASS' if worst <= 1e-6 else 'MISS'}")
+    print_table(results, cands, sbytes)
+    if ours_pkg is not None:
+        print_targets(results)
     if a.json:
         path = write_json(a.json, results)
         print(f"\n(results written to {os.path.relpath(path)})")

@@ -339,6 +339,80 @@ def test_rowwise_1d_is_elementwise():
     np.testing.assert_array_equal(sa["sum"], sb["sum"])
 
 
+def _rowwise_sparse_run(theta0, batches, **hp):
+    theta, state = np.array(theta0, np.float64), ref.rowwise_adagrad_sparse_init(theta0)
+    for idx, vals in batches:
+        theta, state = ref.rowwise_adagrad_sparse(theta, idx, vals, state, **hp)
+    return theta, state
+
+
+def _rowwise_batches(rows, width, steps, seed):
+    rng = np.random.default_rng(seed)
+    return [(rng.integers(0, rows - 2, 7), rng.normal(size=(7, width))) for _ in range(steps)]
+
+
+def _densify(idx, vals, rows):
+    g = np.zeros((rows,) + vals.shape[1:])
+    np.add.at(g, idx, vals)
+    return g
+
+
+def test_rowwise_sparse_duplicates_summed_equals_dense_without_decay():
+    """§2-3: duplicates summed first; a zero row changes neither θ nor G, so without
+    weight decay the sparse rule equals the dense one on every row."""
+    theta0 = np.random.default_rng(0).normal(size=(9, 4))
+    batches = _rowwise_batches(9, 4, 5, 1)
+    sparse, s_state = _rowwise_sparse_run(theta0, batches, lr=0.3, lr_decay=0.1, maximize=True)
+    dense, d_state = theta0, ref.rowwise_adagrad_init(theta0)
+    for idx, vals in batches:
+        dense, d_state = ref.rowwise_adagrad(dense, _densify(idx, vals, 9), d_state, lr=0.3,
+                                             lr_decay=0.1, maximize=True)
+    np.testing.assert_allclose(sparse, dense, rtol=1e-13)
+    np.testing.assert_allclose(s_state["sum"], d_state["sum"], rtol=1e-13)
+    assert np.all(s_state["sum"][-2:] == 0)  # never touched
+
+
+def test_rowwise_sparse_lazy_after_flush_equals_dense_decoupled():
+    theta0 = np.random.default_rng(2).normal(size=(9, 3))
+    batches = _rowwise_batches(9, 3, 6, 3)
+    hp = dict(lr=0.2, lr_decay=0.3, weight_decay=0.1)
+    sparse, s_state = _rowwise_sparse_run(theta0, batches, sparse_weight_decay="lazy", **hp)
+    sparse, s_state = ref.rowwise_adagrad_sparse_flush(sparse, s_state, weight_decay=0.1,
+                                                       sparse_weight_decay="lazy")
+    dense, d_state = theta0, ref.rowwise_adagrad_init(theta0)
+    for idx, vals in batches:
+        dense, d_state = ref.rowwise_adagrad(dense, _densify(idx, vals, 9), d_state,
+                                             decoupled_weight_decay=True, **hp)
+    np.testing.assert_allclose(sparse, dense, rtol=1e-13)
+    np.testing.assert_allclose(s_state["sum"], d_state["sum"], rtol=1e-13)
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_rowwise_sparse_touched_closed_form(decoupled):
+    """One step, "touched": row 1 (touched twice) takes §3 with its decay, row 0 is kept."""
+    theta0 = np.array([[1.0, -1.0], [2.0, 0.5]])
+    idx, vals = np.array([1, 1]), np.array([[0.5, 1.0], [0.5, -2.0]])
+    theta, state = ref.rowwise_adagrad_sparse(
+        theta0, idx, vals, ref.rowwise_adagrad_sparse_init(theta0, 0.1), lr=0.1,
+        weight_decay=0.2, decoupled_weight_decay=decoupled, sparse_weight_decay="touched")
+    g = np.array([1.0, -1.0])
+    gp = g if decoupled else g + 0.2 * theta0[1]
+    G = 0.1 + np.mean(gp ** 2)
+    m = 0.1 / (np.sqrt(G) + 1e-10)
+    expected = theta0[1] * (1 - 0.1 * 0.2) - m * g if decoupled else theta0[1] - m * gp
+    np.testing.assert_allclose(theta[1], expected, rtol=1e-15)
+    np.testing.assert_allclose(state["sum"], [0.1, G], rtol=1e-15)
+    np.testing.assert_array_equal(theta[0], theta0[0])
+
+
+def test_rowwise_sparse_weight_decay_needs_a_mode():
+    theta0 = np.zeros((3, 2))
+    with pytest.raises(ValueError, match="sparse_weight_decay"):
+        ref.rowwise_adagrad_sparse(theta0, [0], np.ones((1, 2)),
+                                   ref.rowwise_adagrad_sparse_init(theta0), lr=0.1,
+                                   weight_decay=0.1)
+
+
 def test_proximal_without_regularization_is_adagrad_without_eps():
     theta0, g = np.array([1.0, -2.0, 0.5]), np.array([0.3, 0.4, -2.0])
     a, sa = ref.proximal_adagrad(theta0, g, ref.proximal_adagrad_init(theta0), lr=0.1)

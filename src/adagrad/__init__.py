@@ -1,8 +1,9 @@
 """Adagrad for PyTorch: an exact drop-in for `torch.optim.Adagrad`, fast sparse updates,
 and the Adagrad family."""
 
-from adagrad.optim import FTRL, Adagrad, AdagradNorm, FullMatrixAdagrad
+from adagrad.optim import FTRL, Adagrad, AdagradNorm, FullMatrixAdagrad, RowWiseAdagrad
 
 __version__ = "0.1.0"
 
-__all__ = ["FTRL", "Adagrad", "AdagradNorm", "FullMatrixAdagrad", "__version__"]
+__all__ = ["FTRL", "Adagrad", "AdagradNorm", "FullMatrixAdagrad", "RowWiseAdagrad",
+           "__version__"]

@@ -30,6 +30,9 @@ __all__ = [
     "adagrad_sparse_flush",
     "rowwise_adagrad_init",
     "rowwise_adagrad",
+    "rowwise_adagrad_sparse_init",
+    "rowwise_adagrad_sparse",
+    "rowwise_adagrad_sparse_flush",
     "proximal_adagrad_init",
     "proximal_adagrad",
     "adagrad_da_init",
@@ -389,6 +392,122 @@ def rowwise_adagrad(
     else:
         theta = theta - m * gp
     return theta, {"step": t, "sum": G}
+
+
+def rowwise_adagrad_sparse_init(param: Any, initial_accumulator_value: float = 0.0) -> State:
+    """Initial state of §3 with sparse gradients: :func:`rowwise_adagrad_init` plus the
+    per-row bookkeeping of §2 (``last[r]``, the step row r was last brought up to date
+    at, and ``lr_history``, ``lr_s`` of every step so far)."""
+    state = rowwise_adagrad_init(param, initial_accumulator_value)
+    p = np.asarray(param)
+    state["last"] = np.zeros(p.shape[0] if p.ndim >= 1 else 1, dtype=np.int64)
+    state["lr_history"] = []
+    return state
+
+
+def _lazy_decay_factor(state: State, r: int, upto: int, weight_decay: float) -> float:
+    """``Π_{s=last[r]+1..upto}(1 - lr_s·wd)``: the decoupled decay row r missed (§2)."""
+    factor = 1.0
+    for s in range(int(state["last"][r]) + 1, upto + 1):
+        factor *= 1.0 - state["lr_history"][s - 1] * weight_decay
+    return factor
+
+
+def rowwise_adagrad_sparse(
+    param: Any,
+    indices: Any,
+    values: Any,
+    state: State,
+    *,
+    lr: float,
+    lr_decay: float = 0.0,
+    weight_decay: float = 0.0,
+    eps: float = 1e-10,
+    decoupled_weight_decay: bool = False,
+    maximize: bool = False,
+    sparse_weight_decay: str | None = None,
+) -> tuple[np.ndarray, State]:
+    """One step of row-wise Adagrad (§3) with a sparse row gradient (§2).
+
+    ``indices`` (``[nnz]``, duplicates allowed) are rows of the first dimension and
+    ``values`` (``[nnz, *param.shape[1:]]``) their gradients; a 1-d ``param`` is a table of
+    rows of width 1, element-wise as §3 says. Semantics:
+
+    1. duplicates are summed first: ``g_r = Σ values[k]`` over ``indices[k] == r``;
+    2. ``t <- t + 1`` and ``lr_t`` are per tensor, as dense;
+    3. the §3 formula is applied to the touched rows only; untouched rows keep θ and G.
+
+    Weight decay (``weight_decay != 0``) needs a mode:
+
+    * ``"touched"``: the §3 weight decay on the touched rows only, in the style
+      ``decoupled_weight_decay`` says: L2 (``g'_r = g_r + wd·θ_r``, FBGEMM
+      ``WeightDecayMode.L2``) or decoupled (``θ_r <- θ_r·(1 - lr_t·wd) - m_r·g_r``,
+      FBGEMM ``WeightDecayMode.DECOUPLE``). Not equal to dense: untouched rows do not decay.
+    * ``"lazy"``: decoupled, whatever ``decoupled_weight_decay`` says; a touched row is
+      first multiplied by ``Π_{s=last+1..t}(1 - lr_s·wd)`` (which includes step t's own
+      factor), then takes the §3 step without decay. Untouched rows decay when next
+      touched or by :func:`rowwise_adagrad_sparse_flush`; afterwards the result equals
+      dense decoupled :func:`rowwise_adagrad` fed the gradient with zero rows (a zero row
+      adds nothing to G_r and only decays θ_r).
+    * ``None`` with ``weight_decay != 0``: ``ValueError``.
+    """
+    if sparse_weight_decay not in SPARSE_WEIGHT_DECAY_MODES:
+        raise ValueError(f"Invalid sparse_weight_decay value: {sparse_weight_decay!r}")
+    if weight_decay != 0 and sparse_weight_decay is None:
+        raise ValueError("weight_decay with sparse gradients needs sparse_weight_decay")
+    theta = _f64(param)
+    if theta.ndim == 0:
+        raise ValueError("a sparse row gradient needs a parameter with at least 1 dimension")
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    vals = np.asarray(values, dtype=np.float64).reshape((idx.size,) + theta.shape[1:])
+    if idx.size and (idx.min() < 0 or idx.max() >= theta.shape[0]):
+        raise IndexError(f"row index out of range for a table of {theta.shape[0]} rows")
+    new = {"step": int(state["step"]) + 1, "sum": _f64(state["sum"]),
+           "last": np.array(state["last"], np.int64), "lr_history": list(state["lr_history"])}
+    t = new["step"]
+    lr_t = lr_at(lr, lr_decay, t)
+    new["lr_history"].append(lr_t)
+
+    # 1. sum duplicates
+    rows = np.unique(idx)
+    g = np.zeros((rows.size,) + theta.shape[1:], np.float64)
+    np.add.at(g, np.searchsorted(rows, idx), vals)
+
+    # 2. lazy decoupled decay: catch the touched rows up to step t, step t's factor included
+    lazy = sparse_weight_decay == "lazy" and weight_decay != 0
+    if lazy:
+        for r in rows:
+            theta[r] = theta[r] * _lazy_decay_factor(new, r, t, weight_decay)
+    new["last"][rows] = t
+
+    # 3. the §3 step on the touched rows (a 1-d table as rows of width 1)
+    touched_decay = weight_decay if sparse_weight_decay == "touched" else 0.0
+    width = int(np.prod(theta.shape[1:]))
+    sub = theta[rows].reshape(rows.size, width)
+    sub_state = {"step": t - 1, "sum": new["sum"][rows]}
+    sub, sub_state = rowwise_adagrad(sub, g.reshape(rows.size, width), sub_state, lr=lr,
+                                     lr_decay=lr_decay, weight_decay=touched_decay, eps=eps,
+                                     decoupled_weight_decay=decoupled_weight_decay,
+                                     maximize=maximize)
+    theta[rows] = sub.reshape(theta[rows].shape)
+    new["sum"][rows] = sub_state["sum"]
+    return theta, new
+
+
+def rowwise_adagrad_sparse_flush(param: Any, state: State, *, weight_decay: float = 0.0,
+                                 sparse_weight_decay: str | None = None
+                                 ) -> tuple[np.ndarray, State]:
+    """Bring every row up to the current step (§2 ``flush()``): with
+    ``sparse_weight_decay="lazy"``, ``θ_r <- θ_r·Π_{s=last+1..t}(1 - lr_s·wd)``; the other
+    modes have nothing pending. Then ``last[r] = t``."""
+    theta = _f64(param)
+    new = {"step": int(state["step"]), "sum": _f64(state["sum"]),
+           "last": np.array(state["last"], np.int64), "lr_history": list(state["lr_history"])}
+    if sparse_weight_decay == "lazy":
+        for r in range(theta.shape[0]):
+            theta[r] = theta[r] * _lazy_decay_factor(new, r, new["step"], weight_decay)
+    new["last"][:] = new["step"]
+    return theta, new
 
 
 # --------------------------------------------------------------------------------------

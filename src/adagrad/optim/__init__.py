@@ -4,5 +4,6 @@ from adagrad.optim.adagrad import Adagrad
 from adagrad.optim.ftrl import FTRL
 from adagrad.optim.full_matrix import FullMatrixAdagrad
 from adagrad.optim.norm import AdagradNorm
+from adagrad.optim.rowwise import RowWiseAdagrad
 
-__all__ = ["FTRL", "Adagrad", "AdagradNorm", "FullMatrixAdagrad"]
+__all__ = ["FTRL", "Adagrad", "AdagradNorm", "FullMatrixAdagrad", "RowWiseAdagrad"]
