@@ -58,6 +58,20 @@ def _row_factors(clock: float, snapshots: Tensor | None, rows: Tensor) -> Tensor
     return factors
 
 
+def summed_rows(indices: Tensor, values: Tensor, value_of: Tensor | None,
+                scale: Tensor | None, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """A row gradient (see `sparse_adagrad_`) as its distinct rows, ascending, and each
+    one's summed gradient in ``dtype`` (ALGORITHMS.md §2, step 1)."""
+    if value_of is not None:
+        values = values.index_select(0, value_of.long())
+    if scale is not None:
+        values = values * _broadcast(scale.to(values.dtype).expand(values.shape[0]), values)
+    rows, inverse = torch.unique(indices.long(), return_inverse=True)
+    grad = torch.zeros((rows.numel(),) + values.shape[1:], dtype=dtype, device=values.device)
+    grad.index_add_(0, inverse, values.to(dtype))
+    return rows, grad
+
+
 def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: Tensor,
                     rule: StepRule, clocks: RowClocks, value_of: Tensor | None = None,
                     scale: Tensor | None = None) -> None:
@@ -72,14 +86,7 @@ def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: T
     come through ``clocks``, so that untouched rows decay too. Indices must already be
     validated to lie in ``[0, rows)``.
     """
-    if value_of is not None:
-        values = values.index_select(0, value_of.long())
-    if scale is not None:
-        values = values * _broadcast(scale.to(values.dtype).expand(values.shape[0]), values)
-    rows, inverse = torch.unique(indices.long(), return_inverse=True)
-    grad = torch.zeros((rows.numel(),) + values.shape[1:], dtype=state_sum.dtype,
-                       device=values.device)
-    grad.index_add_(0, inverse, values.to(state_sum.dtype))
+    rows, grad = summed_rows(indices, values, value_of, scale, state_sum.dtype)
     row_param = param.index_select(0, rows)
     param_factor = _row_factors(clocks.param_log, clocks.row_param_log, rows)
     if isinstance(param_factor, Tensor):

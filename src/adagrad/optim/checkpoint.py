@@ -112,7 +112,8 @@ def _check_param_state(optimizer: AdagradFamily, label: str, param: Tensor,
                          f"{', '.join(map(repr, missing))}")
     _check_step(label, saved["step"])
     for key, shape in shapes.items():
-        _check_accumulator(label, param, key, saved[key], shape)
+        _check_accumulator(label, param, key, saved[key], shape,
+                           signed=key in optimizer._signed_state)
     optimizer._check_saved_state(label, param, saved)
 
 
@@ -126,7 +127,7 @@ def _check_step(label: str, step: Any) -> None:
 
 
 def _check_accumulator(label: str, param: Tensor, key: str, value: Any,
-                       shape: tuple[int, ...]) -> None:
+                       shape: tuple[int, ...], signed: bool = False) -> None:
     problem = f"state_dict does not fit {label} of shape {tuple(param.shape)}, dtype {param.dtype}"
     if not isinstance(value, Tensor):
         raise ValueError(f"{problem}: its state '{key}' is a {type(value).__name__}, "
@@ -140,7 +141,7 @@ def _check_accumulator(label: str, param: Tensor, key: str, value: Any,
     real = torch.view_as_real(value) if value.is_complex() else value
     if real.isnan().any():
         raise ValueError(f"{problem}: its state '{key}' holds NaN")
-    if (real < 0).any():
+    if not signed and (real < 0).any():
         raise ValueError(f"{problem}: its state '{key}' holds negative values (a sum of "
                          f"squares is >= 0)")
 

@@ -1,0 +1,173 @@
+"""Adagrad with dual averaging on the CPU (ALGORITHMS.md §5): one numba pass over θ, g,
+z and G.
+
+`dual_averaging_weight` is §5's θ as a closed form of (z, G) for a `DualAveragingRule`'s
+step T, written branch-free (l1 = 0 and l2 = 0 are neutral coefficients);
+`dual_averaging_coordinate` adds the gradient to the sums first. The same closed form
+brings an untouched row's θ to step T at lookup (``sparse_catch_up=True``), so a row
+caught up reads bit for bit what the dense kernel writes. Dense kernels as in `dense_cpu`:
+serial below 65,536 elements, parallel above, float32/float64/bfloat16 parameters.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numba
+import torch
+from torch import Tensor
+
+from adagrad.kernels.elementwise import (
+    KERNEL_PARAM_DTYPES,
+    KERNEL_STATE_DTYPES,
+    PARALLEL_MIN_ELEMENTS,
+    as_numpy,
+    load_bf16,
+    load_float,
+    scalar_type,
+    start_thread_pool,
+    store_bf16,
+    store_float,
+)
+from adagrad.kernels.rule import DualAveragingRule
+
+
+@functools.lru_cache(maxsize=256)
+def dual_averaging_tuple(rule: DualAveragingRule, scalar) -> tuple:
+    """`DualAveragingRule` as the coefficients the kernels take, in the compute type:
+    (lr, sign, l1·T, l2·T·lr, 0), the products formed in float64 first."""
+    return (scalar(rule.lr), scalar(-1.0 if rule.maximize else 1.0),
+            scalar(rule.l1 * rule.step), scalar(rule.l2 * rule.step * rule.lr), scalar(0.0))
+
+
+@numba.njit(inline="always", error_model="numpy")
+def dual_averaging_weight(z, s, rule):
+    """§5's θ from the sums z and G = ``s`` (``rule`` a `dual_averaging_tuple`)."""
+    lr, _, l1_t, l2_t_lr, zero = rule
+    shrunk = abs(z) - l1_t
+    shrunk = zero if shrunk < zero else shrunk  # max(·, 0) that keeps NaN and vectorises
+    return -math.copysign(shrunk, z) * lr / (l2_t_lr + math.sqrt(s))
+
+
+@numba.njit(inline="always", error_model="numpy")
+def dual_averaging_coordinate(g, z, s, rule):
+    """§5 on one coordinate; returns the new (θ, z, G)."""
+    g = rule[1] * g
+    z = z + g
+    s = s + g * g
+    return dual_averaging_weight(z, s, rule), z, s
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _update_at(i, param, grad, grad_sum, state_sum, rule, load, store):
+    p, z, s = dual_averaging_coordinate(load(grad[i]), grad_sum[i], state_sum[i], rule)
+    param[i] = store(p)
+    grad_sum[i] = z
+    state_sum[i] = s
+
+
+# One kernel per (parameter storage, threading), as in dense_cpu.
+@numba.njit(cache=True, error_model="numpy")
+def _float_serial(param, grad, grad_sum, state_sum, rule):
+    for i in range(param.size):
+        _update_at(i, param, grad, grad_sum, state_sum, rule, load_float, store_float)
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _float_parallel(param, grad, grad_sum, state_sum, rule):
+    for i in numba.prange(param.size):
+        _update_at(i, param, grad, grad_sum, state_sum, rule, load_float, store_float)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _bf16_serial(param, grad, grad_sum, state_sum, rule):
+    for i in range(param.size):
+        _update_at(i, param, grad, grad_sum, state_sum, rule, load_bf16, store_bf16)
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _bf16_parallel(param, grad, grad_sum, state_sum, rule):
+    for i in numba.prange(param.size):
+        _update_at(i, param, grad, grad_sum, state_sum, rule, load_bf16, store_bf16)
+
+
+_KERNELS = {(False, False): _float_serial, (False, True): _float_parallel,
+            (True, False): _bf16_serial, (True, True): _bf16_parallel}
+
+
+def supports(param: Tensor, grad: Tensor, grad_sum: Tensor, state_sum: Tensor) -> bool:
+    """Whether the numba kernels can run the step: CPU, contiguous, a float32/float64/
+    bfloat16 parameter and gradient of one dtype, both sums of one float32/float64
+    dtype (float32 for bfloat16)."""
+    tensors = (param, grad, grad_sum, state_sum)
+    return (all(t.device.type == "cpu" and t.is_contiguous() for t in tensors)
+            and param.dtype in KERNEL_PARAM_DTYPES and grad.dtype == param.dtype
+            and state_sum.dtype in KERNEL_STATE_DTYPES and grad_sum.dtype == state_sum.dtype
+            and (param.dtype != torch.bfloat16 or state_sum.dtype == torch.float32))
+
+
+def dense_dual_averaging_(param: Tensor, grad: Tensor, grad_sum: Tensor, state_sum: Tensor,
+                          rule: DualAveragingRule) -> None:
+    """One dense step of ALGORITHMS.md §5, in place (inputs as `supports` accepts)."""
+    parallel = param.numel() >= PARALLEL_MIN_ELEMENTS
+    if parallel:
+        start_thread_pool()
+    kernel = _KERNELS[param.dtype == torch.bfloat16, parallel]
+    kernel(as_numpy(param).reshape(-1), as_numpy(grad).reshape(-1),
+           as_numpy(grad_sum).reshape(-1), as_numpy(state_sum).reshape(-1),
+           dual_averaging_tuple(rule, scalar_type(state_sum)))
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _weights_of_rows(table, grad_sum, state_sum, rows, rule, store):
+    """θ of each row of ``rows`` recomputed from its sums."""
+    for k in range(rows.size):
+        row = rows[k]
+        for d in range(table.shape[1]):
+            table[row, d] = store(dual_averaging_weight(grad_sum[row, d], state_sum[row, d],
+                                                        rule))
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _weights_float(table, grad_sum, state_sum, rows, rule):
+    _weights_of_rows(table, grad_sum, state_sum, rows, rule, store_float)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _weights_bf16(table, grad_sum, state_sum, rows, rule):
+    _weights_of_rows(table, grad_sum, state_sum, rows, rule, store_bf16)
+
+
+def weights_of_rows_(table: Tensor, grad_sum: Tensor, state_sum: Tensor, rows: Tensor,
+                     rule: DualAveragingRule) -> None:
+    """Recompute θ of ``rows`` (in ``[0, rows)``, may repeat) of a ``(rows, D)`` table from
+    its sums at the rule's step, in place: the lazy catch-up of §5."""
+    kernel = _weights_bf16 if table.dtype == torch.bfloat16 else _weights_float
+    kernel(as_numpy(table), as_numpy(grad_sum), as_numpy(state_sum),
+           rows.long().contiguous().numpy(), dual_averaging_tuple(rule, scalar_type(state_sum)))
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _weights_flat(param, grad_sum, state_sum, rule, store):
+    for i in range(param.size):
+        param[i] = store(dual_averaging_weight(grad_sum[i], state_sum[i], rule))
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _weights_flat_float(param, grad_sum, state_sum, rule):
+    _weights_flat(param, grad_sum, state_sum, rule, store_float)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _weights_flat_bf16(param, grad_sum, state_sum, rule):
+    _weights_flat(param, grad_sum, state_sum, rule, store_bf16)
+
+
+def recompute_weights_(param: Tensor, grad_sum: Tensor, state_sum: Tensor,
+                       rule: DualAveragingRule) -> None:
+    """Recompute all of θ from its sums at the rule's step, in place (inputs as
+    `supports` accepts, with θ itself as the gradient)."""
+    kernel = _weights_flat_bf16 if param.dtype == torch.bfloat16 else _weights_flat_float
+    kernel(as_numpy(param).reshape(-1), as_numpy(grad_sum).reshape(-1),
+           as_numpy(state_sum).reshape(-1), dual_averaging_tuple(rule, scalar_type(state_sum)))

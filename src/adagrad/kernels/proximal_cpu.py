@@ -1,0 +1,160 @@
+"""Proximal Adagrad on the CPU (ALGORITHMS.md §4): one numba pass over θ, g and G.
+
+`proximal_coordinate` is `ProximalRule` on one coordinate, written branch-free (l1 = 0
+and l2 = 0 are neutral coefficients, not separate code); `proximal_zero_steps` is the
+closed form of ``k`` steps with a zero gradient, which the lazy catch-up of untouched rows
+(``sparse_catch_up=True``) applies. The dense kernels follow `dense_cpu`: serial below
+65,536 elements, parallel above, float32/float64/bfloat16 parameters.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numba
+import numpy as np
+import torch
+from torch import Tensor
+
+from adagrad.kernels.elementwise import (
+    PARALLEL_MIN_ELEMENTS,
+    as_numpy,
+    load_bf16,
+    load_float,
+    scalar_type,
+    start_thread_pool,
+    store_bf16,
+    store_float,
+)
+from adagrad.kernels.rule import ProximalRule
+
+
+@functools.lru_cache(maxsize=256)
+def proximal_tuple(rule: ProximalRule, scalar) -> tuple:
+    """`ProximalRule` as the coefficients `proximal_coordinate` takes, in the compute
+    type: (lr, sign, l1, l2, ε, 0, 1) (the constants typed, so float32 stays float32)."""
+    return (scalar(rule.lr), scalar(-1.0 if rule.maximize else 1.0), scalar(rule.l1),
+            scalar(rule.l2), scalar(rule.eps), scalar(0.0), scalar(1.0))
+
+
+@numba.njit(inline="always", error_model="numpy")
+def proximal_coordinate(p, g, s, rule):
+    """§4 on one coordinate; returns the new (θ, G). ``rule`` is a `proximal_tuple`;
+    scalars come in the accumulator's dtype."""
+    lr, sign, l1, l2, eps, zero, one = rule
+    g = sign * g
+    s = s + g * g
+    eta = lr / (math.sqrt(s) + eps)
+    v = p - eta * g
+    shrunk = abs(v) - eta * l1
+    shrunk = zero if shrunk < zero else shrunk  # max(·, 0) that keeps NaN and vectorises
+    return math.copysign(shrunk, v) / (one + eta * l2), s
+
+
+@numba.njit(inline="always", error_model="numpy")
+def proximal_zero_steps(p, s, k, rule):
+    """``k`` steps of §4 with g = 0 on a coordinate θ = ``p`` whose G = ``s`` (so η is
+    the same at each), in float64. Returns θ.
+
+    One such step maps x = |θ| to max(x - a, 0)/b with a = η·l1, b = 1 + η·l2. Its
+    unclipped iterate is x·b⁻ᵏ - a·Σ_{j=1..k} b⁻ʲ, and once it reaches 0 the clipped
+    one stays 0, so the k-step result is sign(θ)·max(u, 0) with
+
+        u = x·q - (l1/l2)·(1 - q),   q = (1 + η·l2)⁻ᵏ      (l2 > 0)
+        u = x - k·η·l1                                      (l2 = 0)
+    """
+    lr, l1, l2, eps = rule
+    eta = lr / (math.sqrt(np.float64(s)) + eps)
+    x = abs(np.float64(p))
+    if l2 > 0:
+        log_q = -k * math.log1p(eta * l2)
+        u = x * math.exp(log_q) + (l1 / l2) * math.expm1(log_q)
+    else:
+        u = x - k * eta * l1
+    return math.copysign(0.0 if u < 0.0 else u, np.float64(p))
+
+
+def zero_steps_tuple(rule: ProximalRule) -> tuple:
+    """`ProximalRule` as `proximal_zero_steps` takes it: float64 (lr, l1, l2, ε)."""
+    return (float(rule.lr), float(rule.l1), float(rule.l2), float(rule.eps))
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _update_at(i, param, grad, state_sum, rule, load, store):
+    p, s = proximal_coordinate(load(param[i]), load(grad[i]), state_sum[i], rule)
+    param[i] = store(p)
+    state_sum[i] = s
+
+
+# One kernel per (parameter storage, threading), as in dense_cpu.
+@numba.njit(cache=True, error_model="numpy")
+def _float_serial(param, grad, state_sum, rule):
+    for i in range(param.size):
+        _update_at(i, param, grad, state_sum, rule, load_float, store_float)
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _float_parallel(param, grad, state_sum, rule):
+    for i in numba.prange(param.size):
+        _update_at(i, param, grad, state_sum, rule, load_float, store_float)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _bf16_serial(param, grad, state_sum, rule):
+    for i in range(param.size):
+        _update_at(i, param, grad, state_sum, rule, load_bf16, store_bf16)
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _bf16_parallel(param, grad, state_sum, rule):
+    for i in numba.prange(param.size):
+        _update_at(i, param, grad, state_sum, rule, load_bf16, store_bf16)
+
+
+_KERNELS = {(False, False): _float_serial, (False, True): _float_parallel,
+            (True, False): _bf16_serial, (True, True): _bf16_parallel}
+
+
+def dense_proximal_(param: Tensor, grad: Tensor, state_sum: Tensor, rule: ProximalRule) -> None:
+    """One dense proximal Adagrad step (ALGORITHMS.md §4), in place; the inputs are those
+    `adagrad.kernels.dense_cpu.supports` accepts."""
+    parallel = param.numel() >= PARALLEL_MIN_ELEMENTS
+    if parallel:
+        start_thread_pool()
+    kernel = _KERNELS[param.dtype == torch.bfloat16, parallel]
+    kernel(as_numpy(param).reshape(-1), as_numpy(grad).reshape(-1),
+           as_numpy(state_sum).reshape(-1), proximal_tuple(rule, scalar_type(state_sum)))
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _catch_up(table, state_sum, rows, row_step, up_to, rule, load, store):
+    """Bring each row of ``rows`` from its step ``row_step[row]`` to step ``up_to`` by the
+    zero-gradient closed form; rows already there are left alone (so repeats are free)."""
+    for k in range(rows.size):
+        row = rows[k]
+        pending = up_to - row_step[row]
+        if pending > 0:
+            row_step[row] = up_to
+            for d in range(table.shape[1]):
+                p = proximal_zero_steps(load(table[row, d]), state_sum[row, d], pending, rule)
+                table[row, d] = store(p)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _catch_up_float(table, state_sum, rows, row_step, up_to, rule):
+    _catch_up(table, state_sum, rows, row_step, up_to, rule, load_float, store_float)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _catch_up_bf16(table, state_sum, rows, row_step, up_to, rule):
+    _catch_up(table, state_sum, rows, row_step, up_to, rule, load_bf16, store_bf16)
+
+
+def catch_up_rows_(table: Tensor, state_sum: Tensor, rows: Tensor, row_step: Tensor,
+                   up_to: int, rule: ProximalRule) -> None:
+    """Apply the pending zero-gradient steps of ``rows`` (in ``[0, rows)``, may repeat) of
+    a ``(rows, D)`` table up to step ``up_to``, in place; see `proximal_zero_steps`."""
+    kernel = _catch_up_bf16 if table.dtype == torch.bfloat16 else _catch_up_float
+    kernel(as_numpy(table), as_numpy(state_sum), rows.long().contiguous().numpy(),
+           row_step.numpy(), float(up_to), zero_steps_tuple(rule))
