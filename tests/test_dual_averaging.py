@@ -240,6 +240,41 @@ def _run_dense(case: dict, path: str) -> None:
         assert param.grad_fn is not None
 
 
+@pytest.mark.parametrize("differentiable", [False, True], ids=["numba", "torch-ops"])
+def test_complex_parameters_are_two_real_coordinates(differentiable):
+    """As torch.optim: a complex θ is stepped as its real view, G₀ = complex(v, v)."""
+    gen = torch.Generator().manual_seed(6)
+    real = start((4, 3, 2), gen).float()
+    param = _parameter(torch.view_as_complex(real), differentiable)
+    opt = adagrad.AdagradDA([param], lr=0.2, l1=0.05, l2=0.1, differentiable=differentiable)
+    theta, state = to64(real), reference.adagrad_da_init(to64(real), 0.1)
+    for _ in range(4):
+        g = dyadic((4, 3, 2), gen, 0.2).float()
+        param.grad = torch.view_as_complex(g.clone())
+        opt.step()
+        theta, state = reference.adagrad_da(theta, to64(g), state, lr=0.2, l1=0.05, l2=0.1)
+    assert opt.state[param]["sum"].dtype == torch.complex64
+    np.testing.assert_allclose(to64(torch.view_as_real(param)), theta, rtol=1e-6, atol=1e-7)
+
+
+def test_reference_sparse_rule_is_the_dense_rule_on_touched_rows():
+    """The float64 rules agree with each other: a sparse step is the dense step on the
+    touched rows (θ, z, G); untouched rows keep everything."""
+    rng = np.random.default_rng(0)
+    theta, grads = rng.normal(size=(6, 2)), rng.normal(size=(3, 2))
+    indices = np.array([4, 1, 4])
+    state = reference.adagrad_da_init(theta)
+    sparse, sparse_state = reference.adagrad_da_sparse(theta, indices, grads, state, lr=0.3,
+                                                       l1=0.1, l2=0.2)
+    dense_grad = np.zeros((6, 2))
+    np.add.at(dense_grad, indices, grads)
+    dense, dense_state = reference.adagrad_da(theta, dense_grad, state, lr=0.3, l1=0.1, l2=0.2)
+    np.testing.assert_array_equal(sparse[[1, 4]], dense[[1, 4]])
+    np.testing.assert_array_equal(sparse[[0, 2, 3, 5]], theta[[0, 2, 3, 5]])
+    for key in ("sum", "grad_sum"):
+        np.testing.assert_array_equal(sparse_state[key], dense_state[key])
+
+
 # ================================================================== sparse paths
 
 
@@ -451,6 +486,17 @@ def test_fused_layers_with_catch_up_equal_dense(kind):
     torch.testing.assert_close(fused, dense, rtol=1e-6, atol=1e-7)
     assert (plain - dense).abs().max() > 1e-3
     assert (fused[8:] == 0).all()
+
+
+def test_lookup_of_a_row_outside_the_table_raises_before_any_write():
+    param = torch.randn(5, 2, requires_grad=True)
+    opt = adagrad.AdagradDA([param], l1=0.1, sparse_catch_up=True)
+    param.grad = coo(torch.tensor([1]), torch.ones(1, 2), (5, 2))
+    opt.step()
+    before = param.detach().clone()
+    with pytest.raises(IndexError, match="out of range"):
+        opt.catch_up_rows(param, torch.tensor([0, 2, 5]))
+    assert torch.equal(param.detach(), before)
 
 
 # ================================================================== checkpoints

@@ -275,6 +275,24 @@ def _run_dense(case: dict, path: str) -> None:
         assert param.grad_fn is not None
 
 
+def test_reference_sparse_rule_is_the_dense_rule_on_touched_rows():
+    """The float64 rules agree with each other: a sparse step is the dense step on the
+    touched rows; untouched rows keep θ and G (where dense would shrink θ)."""
+    rng = np.random.default_rng(0)
+    theta, grads = rng.normal(size=(6, 2)), rng.normal(size=(3, 2))
+    indices = np.array([4, 1, 4])
+    state = reference.proximal_adagrad_init(theta)
+    hp = dict(lr=0.3, l1=0.1, l2=0.2, eps=1e-3)
+    sparse, sparse_state = reference.proximal_adagrad_sparse(theta, indices, grads, state, **hp)
+    dense_grad = np.zeros((6, 2))
+    np.add.at(dense_grad, indices, grads)
+    dense, dense_state = reference.proximal_adagrad(theta, dense_grad, state, **hp)
+    np.testing.assert_array_equal(sparse[[1, 4]], dense[[1, 4]])
+    np.testing.assert_array_equal(sparse[[0, 2, 3, 5]], theta[[0, 2, 3, 5]])
+    assert (np.abs(dense[[0, 2, 3, 5]]) < np.abs(theta[[0, 2, 3, 5]])).all()
+    np.testing.assert_array_equal(sparse_state["sum"], dense_state["sum"])
+
+
 # ================================================================== sparse paths
 
 
@@ -520,6 +538,17 @@ def test_fused_layers_with_catch_up_equal_dense(kind):
     torch.testing.assert_close(fused, dense, rtol=1e-5, atol=1e-6)
     assert (plain - dense).abs().max() > 1e-3
     assert not torch.equal(fused[8:], weight[8:])
+
+
+def test_lookup_of_a_row_outside_the_table_raises_before_any_write():
+    param = torch.randn(5, 2, requires_grad=True)
+    opt = adagrad.ProximalAdagrad([param], l1=0.1, sparse_catch_up=True)
+    param.grad = coo(torch.tensor([1]), torch.ones(1, 2), (5, 2))
+    opt.step()
+    before = param.detach().clone()
+    with pytest.raises(IndexError, match="out of range"):
+        opt.catch_up_rows(param, torch.tensor([0, 2, 5]))
+    assert torch.equal(param.detach(), before)
 
 
 # ================================================================== checkpoints

@@ -130,12 +130,14 @@ def dual_averaging_weights_(param: Tensor, grad_sum: Tensor, state_sum: Tensor,
 
 
 def dual_averaging_weights_of_rows_(table: Tensor, grad_sum: Tensor, state_sum: Tensor,
-                                    rows: Tensor, rule: DualAveragingRule) -> None:
-    """Recompute θ of ``rows`` (may repeat) from their sums at the rule's step, in place,
-    on the fastest kernel."""
+                                    rows: Tensor, row_step: Tensor,
+                                    rule: DualAveragingRule) -> None:
+    """Recompute θ of ``rows`` (may repeat) from their sums at the rule's step, skipping
+    those ``row_step`` says are computed at that step already, in place, on the fastest
+    kernel."""
     if rows.numel() == 0:
         return
     on_cpu = (catch_up_cpu.supports(table, state_sum, rows) and grad_sum.is_contiguous()
               and grad_sum.dtype == state_sum.dtype)
     kernel = dual_averaging_cpu if on_cpu else portable_dual_averaging
-    kernel.weights_of_rows_(table, grad_sum, state_sum, rows, rule)
+    kernel.weights_of_rows_(table, grad_sum, state_sum, rows, row_step, rule)

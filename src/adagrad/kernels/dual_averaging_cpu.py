@@ -31,6 +31,7 @@ from adagrad.kernels.elementwise import (
     store_float,
 )
 from adagrad.kernels.rule import DualAveragingRule
+from adagrad.kernels.sparse_cpu import first_out_of_range
 
 
 @functools.lru_cache(maxsize=256)
@@ -120,32 +121,44 @@ def dense_dual_averaging_(param: Tensor, grad: Tensor, grad_sum: Tensor, state_s
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _weights_of_rows(table, grad_sum, state_sum, rows, rule, store):
-    """θ of each row of ``rows`` recomputed from its sums."""
+def _weights_of_rows(table, grad_sum, state_sum, rows, row_step, rule, step, load, store):
+    """θ of each row of ``rows`` not yet computed at ``step`` (``row_step``) recomputed
+    from its sums; so a row looked up many times is computed once."""
     for k in range(rows.size):
         row = rows[k]
-        for d in range(table.shape[1]):
-            table[row, d] = store(dual_averaging_weight(grad_sum[row, d], state_sum[row, d],
-                                                        rule))
+        if row_step[row] != step:
+            row_step[row] = step
+            for d in range(table.shape[1]):
+                table[row, d] = store(dual_averaging_weight(grad_sum[row, d], state_sum[row, d],
+                                                            rule))
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _weights_float(table, grad_sum, state_sum, rows, rule):
-    _weights_of_rows(table, grad_sum, state_sum, rows, rule, store_float)
+def _weights_float(table, grad_sum, state_sum, rows, row_step, rule, step):
+    _weights_of_rows(table, grad_sum, state_sum, rows, row_step, rule, step, load_float,
+                     store_float)
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _weights_bf16(table, grad_sum, state_sum, rows, rule):
-    _weights_of_rows(table, grad_sum, state_sum, rows, rule, store_bf16)
+def _weights_bf16(table, grad_sum, state_sum, rows, row_step, rule, step):
+    _weights_of_rows(table, grad_sum, state_sum, rows, row_step, rule, step, load_bf16,
+                     store_bf16)
 
 
 def weights_of_rows_(table: Tensor, grad_sum: Tensor, state_sum: Tensor, rows: Tensor,
-                     rule: DualAveragingRule) -> None:
+                     row_step: Tensor, rule: DualAveragingRule) -> None:
     """Recompute θ of ``rows`` (in ``[0, rows)``, may repeat) of a ``(rows, D)`` table from
-    its sums at the rule's step, in place: the lazy catch-up of §5."""
+    its sums at the rule's step, in place, skipping rows whose ``row_step`` (float64, one
+    per row, advanced here) says they are computed at that step already: the lazy
+    catch-up of §5. IndexError, before any write, for a row outside the table."""
+    rows = rows.long().contiguous().numpy()
+    bad = first_out_of_range(rows, table.shape[0])
+    if bad >= 0:
+        raise IndexError(f"index {rows[bad]} is out of range for a table of {table.shape[0]} "
+                         f"rows")
     kernel = _weights_bf16 if table.dtype == torch.bfloat16 else _weights_float
-    kernel(as_numpy(table), as_numpy(grad_sum), as_numpy(state_sum),
-           rows.long().contiguous().numpy(), dual_averaging_tuple(rule, scalar_type(state_sum)))
+    kernel(as_numpy(table), as_numpy(grad_sum), as_numpy(state_sum), rows, row_step.numpy(),
+           dual_averaging_tuple(rule, scalar_type(state_sum)), float(rule.step))
 
 
 @numba.njit(inline="always", error_model="numpy")

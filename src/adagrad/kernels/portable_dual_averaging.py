@@ -59,12 +59,15 @@ def sparse_dual_averaging_(table: Tensor, grad_sum: Tensor, state_sum: Tensor, i
 
 
 def weights_of_rows_(table: Tensor, grad_sum: Tensor, state_sum: Tensor, rows: Tensor,
-                     rule: DualAveragingRule) -> None:
+                     row_step: Tensor, rule: DualAveragingRule) -> None:
     """Recompute θ of ``rows`` (may repeat) of a ``(rows, D)`` table from its sums at the
-    rule's step, in place: the lazy catch-up of §5."""
+    rule's step, in place, skipping rows whose ``row_step`` (float64, one per row,
+    advanced here) says they are computed at that step already: the lazy catch-up of §5."""
     rows = torch.unique(rows.long())
+    rows = rows[row_step[rows] != rule.step]
     weights = _weights(grad_sum.index_select(0, rows), state_sum.index_select(0, rows), rule)
     table.index_copy_(0, rows, weights.to(table.dtype))
+    row_step[rows] = float(rule.step)
 
 
 def recompute_weights_(param: Tensor, grad_sum: Tensor, state_sum: Tensor,

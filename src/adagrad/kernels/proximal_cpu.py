@@ -28,6 +28,7 @@ from adagrad.kernels.elementwise import (
     store_float,
 )
 from adagrad.kernels.rule import ProximalRule
+from adagrad.kernels.sparse_cpu import first_out_of_range
 
 
 @functools.lru_cache(maxsize=256)
@@ -153,8 +154,14 @@ def _catch_up_bf16(table, state_sum, rows, row_step, up_to, rule):
 
 def catch_up_rows_(table: Tensor, state_sum: Tensor, rows: Tensor, row_step: Tensor,
                    up_to: int, rule: ProximalRule) -> None:
-    """Apply the pending zero-gradient steps of ``rows`` (in ``[0, rows)``, may repeat) of
-    a ``(rows, D)`` table up to step ``up_to``, in place; see `proximal_zero_steps`."""
+    """Apply the pending zero-gradient steps of ``rows`` (may repeat) of a ``(rows, D)``
+    table up to step ``up_to``, in place; see `proximal_zero_steps`. IndexError, before
+    any write, for a row outside the table."""
+    rows = rows.long().contiguous().numpy()
+    bad = first_out_of_range(rows, table.shape[0])
+    if bad >= 0:
+        raise IndexError(f"index {rows[bad]} is out of range for a table of {table.shape[0]} "
+                         f"rows")
     kernel = _catch_up_bf16 if table.dtype == torch.bfloat16 else _catch_up_float
-    kernel(as_numpy(table), as_numpy(state_sum), rows.long().contiguous().numpy(),
-           row_step.numpy(), float(up_to), zero_steps_tuple(rule))
+    kernel(as_numpy(table), as_numpy(state_sum), rows, row_step.numpy(), float(up_to),
+           zero_steps_tuple(rule))

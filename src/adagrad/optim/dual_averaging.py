@@ -12,12 +12,13 @@ from torch.optim.optimizer import ParamsT
 
 from adagrad import kernels
 from adagrad.kernels import DualAveragingRule, portable_dual_averaging
-from adagrad.optim import last_step
+from adagrad.optim import checkpoint, last_step
 from adagrad.optim.adagrad import _as_real
 from adagrad.optim.base import AdagradFamily, SparseGrad, sparse_rows
 from adagrad.optim.validation import check_choice, check_non_negative, check_state_dtype
 
 LAST_RULE = ("last_lr", "last_l1", "last_l2")  # the last step's lr, l1, l2
+ROW_STEP = "row_step"  # float64 (rows,): the step each row's θ was last recomputed at
 
 
 class AdagradDA(AdagradFamily):
@@ -61,12 +62,14 @@ class AdagradDA(AdagradFamily):
 
     State per parameter: ``step``, ``sum`` (G) and ``grad_sum`` (z), θ's shape; with
     ``sparse_catch_up`` also the last step's ``last_lr``, ``last_l1``, ``last_l2``
-    (0-d float64).
+    (0-d float64) and, once a fused layer has looked rows up, ``row_step`` (float64,
+    one per row: the step each row's θ was last recomputed at, so that a row is
+    recomputed once per step however often it is looked up).
     """
 
     _accumulators = ("sum", "grad_sum")
     _signed_state = ("grad_sum",)
-    _float64_state = LAST_RULE
+    _float64_state = (*LAST_RULE, ROW_STEP)
     _checkpoint_group_keys = ("lr", "l1", "l2", "initial_accumulator_value")
 
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-2, l1: float = 0.0,
@@ -122,10 +125,15 @@ class AdagradDA(AdagradFamily):
 
     @staticmethod
     def _recompute_rows(param: Tensor, state: dict[str, Tensor], rows: Tensor) -> None:
+        """Recompute the rows not recomputed at this step yet (``row_step``, created at
+        the first lookup: a cache, which never changes a value, only skips work)."""
         tensors = _as_real(param.detach(), state["grad_sum"], state["sum"])
         table, grad_sum, state_sum = (t.view(param.shape[0], -1) for t in tensors)
+        if ROW_STEP not in state:
+            state[ROW_STEP] = torch.full((param.shape[0],), -1.0, dtype=torch.float64,
+                                         device=param.device)
         kernels.dual_averaging_weights_of_rows_(table, grad_sum, state_sum, rows,
-                                                _recorded_rule(state))
+                                                state[ROW_STEP], _recorded_rule(state))
 
     # -- checkpoints ----------------------------------------------------------------
 
@@ -133,8 +141,14 @@ class AdagradDA(AdagradFamily):
         _check_hyperparameters(group)
 
     def _check_saved_state(self, label: str, param: Tensor, saved: dict[str, Any]) -> None:
-        """The catch-up's record of the last step's rule: all three values or none."""
+        """The catch-up's record of the last step's rule (all three values or none) and
+        its ``row_step`` cache, one number per row."""
         last_step.check_saved(label, saved, LAST_RULE)
+        if ROW_STEP in saved:
+            value = saved[ROW_STEP]
+            checkpoint.check_clock(label, ROW_STEP, value, isinstance(value, Tensor)
+                                   and value.dim() == 1 and param.dim() > 0
+                                   and value.numel() == param.shape[0])
 
     # -- stepping -------------------------------------------------------------------
 
@@ -182,6 +196,7 @@ def _record_rule(state: dict[str, Tensor], group: dict[str, Any],
         last_step.record(state, LAST_RULE, (rule.lr, rule.l1, rule.l2))
     else:
         last_step.forget(state, LAST_RULE)
+        state.pop(ROW_STEP, None)
 
 
 def _check_hyperparameters(group: dict[str, Any]) -> None:
