@@ -40,7 +40,7 @@ from regularized_support import (
 import adagrad
 import adagrad.nn
 from adagrad import reference
-from adagrad.kernels import portable_proximal, proximal_cpu
+from adagrad.kernels import ProximalRule, portable_proximal, proximal_cpu
 from adagrad.optim.base import SparseGrad
 
 # examples per case: the default pass (the parallel kernels' cases cost ~10x more), and
@@ -155,6 +155,29 @@ def test_without_regularization_it_is_adagrad_with_eps_outside(eps, differentiab
                                rtol=1e-14)
     inside_gap = np.abs(to64(param) - refs["inside"][0]).max()
     assert inside_gap < 1e-13 if eps == 0 else inside_gap > 1e-6
+
+
+@pytest.mark.parametrize("l1, l2", [(0.0, 0.3), (0.2, 0.0), (0.2, 0.3), (0.0, 0.0), (5.0, 1e-9)])
+@pytest.mark.parametrize("kernel", ["numba", "torch-ops"])
+def test_zero_gradient_steps_closed_form_equals_repeated_steps(kernel, l1, l2):
+    """The catch-up's closed form of k zero-gradient steps (geometric for l2, linear for
+    l1, clipped at 0 once reached) against k steps of the float64 rule, for k from 0 to
+    200, on weights that reach 0 early, late or never."""
+    theta = np.array([[1.3, -0.7, 1e-3, 0.0, -40.0]])
+    G = np.array([[0.1, 2.0, 0.5, 1.0, 0.3]])
+    rule = ProximalRule(lr=0.2, l1=l1, l2=l2, eps=1e-3)
+    for k in (0, 1, 2, 7, 50, 200):
+        expected, state = theta.copy(), {"step": 0, "sum": G.copy()}
+        for _ in range(k):
+            expected, state = reference.proximal_adagrad(expected, np.zeros_like(theta), state,
+                                                         lr=0.2, l1=l1, l2=l2, eps=1e-3)
+        table, sums = torch.from_numpy(theta.copy()), torch.from_numpy(G.copy())
+        row_step = torch.zeros(1, dtype=torch.float64)
+        module = proximal_cpu if kernel == "numba" else portable_proximal
+        module.catch_up_rows_(table, sums, torch.tensor([0, 0]), row_step, k, rule)
+        np.testing.assert_allclose(table.numpy(), expected, rtol=1e-12, atol=1e-15, err_msg=k)
+        assert ((table.numpy() == 0) == (expected == 0)).all(), k
+        assert row_step.item() == k
 
 
 # ================================================================== dense paths
