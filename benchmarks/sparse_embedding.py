@@ -11,6 +11,9 @@ of the rows. One full training step (forward + backward + optimizer update) is t
   ours       adagrad.Adagrad on nn.EmbeddingBag(sparse=True)
   ours-lazy  adagrad.Adagrad with weight_decay=0.01, sparse_weight_decay="lazy"
   ours-fused adagrad.nn.EmbeddingBag with adagrad.Adagrad's update inside backward
+  prox-fused adagrad.nn.EmbeddingBag with adagrad.ProximalAdagrad (l1, l2) inside backward
+  da-fused   adagrad.nn.EmbeddingBag with adagrad.AdagradDA (l1, l2) inside backward
+  (-cu: the same with sparse_catch_up=True, untouched rows caught up at lookup)
 
 Candidates alternate round by round; medians of --reps repetitions after --warmup; the same
 pre-generated batches (rep i uses batch i mod --batches) for every candidate; id generation
@@ -52,6 +55,8 @@ LR = 0.01
 OURS = ("ours-fused", "ours")  # the candidates the ratios are taken against
 EPS = 1e-10  # torch's default; FBGEMM is given the same so its result is comparable
 WD = 0.01
+L1, L2 = 1e-4, 1e-4  # the proximal members' regularisation
+REGULARIZED = {"prox": "ProximalAdagrad", "da": "AdagradDA"}
 
 
 def parse_args(argv=None):
@@ -216,7 +221,25 @@ def build_candidates(a, init, ours_pkg, make_tbe):
                                   f"adagrad.Adagrad wd={WD} sparse_weight_decay='lazy'")
         except Exception as exc:
             print(f"ours-lazy unavailable: {exc!r}", file=sys.stderr)
+        for short, cls_name in REGULARIZED.items():
+            for catch_up in (False, True):
+                if hasattr(ours_pkg, cls_name):
+                    cands[short + "-fused" + "-cu" * catch_up] = regularized_fused(
+                        a, init, getattr(ours_pkg, cls_name), ours_pkg.nn, catch_up, optim_step)
     return cands
+
+
+def regularized_fused(a, init, cls, nn, catch_up, optim_step):
+    """A fused EmbeddingBag updated by ``cls`` (l1 = L1, l2 = L2) inside backward."""
+    import torch
+
+    emb = nn.EmbeddingBag(a.rows, a.dim, mode="sum")
+    with torch.no_grad():
+        emb.weight.copy_(init)
+    opt = cls(emb.parameters(), lr=LR, l1=L1, l2=L2, sparse_catch_up=catch_up)
+    emb.update_in_backward(opt)
+    note = f"adagrad.{cls.__name__} l1={L1} l2={L2} fused" + (", catch-up" if catch_up else "")
+    return optim_step(emb, opt), lambda: state_bytes(opt), note
 
 
 # ----------------------------------------------------------------------------- correctness
@@ -398,6 +421,12 @@ def main(argv=None) -> int:
                 checks.append((f"torch/{o} >= 4 ({d})", r[f"torch/{o}"], 4.0))
                 if f"fbgemm/{o}" in r:
                     checks.append((f"fbgemm EXACT_ADAGRAD/{o} >= 2 ({d})", r[f"fbgemm/{o}"], 2.0))
+        for name in (n for n in cands if n.startswith(tuple(REGULARIZED))):  # issue 9
+            for d in dists:
+                t = results["distributions"][d]["times_s"]
+                r = {"of_medians": median_ms(t["torch"]) / median_ms(t[name]),
+                     "paired_median": paired_ratio(t["torch"], t[name])}
+                checks.append((f"torch/{name} >= 2 ({d})", r, 2.0))
         results["targets"] = {}
         for name, r, thr in checks:
             hits = (r["of_medians"] >= thr) + (r["paired_median"] >= thr)
