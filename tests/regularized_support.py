@@ -16,13 +16,32 @@ from unittest import mock
 
 import numpy as np
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numba.core.dispatcher import Dispatcher
+
+from adagrad.optim.base import SparseGrad
 
 PARALLEL = 1 << 16  # the documented threshold of the parallel kernels
 HALF = (torch.bfloat16, torch.float16)
 UNIT = {torch.float64: 2.0 ** -53, torch.float32: 2.0 ** -24, torch.bfloat16: 2.0 ** -8,
         torch.float16: 2.0 ** -11}
 K = 8  # arithmetic slack, in units of the accumulator's roundoff
+
+# hypothesis examples per case: the default pass (the parallel kernels' cases cost ~10x
+# more), and the slow pass (pytest -m slow)
+N_EXAMPLES, N_PARALLEL, N_SLOW = 12, 5, 60
+
+
+def examples(path: str) -> int:
+    """The default pass's examples for a case of ``path``."""
+    return N_PARALLEL if path.endswith("parallel") else N_EXAMPLES
+
+
+def run_examples(cases: st.SearchStrategy, run, count: int) -> None:
+    """``run`` on ``count`` examples of ``cases`` (a hypothesis test made here, so that the
+    count can depend on the parametrized path)."""
+    settings(max_examples=count)(given(case=cases)(run))()
 
 
 def to64(t: torch.Tensor) -> np.ndarray:
@@ -152,3 +171,76 @@ def _dispatch_tables(module: Any) -> Iterator[dict]:
               and all(isinstance(f, Dispatcher) for f in value.values())]
     assert tables, f"no numba dispatch table in {module.__name__}"
     yield from tables
+
+
+# ------------------------------------------------------------------ sparse cases
+
+SPARSE_PATHS = ["numba-serial", "numba-parallel", "torch-ops", "torch-ops-half"]
+SPARSE_LARGE = [(4096, 32, 2048), (3000, 16, 4500)]  # (rows, D, nnz) with nnz·D ≥ 65,536
+EXPECTED_SPARSE = {"numba-serial": {"sparse:numba", "numba-serial"},
+                   "numba-parallel": {"sparse:numba", "numba-parallel"},
+                   "torch-ops": {"sparse:torch-ops"}, "torch-ops-half": {"sparse:torch-ops"}}
+
+
+@st.composite
+def sparse_case(draw, path: str, kw: dict[str, Any]) -> dict[str, Any]:
+    """A table and row gradients that take ``path`` by the documented dispatch rules:
+    numba for float32/float64/bfloat16 tables with float32/float64 values and sums
+    (serial below nnz·D = 65,536, parallel from there); "torch-ops-half" for fp16/bf16
+    gradient values or half-precision sums; "torch-ops" the same float32/float64 cases
+    with the CPU kernels switched off (`cpu_kernels_off`: the path CUDA takes)."""
+    if path == "torch-ops-half":
+        dtype = draw(st.sampled_from([torch.bfloat16, torch.float16, torch.float32]))
+        state_dtype = draw(st.sampled_from(
+            HALF if dtype == torch.float32 else [None, torch.float32, dtype]))
+        values_dtype, feed = dtype, "grad"
+    else:
+        dtypes = [torch.float32, torch.float64] + ([torch.bfloat16] if path != "torch-ops" else [])
+        dtype = draw(st.sampled_from(dtypes))
+        state_dtype = draw(st.sampled_from([None, torch.float32] if dtype == torch.bfloat16
+                                           else [None, torch.float32, torch.float64]))
+        # a bf16 table's COO gradient is bf16, which the numba kernels do not read; a row
+        # gradient with float32 values (what a fused layer may hand over) is
+        values_dtype = torch.float32 if dtype == torch.bfloat16 else dtype
+        feed = "step_rows" if dtype == torch.bfloat16 else draw(st.sampled_from(["grad",
+                                                                                 "step_rows"]))
+    if path == "numba-parallel":
+        rows, width, nnz = draw(st.sampled_from(SPARSE_LARGE))
+        id_range = draw(st.sampled_from([rows, rows // 2]))
+    else:
+        rows, width, nnz = draw(st.integers(1, 30)), draw(st.integers(1, 5)), draw(st.integers(0, 40))
+        id_range = draw(st.integers(1, rows))
+    return dict(path=path, dtype=dtype, values_dtype=values_dtype, kw={**kw, "state_dtype": state_dtype},
+                rows=rows, width=width, nnz=nnz, id_range=id_range, feed=feed,
+                steps=draw(st.integers(1, 6 if path != "numba-parallel" else 3)),
+                seed=draw(st.integers(0, 2 ** 16)))
+
+
+def sparse_grads(case: dict[str, Any], gen: torch.Generator):
+    """Per step: row indices (duplicates likely) and dyadic values of the case's dtype."""
+    for _ in range(case["steps"]):
+        indices = torch.randint(0, case["id_range"], (case["nnz"],), generator=gen)
+        yield indices, dyadic((case["nnz"], case["width"]), gen, 0.1).to(case["values_dtype"])
+
+
+def feed(opt, param: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, how: str) -> None:
+    """One step from a row gradient: as a COO ``param.grad`` or through ``step_rows``."""
+    if how == "grad":
+        param.grad = coo(indices, values, tuple(param.shape))
+        opt.step()
+    else:
+        opt.step_rows(param, SparseGrad(param.detach(), indices, values))
+
+
+@contextlib.contextmanager
+def cpu_kernels_off(off: bool = True) -> Iterator[None]:
+    """Every numba kernel reports that it does not support its inputs, so that the
+    dispatchers take the torch-ops kernels, as on a GPU."""
+    if not off:
+        yield
+        return
+    from adagrad.kernels import catch_up_cpu, dense_cpu, dual_averaging_cpu, sparse_cpu
+    with contextlib.ExitStack() as stack:
+        for module in (catch_up_cpu, dense_cpu, dual_averaging_cpu, sparse_cpu):
+            stack.enter_context(mock.patch.object(module, "supports", lambda *args: False))
+        yield

@@ -18,17 +18,28 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from regularized_support import (
+    EXPECTED_SPARSE,
     HALF,
+    N_EXAMPLES,
+    N_PARALLEL,
+    N_SLOW,
     PARALLEL,
+    SPARSE_PATHS,
     UNIT,
     K,
     KernelSpy,
     assert_bit_identical,
     assert_within,
     coo,
+    cpu_kernels_off,
     densify,
     dyadic,
+    examples,
+    feed,
     resumed,
+    run_examples,
+    sparse_case,
+    sparse_grads,
     start,
     subnormal,
     sum_dtype_of,
@@ -39,11 +50,7 @@ import adagrad
 import adagrad.nn
 from adagrad import reference
 from adagrad.kernels import dual_averaging_cpu, portable_dual_averaging
-from adagrad.optim.base import SparseGrad
 
-# examples per case: the default pass (the parallel kernels' cases cost ~10x more), and
-# the slow pass (pytest -m slow)
-N_EXAMPLES, N_PARALLEL, N_SLOW = 12, 5, 60
 
 
 def _hp(kw: dict) -> dict:
@@ -278,55 +285,31 @@ def test_reference_sparse_rule_is_the_dense_rule_on_touched_rows():
 # ================================================================== sparse paths
 
 
-SPARSE_PATHS = ["torch-ops"]
+def _sparse_spy() -> KernelSpy:
+    return KernelSpy([(dual_averaging_cpu, "sparse_dual_averaging_", "sparse:numba"),
+                      (portable_dual_averaging, "sparse_dual_averaging_", "sparse:torch-ops")],
+                     [dual_averaging_cpu])
 
 
 @st.composite
 def _sparse_case(draw, path: str, catch_up: bool) -> dict:
-    kw = draw(_options())
-    kw["sparse_catch_up"] = catch_up
-    dtypes = [torch.float32, torch.float64]
-    if path == "torch-ops" and not catch_up:
-        dtypes += [torch.bfloat16, torch.float16]
-    kw["state_dtype"] = draw(st.sampled_from([None, torch.float32, torch.float64]))
-    rows, width = draw(st.integers(1, 30)), draw(st.integers(1, 5))
-    return dict(dtype=draw(st.sampled_from(dtypes)), kw=kw, rows=rows, width=width,
-                nnz=draw(st.integers(0, 40)), id_range=draw(st.integers(1, rows)),
-                steps=draw(st.integers(1, 6)), seed=draw(st.integers(0, 2 ** 16)),
-                feed=draw(st.sampled_from(["grad", "step_rows"])),
-                lr_change=catch_up and draw(st.booleans()))
-
-
-def _sparse_grads(case: dict, gen: torch.Generator):
-    for _ in range(case["steps"]):
-        indices = torch.randint(0, case["id_range"], (case["nnz"],), generator=gen)
-        yield indices, dyadic((case["nnz"], case["width"]), gen, 0.1)
-
-
-def _feed(opt, param, indices, values, how: str) -> None:
-    if how == "grad":
-        param.grad = coo(indices, values, tuple(param.shape))
-        opt.step()
-    else:
-        opt.step_rows(param, SparseGrad(param.detach(), indices, values))
+    case = draw(sparse_case(path, {**draw(_options()), "sparse_catch_up": catch_up}))
+    case["lr_change"] = catch_up and draw(st.booleans())
+    return case
 
 
 @pytest.mark.parametrize("path", SPARSE_PATHS)
-@settings(max_examples=N_EXAMPLES)
-@given(data=st.data())
-def test_sparse_steps_touched_rows_only(path, data):
-    """Without catch-up: each step equals the reference's sparse step (touched rows'
-    sums grow and their θ is recomputed at T), untouched rows keep θ, z and G bit for
-    bit; over the run, float32/float64 against an independent float64 run."""
-    _run_sparse(data.draw(_sparse_case(path, catch_up=False), label="case"))
+def test_sparse_steps_touched_rows_only(path):
+    """Without catch-up, every sparse path: each step equals the reference's sparse step
+    (touched rows' sums grow and their θ is recomputed at T), untouched rows keep θ, z
+    and G bit for bit; over the run, float32/float64 against an independent float64 run."""
+    run_examples(_sparse_case(path, catch_up=False), _run_sparse, examples(path))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", SPARSE_PATHS)
-@settings(max_examples=N_SLOW)
-@given(data=st.data())
-def test_sparse_steps_touched_rows_only_slow(path, data):
-    _run_sparse(data.draw(_sparse_case(path, catch_up=False), label="case"))
+def test_sparse_steps_touched_rows_only_slow(path):
+    run_examples(_sparse_case(path, catch_up=False), _run_sparse, N_SLOW)
 
 
 def _run_sparse(case: dict) -> None:
@@ -337,74 +320,81 @@ def _run_sparse(case: dict) -> None:
     opt = adagrad.AdagradDA([param], **kw)
     G0 = float(torch.tensor(kw["initial_accumulator_value"], dtype=sum_dtype))
     traj = (to64(param), reference.adagrad_da_init(to64(param), G0))
-    for T, (indices, values) in enumerate(_sparse_grads(case, gen), start=1):
-        values = values.to(dtype)
-        theta_prev = to64(param)
-        state = opt.state.get(param)
-        before = ({"step": T - 1, "sum": to64(state["sum"]), "grad_sum": to64(state["grad_sum"])}
-                  if state else reference.adagrad_da_init(theta_prev, G0))
-        _feed(opt, param, indices, values, case["feed"])
-        state = opt.state[param]
-        sums = {k: to64(state[k]) for k in ("sum", "grad_sum")}
-        expected = reference.adagrad_da_sparse(theta_prev, indices, to64(values), before, **hp)
-        _check_step(to64(param), sums, expected, hp, T, dtype, sum_dtype, f"step {T}")
-        untouched = np.setdiff1d(np.arange(case["rows"]), indices.numpy())
-        assert np.array_equal(to64(param)[untouched], theta_prev[untouched])
-        for key in ("sum", "grad_sum"):
-            assert np.array_equal(sums[key][untouched], before[key][untouched])
-        traj = reference.adagrad_da_sparse(traj[0], indices, to64(values), traj[1], **hp)
-        if dtype not in HALF:
-            np.testing.assert_allclose(to64(param), traj[0], **_trajectory_tol(dtype, sum_dtype))
+    with cpu_kernels_off(case["path"] == "torch-ops"), _sparse_spy() as spy:
+        for T, (indices, values) in enumerate(sparse_grads(case, gen), start=1):
+            theta_prev = to64(param)
+            state = opt.state.get(param)
+            before = ({"step": T - 1, "sum": to64(state["sum"]),
+                       "grad_sum": to64(state["grad_sum"])} if state
+                      else reference.adagrad_da_init(theta_prev, G0))
+            feed(opt, param, indices, values, case["feed"])
+            assert spy.take() == EXPECTED_SPARSE[case["path"]]
+            state = opt.state[param]
+            sums = {k: to64(state[k]) for k in ("sum", "grad_sum")}
+            expected = reference.adagrad_da_sparse(theta_prev, indices, to64(values), before,
+                                                   **hp)
+            _check_step(to64(param), sums, expected, hp, T, dtype, sum_dtype, f"step {T}")
+            untouched = np.setdiff1d(np.arange(case["rows"]), indices.numpy())
+            assert np.array_equal(to64(param)[untouched], theta_prev[untouched])
+            for key in ("sum", "grad_sum"):
+                assert np.array_equal(sums[key][untouched], before[key][untouched])
+            traj = reference.adagrad_da_sparse(traj[0], indices, to64(values), traj[1], **hp)
+            if dtype not in HALF and sum_dtype not in HALF:
+                np.testing.assert_allclose(to64(param), traj[0],
+                                           **_trajectory_tol(dtype, sum_dtype))
 
 
-@pytest.mark.parametrize("path", SPARSE_PATHS)
-@settings(max_examples=N_EXAMPLES)
-@given(data=st.data())
-def test_sparse_catch_up_equals_dense(path, data):
+CATCH_UP_PATHS = ["numba-serial", "numba-parallel", "torch-ops"]
+
+
+@pytest.mark.parametrize("path", CATCH_UP_PATHS)
+def test_sparse_catch_up_equals_dense(path):
     """With ``sparse_catch_up=True``: touched rows, rows brought up to date by
     `catch_up_rows`, and after `flush` every row equal the dense rule fed the gradient
     with zero rows; also when lr changes between steps (the catch-up replays the last
     step's lr, not the group's new one)."""
-    _run_sparse_catch_up(data.draw(_sparse_case(path, catch_up=True), label="case"))
+    run_examples(_sparse_case(path, catch_up=True), _run_sparse_catch_up, examples(path))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", SPARSE_PATHS)
-@settings(max_examples=N_SLOW)
-@given(data=st.data())
-def test_sparse_catch_up_equals_dense_slow(path, data):
-    _run_sparse_catch_up(data.draw(_sparse_case(path, catch_up=True), label="case"))
+@pytest.mark.parametrize("path", CATCH_UP_PATHS)
+def test_sparse_catch_up_equals_dense_slow(path):
+    run_examples(_sparse_case(path, catch_up=True), _run_sparse_catch_up, N_SLOW)
 
 
 def _run_sparse_catch_up(case: dict) -> None:
     dtype, kw, hp = case["dtype"], case["kw"], _hp(case["kw"])
     tol = _trajectory_tol(dtype, sum_dtype_of(dtype, kw["state_dtype"]))
+    if dtype == torch.bfloat16:  # θ is recomputed from float32 sums: one rounding each
+        tol = {"rtol": 2 ** -8, "atol": 1e-6}
     gen = torch.Generator().manual_seed(case["seed"])
     param = start((case["rows"], case["width"]), gen).to(dtype).requires_grad_()
     opt = adagrad.AdagradDA([param], **kw)
     dense = (to64(param), reference.adagrad_da_init(to64(param), kw["initial_accumulator_value"]))
-    for T, (indices, values) in enumerate(_sparse_grads(case, gen), start=1):
-        values = values.to(dtype)
-        _feed(opt, param, indices, values, case["feed"])
-        dense = reference.adagrad_da(dense[0], densify(indices, values, param.shape), dense[1],
-                                     **hp)
-        if case["lr_change"]:  # a scheduler's change, read by the next step only
-            opt.param_groups[0]["lr"] = hp["lr"] = hp["lr"] * 0.5
-        touched = np.unique(indices.numpy())
-        np.testing.assert_allclose(to64(param)[touched], dense[0][touched], **tol)
-        looked_up = torch.randint(0, case["rows"], (3,), generator=gen)
-        opt.catch_up_rows(param, looked_up)
-        rows = looked_up.numpy()
-        np.testing.assert_allclose(to64(param)[rows], dense[0][rows], **tol)
-    opt.flush()
+    with cpu_kernels_off(case["path"] == "torch-ops"), _sparse_spy() as spy:
+        for indices, values in sparse_grads(case, gen):
+            feed(opt, param, indices, values, case["feed"])
+            assert spy.take() == EXPECTED_SPARSE[case["path"]]
+            dense = reference.adagrad_da(dense[0], densify(indices, values, param.shape),
+                                         dense[1], **hp)
+            if case["lr_change"]:  # a scheduler's change, read by the next step only
+                opt.param_groups[0]["lr"] = hp["lr"] = hp["lr"] * 0.5
+            touched = np.unique(indices.numpy())
+            np.testing.assert_allclose(to64(param)[touched], dense[0][touched], **tol)
+            looked_up = torch.randint(0, case["rows"], (3,), generator=gen)
+            opt.catch_up_rows(param, looked_up)
+            rows = looked_up.numpy()
+            np.testing.assert_allclose(to64(param)[rows], dense[0][rows], **tol)
+        opt.flush()
     np.testing.assert_allclose(to64(param), dense[0], **tol)
     np.testing.assert_allclose(to64(opt.state[param]["grad_sum"]), dense[1]["grad_sum"], **tol)
 
 
 def test_sparse_with_catch_up_is_bit_identical_to_dense():
-    """On exact (dyadic) gradients the sums agree bit for bit, and the catch-up computes θ
-    with the dense kernel's arithmetic (on the CPU: torch's float32 sqrt is not correctly
-    rounded, numba's is): the flushed sparse table is the dense table."""
+    """On exact (dyadic) gradients the sums agree bit for bit, and the sparse kernel and the
+    catch-up compute θ with the dense kernel's arithmetic (on the CPU; torch's float32
+    sqrt is not correctly rounded, numba's is): touched rows, looked-up rows and the
+    flushed table are the dense table's, bit for bit."""
     gen = torch.Generator().manual_seed(4)
     theta = start((40, 3), gen).float()
     sparse = theta.clone().requires_grad_()
@@ -419,6 +409,8 @@ def test_sparse_with_catch_up_is_bit_identical_to_dense():
         dense.grad = torch.from_numpy(densify(indices, values, (40, 3))).float()
         sparse_opt.step()
         dense_opt.step()
+        touched = indices.unique()
+        assert_bit_identical(sparse[touched], dense[touched], "touched rows")
         sparse_opt.catch_up_rows(sparse, torch.arange(0, 40, 7))
         assert_bit_identical(sparse[::7], dense[::7], "looked-up rows")
     sparse_opt.flush()

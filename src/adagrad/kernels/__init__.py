@@ -84,9 +84,11 @@ def sparse_proximal_(table: Tensor, state_sum: Tensor, indices: Tensor, values: 
                      rule: ProximalRule, step: int, row_step: Tensor | None = None,
                      value_of: Tensor | None = None, scale: Tensor | None = None) -> None:
     """Step ``step`` of proximal Adagrad on the touched rows of a ``(rows, D)`` table,
-    in place (see `portable_proximal.sparse_proximal_`)."""
-    portable_proximal.sparse_proximal_(table, state_sum, indices, values, rule, step, row_step,
-                                       value_of, scale)
+    in place, on the fastest kernel (see `portable_proximal.sparse_proximal_`)."""
+    on_cpu = sparse_cpu.supports(table, state_sum, values)
+    kernel = proximal_cpu if on_cpu else portable_proximal
+    kernel.sparse_proximal_(table, state_sum, indices, values, rule, step, row_step, value_of,
+                            scale)
 
 
 def catch_up_proximal_rows_(table: Tensor, state_sum: Tensor, rows: Tensor, row_step: Tensor,
@@ -114,10 +116,12 @@ def dense_dual_averaging_(param: Tensor, grad: Tensor, grad_sum: Tensor, state_s
 def sparse_dual_averaging_(table: Tensor, grad_sum: Tensor, state_sum: Tensor, indices: Tensor,
                            values: Tensor, rule: DualAveragingRule,
                            value_of: Tensor | None = None, scale: Tensor | None = None) -> None:
-    """One dual-averaging step on the touched rows of a ``(rows, D)`` table, in place
-    (see `portable_dual_averaging.sparse_dual_averaging_`)."""
-    portable_dual_averaging.sparse_dual_averaging_(table, grad_sum, state_sum, indices, values,
-                                                   rule, value_of, scale)
+    """One dual-averaging step on the touched rows of a ``(rows, D)`` table, in place, on
+    the fastest kernel (see `portable_dual_averaging.sparse_dual_averaging_`)."""
+    on_cpu = dual_averaging_cpu.sparse_supports(table, grad_sum, state_sum, values)
+    kernel = dual_averaging_cpu if on_cpu else portable_dual_averaging
+    kernel.sparse_dual_averaging_(table, grad_sum, state_sum, indices, values, rule, value_of,
+                                  scale)
 
 
 def dual_averaging_weights_(param: Tensor, grad_sum: Tensor, state_sum: Tensor,

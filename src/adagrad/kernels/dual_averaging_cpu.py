@@ -6,7 +6,8 @@ step T, written branch-free (l1 = 0 and l2 = 0 are neutral coefficients);
 `dual_averaging_coordinate` adds the gradient to the sums first. The same closed form
 brings an untouched row's θ to step T at lookup (``sparse_catch_up=True``), so a row
 caught up reads bit for bit what the dense kernel writes. Dense kernels as in `dense_cpu`:
-serial below 65,536 elements, parallel above, float32/float64/bfloat16 parameters.
+serial below 65,536 elements, parallel above, float32/float64/bfloat16 parameters; the
+sparse kernels are a client of the row engine in `adagrad.kernels.sparse_cpu`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numba
 import torch
 from torch import Tensor
 
+from adagrad.kernels import sparse_cpu
 from adagrad.kernels.elementwise import (
     KERNEL_PARAM_DTYPES,
     KERNEL_STATE_DTYPES,
@@ -25,13 +27,20 @@ from adagrad.kernels.elementwise import (
     as_numpy,
     load_bf16,
     load_float,
+    prefetch_row,
     scalar_type,
     start_thread_pool,
     store_bf16,
     store_float,
 )
 from adagrad.kernels.rule import DualAveragingRule
-from adagrad.kernels.sparse_cpu import first_out_of_range
+from adagrad.kernels.sparse_cpu import (
+    first_out_of_range,
+    partition_positions,
+    update_partition,
+    update_rows_,
+    update_rows_serial,
+)
 
 
 @functools.lru_cache(maxsize=256)
@@ -184,3 +193,82 @@ def recompute_weights_(param: Tensor, grad_sum: Tensor, state_sum: Tensor,
     kernel = _weights_flat_bf16 if param.dtype == torch.bfloat16 else _weights_flat_float
     kernel(as_numpy(param).reshape(-1), as_numpy(grad_sum).reshape(-1),
            as_numpy(state_sum).reshape(-1), dual_averaging_tuple(rule, scalar_type(state_sum)))
+
+
+# ------------------------------------------------------------------ sparse rows (the engine)
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _dual_averaging_row(tables, row, grad_row, factor, coefficients, load, store):
+    """The engine's row update: §5 with the row's summed gradient. ``tables`` is
+    ``(param, z, G)``, ``coefficients`` ``(rule,)``."""
+    param = tables[0]
+    grad_sum = tables[1]
+    state_sum = tables[2]
+    rule = coefficients[0]
+    for d in range(param.shape[1]):
+        p, z, s = dual_averaging_coordinate(grad_row[d] * factor, grad_sum[row, d],
+                                            state_sum[row, d], rule)
+        param[row, d] = store(p)
+        grad_sum[row, d] = z
+        state_sum[row, d] = s
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _dual_averaging_prefetch(tables, row):
+    prefetch_row(tables[0], row)
+    prefetch_row(tables[1], row)
+    prefetch_row(tables[2], row)
+
+
+# One kernel per (parameter storage, threading): see `adagrad.kernels.sparse_cpu`.
+@numba.njit(cache=True, error_model="numpy")
+def _sparse_float_serial(param, grad_sum, state_sum, indices, grad, rule):
+    update_rows_serial((param, grad_sum, state_sum), indices, grad, (rule,),
+                       _dual_averaging_row, _dual_averaging_prefetch, load_float, store_float)
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _sparse_float_parallel(param, grad_sum, state_sum, indices, grad, rule, parts):
+    order, starts = partition_positions(indices, parts)
+    for part in numba.prange(parts):
+        update_partition((param, grad_sum, state_sum), indices, grad, (rule,), order, starts,
+                         part, _dual_averaging_row, _dual_averaging_prefetch, load_float,
+                         store_float)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _sparse_bf16_serial(param, grad_sum, state_sum, indices, grad, rule):
+    update_rows_serial((param, grad_sum, state_sum), indices, grad, (rule,),
+                       _dual_averaging_row, _dual_averaging_prefetch, load_bf16, store_bf16)
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _sparse_bf16_parallel(param, grad_sum, state_sum, indices, grad, rule, parts):
+    order, starts = partition_positions(indices, parts)
+    for part in numba.prange(parts):
+        update_partition((param, grad_sum, state_sum), indices, grad, (rule,), order, starts,
+                         part, _dual_averaging_row, _dual_averaging_prefetch, load_bf16,
+                         store_bf16)
+
+
+_SPARSE_SERIAL = {False: _sparse_float_serial, True: _sparse_bf16_serial}
+_SPARSE_PARALLEL = {False: _sparse_float_parallel, True: _sparse_bf16_parallel}
+
+
+def sparse_dual_averaging_(table: Tensor, grad_sum: Tensor, state_sum: Tensor, indices: Tensor,
+                           values: Tensor, rule: DualAveragingRule,
+                           value_of: Tensor | None = None, scale: Tensor | None = None) -> None:
+    """One step of §5 on the touched rows of a ``(rows, D)`` table, in place: the contract
+    of `adagrad.kernels.portable_dual_averaging.sparse_dual_averaging_`, on the inputs
+    `sparse_supports` accepts; indices are checked here, before anything is written
+    (IndexError)."""
+    update_rows_(_SPARSE_SERIAL, _SPARSE_PARALLEL, (table, grad_sum, state_sum), indices,
+                 values, (dual_averaging_tuple(rule, scalar_type(state_sum)),), value_of, scale)
+
+
+def sparse_supports(table: Tensor, grad_sum: Tensor, state_sum: Tensor, values: Tensor) -> bool:
+    """Whether the sparse kernels can run the step: those of
+    `adagrad.kernels.sparse_cpu.supports`, with z contiguous and of G's dtype."""
+    return (sparse_cpu.supports(table, state_sum, values) and grad_sum.device == table.device
+            and grad_sum.dtype == state_sum.dtype and grad_sum.is_contiguous())

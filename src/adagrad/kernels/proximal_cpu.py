@@ -4,7 +4,8 @@
 and l2 = 0 are neutral coefficients, not separate code); `proximal_zero_steps` is the
 closed form of ``k`` steps with a zero gradient, which the lazy catch-up of untouched rows
 (``sparse_catch_up=True``) applies. The dense kernels follow `dense_cpu`: serial below
-65,536 elements, parallel above, float32/float64/bfloat16 parameters.
+65,536 elements, parallel above, float32/float64/bfloat16 parameters; the sparse kernels
+are a client of the row engine in `adagrad.kernels.sparse_cpu`.
 """
 
 from __future__ import annotations
@@ -22,13 +23,20 @@ from adagrad.kernels.elementwise import (
     as_numpy,
     load_bf16,
     load_float,
+    prefetch_row,
     scalar_type,
     start_thread_pool,
     store_bf16,
     store_float,
 )
 from adagrad.kernels.rule import ProximalRule
-from adagrad.kernels.sparse_cpu import first_out_of_range
+from adagrad.kernels.sparse_cpu import (
+    first_out_of_range,
+    partition_positions,
+    update_partition,
+    update_rows_,
+    update_rows_serial,
+)
 
 
 @functools.lru_cache(maxsize=256)
@@ -165,3 +173,89 @@ def catch_up_rows_(table: Tensor, state_sum: Tensor, rows: Tensor, row_step: Ten
     kernel = _catch_up_bf16 if table.dtype == torch.bfloat16 else _catch_up_float
     kernel(as_numpy(table), as_numpy(state_sum), rows, row_step.numpy(), float(up_to),
            zero_steps_tuple(rule))
+
+
+# ------------------------------------------------------------------ sparse rows (the engine)
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _proximal_row(tables, row, grad_row, factor, coefficients, load, store):
+    """The engine's row update: catch the row up on its skipped zero-gradient steps (with
+    a ``row_step`` table), then §4 with its summed gradient. ``tables`` is ``(param, sum,
+    row_step)`` (``row_step`` empty without the catch-up), ``coefficients`` ``(rule,
+    zero-step rule, step)``."""
+    param = tables[0]
+    state_sum = tables[1]
+    row_step = tables[2]
+    rule = coefficients[0]
+    if row_step.size > 0:
+        step = coefficients[2]
+        pending = step - 1 - row_step[row]
+        row_step[row] = step
+        if pending > 0:
+            for d in range(param.shape[1]):
+                param[row, d] = store(proximal_zero_steps(load(param[row, d]), state_sum[row, d],
+                                                          pending, coefficients[1]))
+    for d in range(param.shape[1]):
+        p, s = proximal_coordinate(load(param[row, d]), grad_row[d] * factor, state_sum[row, d],
+                                   rule)
+        param[row, d] = store(p)
+        state_sum[row, d] = s
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _proximal_prefetch(tables, row):
+    prefetch_row(tables[0], row)
+    prefetch_row(tables[1], row)
+
+
+# One kernel per (parameter storage, threading): see `adagrad.kernels.sparse_cpu`.
+@numba.njit(cache=True, error_model="numpy")
+def _sparse_float_serial(param, state_sum, row_step, indices, grad, rule, zero_rule, step):
+    update_rows_serial((param, state_sum, row_step), indices, grad, (rule, zero_rule, step),
+                       _proximal_row, _proximal_prefetch, load_float, store_float)
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _sparse_float_parallel(param, state_sum, row_step, indices, grad, rule, zero_rule, step,
+                           parts):
+    order, starts = partition_positions(indices, parts)
+    for part in numba.prange(parts):
+        update_partition((param, state_sum, row_step), indices, grad, (rule, zero_rule, step),
+                         order, starts, part, _proximal_row, _proximal_prefetch, load_float,
+                         store_float)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _sparse_bf16_serial(param, state_sum, row_step, indices, grad, rule, zero_rule, step):
+    update_rows_serial((param, state_sum, row_step), indices, grad, (rule, zero_rule, step),
+                       _proximal_row, _proximal_prefetch, load_bf16, store_bf16)
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _sparse_bf16_parallel(param, state_sum, row_step, indices, grad, rule, zero_rule, step,
+                          parts):
+    order, starts = partition_positions(indices, parts)
+    for part in numba.prange(parts):
+        update_partition((param, state_sum, row_step), indices, grad, (rule, zero_rule, step),
+                         order, starts, part, _proximal_row, _proximal_prefetch, load_bf16,
+                         store_bf16)
+
+
+_SPARSE_SERIAL = {False: _sparse_float_serial, True: _sparse_bf16_serial}
+_SPARSE_PARALLEL = {False: _sparse_float_parallel, True: _sparse_bf16_parallel}
+_NO_ROW_STEP = torch.zeros(0, dtype=torch.float64)
+
+
+def sparse_proximal_(table: Tensor, state_sum: Tensor, indices: Tensor, values: Tensor,
+                     rule: ProximalRule, step: int, row_step: Tensor | None = None,
+                     value_of: Tensor | None = None, scale: Tensor | None = None) -> None:
+    """Step ``step`` of §4 on the touched rows of a ``(rows, D)`` table, in place: the
+    contract of `adagrad.kernels.portable_proximal.sparse_proximal_`, on the inputs
+    `adagrad.kernels.sparse_cpu.supports` accepts; indices are checked here, before
+    anything is written (IndexError)."""
+    tables = (table, state_sum, _NO_ROW_STEP if row_step is None else row_step)
+    coefficients = (proximal_tuple(rule, scalar_type(state_sum)), zero_steps_tuple(rule),
+                    float(step))
+    update_rows_(_SPARSE_SERIAL, _SPARSE_PARALLEL, tables, indices, values, coefficients,
+                 value_of, scale)
