@@ -64,7 +64,7 @@ def catch_up_rows_(table: Tensor, state_sum: Tensor, rows: Tensor, row_step: Ten
                    up_to: int, rule: ProximalRule) -> None:
     """Bring ``rows`` (may repeat) of a ``(rows, D)`` table from their steps in
     ``row_step`` to step ``up_to`` by the closed form of zero-gradient §4 steps with G
-    fixed (see `adagrad.kernels.proximal_cpu.proximal_zero_steps`), in float64."""
+    fixed (see `adagrad.kernels.proximal_cpu.zero_steps_row`), in float64."""
     rows = torch.unique(rows.long())
     pending = up_to - row_step[rows]
     stale = pending > 0

@@ -52,7 +52,7 @@ class ProximalRule:
 
     A coordinate with g = 0 is still shrunk (the prox of the regulariser): ``k`` such steps
     in a row, with this rule and the same G, have the closed form of
-    `adagrad.kernels.proximal_cpu.proximal_zero_steps`.
+    `adagrad.kernels.proximal_cpu.zero_steps_row`.
 
     Attributes:
       lr: the step's learning rate ``lr_t = lr / (1 + (t-1)·lr_decay)``.
