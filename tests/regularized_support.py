@@ -127,13 +127,13 @@ def resumed(state_dict: dict[str, Any]) -> dict[str, Any]:
 
 
 class KernelSpy:
-    """Records the kernels that run: the named entry points, and the numba kernels in the
-    given modules' dispatch tables (``numba-parallel`` for one compiled with
-    ``parallel=True``, ``numba-serial`` otherwise)."""
+    """Records the kernels that run: the named entry points, and the numba kernels of the
+    given dispatch tables (``numba-parallel`` for one compiled with ``parallel=True``,
+    ``numba-serial`` otherwise)."""
 
-    def __init__(self, entry_points: list[tuple[Any, str, str]], numba_modules: list[Any]):
+    def __init__(self, entry_points: list[tuple[Any, str, str]], numba_tables: list[dict]):
         self.entry_points = entry_points
-        self.numba_modules = numba_modules
+        self.numba_tables = numba_tables
         self.events: list[str] = []
         self._stack = contextlib.ExitStack()
 
@@ -149,12 +149,12 @@ class KernelSpy:
         for module, name, label in self.entry_points:
             stack.enter_context(mock.patch.object(module, name,
                                                   self._wrap(label, getattr(module, name))))
-        for module in self.numba_modules:
-            for table in _dispatch_tables(module):
-                stack.enter_context(mock.patch.dict(table, {
-                    key: self._wrap("numba-parallel" if f.targetoptions.get("parallel")
-                                    else "numba-serial", f)
-                    for key, f in table.items()}))
+        for table in self.numba_tables:
+            assert table and all(isinstance(f, Dispatcher) for f in table.values()), table
+            stack.enter_context(mock.patch.dict(table, {
+                key: self._wrap("numba-parallel" if f.targetoptions.get("parallel")
+                                else "numba-serial", f)
+                for key, f in table.items()}))
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -163,14 +163,6 @@ class KernelSpy:
     def take(self) -> set[str]:
         events, self.events = set(self.events), []
         return events
-
-
-def _dispatch_tables(module: Any) -> Iterator[dict]:
-    tables = [value for value in list(vars(module).values())
-              if isinstance(value, dict) and value
-              and all(isinstance(f, Dispatcher) for f in value.values())]
-    assert tables, f"no numba dispatch table in {module.__name__}"
-    yield from tables
 
 
 # ------------------------------------------------------------------ sparse cases

@@ -222,7 +222,7 @@ def _run_dense(case: dict, path: str) -> None:
     traj = (to64(param), reference.adagrad_da_init(to64(param), G0))
     spy = KernelSpy([(dual_averaging_cpu, "dense_dual_averaging_", "dense:numba"),
                      (portable_dual_averaging, "dense_dual_averaging_", "dense:torch-ops")],
-                    [dual_averaging_cpu])
+                    [dual_averaging_cpu._KERNELS])
     with spy:
         for T in range(1, case["steps"] + 1):
             g = dyadic(case["shape"], gen, case["zero_frac"]).to(dtype)
@@ -288,7 +288,7 @@ def test_reference_sparse_rule_is_the_dense_rule_on_touched_rows():
 def _sparse_spy() -> KernelSpy:
     return KernelSpy([(dual_averaging_cpu, "sparse_dual_averaging_", "sparse:numba"),
                       (portable_dual_averaging, "sparse_dual_averaging_", "sparse:torch-ops")],
-                     [dual_averaging_cpu])
+                     [dual_averaging_cpu._SPARSE_SERIAL, dual_averaging_cpu._SPARSE_PARALLEL])
 
 
 @st.composite

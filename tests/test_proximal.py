@@ -230,7 +230,8 @@ def _dense_case(draw, path: str, slow: bool = False) -> dict:
 
 def _dense_spy() -> KernelSpy:
     return KernelSpy([(proximal_cpu, "dense_proximal_", "dense:numba"),
-                      (portable_proximal, "dense_proximal_", "dense:torch-ops")], [proximal_cpu])
+                      (portable_proximal, "dense_proximal_", "dense:torch-ops")],
+                     [proximal_cpu._KERNELS])
 
 
 EXPECTED_DENSE = {"numba-serial": {"dense:numba", "numba-serial"},
@@ -329,7 +330,7 @@ def test_reference_sparse_rule_is_the_dense_rule_on_touched_rows():
 def _sparse_spy() -> KernelSpy:
     return KernelSpy([(proximal_cpu, "sparse_proximal_", "sparse:numba"),
                       (portable_proximal, "sparse_proximal_", "sparse:torch-ops")],
-                     [proximal_cpu])
+                     [proximal_cpu._SPARSE_SERIAL, proximal_cpu._SPARSE_PARALLEL])
 
 
 @st.composite

@@ -16,6 +16,7 @@ import functools
 import math
 
 import numba
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -41,6 +42,9 @@ from adagrad.kernels.sparse_cpu import (
     update_rows_,
     update_rows_serial,
 )
+
+_ALL_POSITIONS = np.zeros(0, np.int64)  # an empty order: positions in their own order
+_PREFETCH_AHEAD = 8  # positions: looked-up rows are scattered, so their loads are overlapped
 
 
 @functools.lru_cache(maxsize=256)
@@ -130,44 +134,84 @@ def dense_dual_averaging_(param: Tensor, grad: Tensor, grad_sum: Tensor, state_s
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _weights_of_rows(table, grad_sum, state_sum, rows, row_step, rule, step, load, store):
-    """θ of each row of ``rows`` not yet computed at ``step`` (``row_step``) recomputed
-    from its sums; so a row looked up many times is computed once."""
-    for k in range(rows.size):
-        row = rows[k]
-        if row_step[row] != step:
-            row_step[row] = step
+def _weights_of_part(table, grad_sum, state_sum, rows, row_step, rule, step, order, lo, hi,
+                     store):
+    """θ of each row of ``rows[order[lo:hi]]`` (``order`` empty: positions ``lo..hi-1``)
+    not yet computed at ``step`` (``row_step[row, 0]``) recomputed from its sums, so that
+    a row looked up many times is computed once; rows a few positions ahead are
+    prefetched."""
+    for j in range(lo, hi):
+        ahead = j + _PREFETCH_AHEAD
+        if ahead < hi:
+            upcoming = rows[order[ahead] if order.size > 0 else ahead]
+            prefetch_row(row_step, upcoming)
+            prefetch_row(grad_sum, upcoming)
+            prefetch_row(state_sum, upcoming)
+            prefetch_row(table, upcoming)
+        row = rows[order[j] if order.size > 0 else j]
+        if row_step[row, 0] != step:
+            row_step[row, 0] = step
             for d in range(table.shape[1]):
                 table[row, d] = store(dual_averaging_weight(grad_sum[row, d], state_sum[row, d],
                                                             rule))
 
 
+# Serial and parallel kernels as the row engine's: in parallel the looked-up positions
+# are shared out by a hash of their row (`partition_positions`), so that no two threads
+# meet the same row.
 @numba.njit(cache=True, error_model="numpy")
 def _weights_float(table, grad_sum, state_sum, rows, row_step, rule, step):
-    _weights_of_rows(table, grad_sum, state_sum, rows, row_step, rule, step, load_float,
-                     store_float)
+    _weights_of_part(table, grad_sum, state_sum, rows, row_step, rule, step, _ALL_POSITIONS, 0,
+                     rows.size, store_float)
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _weights_float_parallel(table, grad_sum, state_sum, rows, row_step, rule, step, parts):
+    order, starts = partition_positions(rows, parts)
+    for part in numba.prange(parts):
+        _weights_of_part(table, grad_sum, state_sum, rows, row_step, rule, step, order,
+                         starts[part], starts[part + 1], store_float)
 
 
 @numba.njit(cache=True, error_model="numpy")
 def _weights_bf16(table, grad_sum, state_sum, rows, row_step, rule, step):
-    _weights_of_rows(table, grad_sum, state_sum, rows, row_step, rule, step, load_bf16,
-                     store_bf16)
+    _weights_of_part(table, grad_sum, state_sum, rows, row_step, rule, step, _ALL_POSITIONS, 0,
+                     rows.size, store_bf16)
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _weights_bf16_parallel(table, grad_sum, state_sum, rows, row_step, rule, step, parts):
+    order, starts = partition_positions(rows, parts)
+    for part in numba.prange(parts):
+        _weights_of_part(table, grad_sum, state_sum, rows, row_step, rule, step, order,
+                         starts[part], starts[part + 1], store_bf16)
+
+
+_WEIGHTS = {(False, False): _weights_float, (False, True): _weights_float_parallel,
+            (True, False): _weights_bf16, (True, True): _weights_bf16_parallel}
 
 
 def weights_of_rows_(table: Tensor, grad_sum: Tensor, state_sum: Tensor, rows: Tensor,
                      row_step: Tensor, rule: DualAveragingRule) -> None:
-    """Recompute θ of ``rows`` (in ``[0, rows)``, may repeat) of a ``(rows, D)`` table from
-    its sums at the rule's step, in place, skipping rows whose ``row_step`` (float64, one
-    per row, advanced here) says they are computed at that step already: the lazy
-    catch-up of §5. IndexError, before any write, for a row outside the table."""
+    """Recompute θ of ``rows`` (may repeat) of a ``(rows, D)`` table from its sums at the
+    rule's step, in place, skipping rows whose ``row_step`` (float64, one per row,
+    advanced here) says they are computed at that step already: the lazy catch-up of §5.
+    IndexError, before any write, for a row outside the table. Parallel from 65,536
+    elements of rows."""
     rows = rows.long().contiguous().numpy()
     bad = first_out_of_range(rows, table.shape[0])
     if bad >= 0:
         raise IndexError(f"index {rows[bad]} is out of range for a table of {table.shape[0]} "
                          f"rows")
-    kernel = _weights_bf16 if table.dtype == torch.bfloat16 else _weights_float
-    kernel(as_numpy(table), as_numpy(grad_sum), as_numpy(state_sum), rows, row_step.numpy(),
-           dual_averaging_tuple(rule, scalar_type(state_sum)), float(rule.step))
+    args = (as_numpy(table), as_numpy(grad_sum), as_numpy(state_sum), rows,
+            row_step.numpy().reshape(-1, 1), dual_averaging_tuple(rule, scalar_type(state_sum)),
+            float(rule.step))
+    bf16 = table.dtype == torch.bfloat16
+    if rows.size * table.shape[1] >= PARALLEL_MIN_ELEMENTS:
+        start_thread_pool()
+        _WEIGHTS[bf16, True](*args, numba.get_num_threads())
+    else:
+        _WEIGHTS[bf16, False](*args)
 
 
 @numba.njit(inline="always", error_model="numpy")

@@ -38,6 +38,9 @@ from adagrad.kernels.sparse_cpu import (
     update_rows_serial,
 )
 
+_ALL_POSITIONS = np.zeros(0, np.int64)  # an empty order: positions in their own order
+_PREFETCH_AHEAD = 8  # positions: looked-up rows are scattered, so their loads are overlapped
+
 
 @functools.lru_cache(maxsize=256)
 def proximal_tuple(rule: ProximalRule, scalar) -> tuple:
@@ -168,41 +171,79 @@ def dense_proximal_(param: Tensor, grad: Tensor, state_sum: Tensor, rule: Proxim
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _catch_up(table, state_sum, rows, row_step, up_to, rule, load, store):
-    """Bring each row of ``rows`` from its step ``row_step[row]`` to step ``up_to`` by the
-    zero-gradient closed form; rows already there are left alone (so repeats are free)."""
+def _catch_up_part(table, state_sum, rows, row_step, up_to, rule, order, lo, hi, load, store):
+    """Bring each row of ``rows[order[lo:hi]]`` (``order`` empty: positions ``lo..hi-1``)
+    from its step ``row_step[row, 0]`` to step ``up_to`` by the zero-gradient closed form;
+    rows already there are left alone (so repeats are free). Rows a few positions ahead
+    are prefetched: looked-up rows are scattered in memory."""
     scratch = np.empty((4, table.shape[1]), np.float64)
-    for k in range(rows.size):
-        row = rows[k]
-        pending = up_to - row_step[row]
+    for j in range(lo, hi):
+        ahead = j + _PREFETCH_AHEAD
+        if ahead < hi:
+            upcoming = rows[order[ahead] if order.size > 0 else ahead]
+            prefetch_row(row_step, upcoming)
+            prefetch_row(table, upcoming)
+            prefetch_row(state_sum, upcoming)
+        row = rows[order[j] if order.size > 0 else j]
+        pending = up_to - row_step[row, 0]
         if pending > 0:
-            row_step[row] = up_to
+            row_step[row, 0] = up_to
             zero_steps_row(table, state_sum, row, pending, rule, scratch, load, store)
 
 
+# Serial and parallel kernels as the row engine's: in parallel the looked-up positions
+# are shared out by a hash of their row (`partition_positions`), so that no two threads
+# meet the same row.
 @numba.njit(cache=True, error_model="numpy")
 def _catch_up_float(table, state_sum, rows, row_step, up_to, rule):
-    _catch_up(table, state_sum, rows, row_step, up_to, rule, load_float, store_float)
+    _catch_up_part(table, state_sum, rows, row_step, up_to, rule, _ALL_POSITIONS, 0, rows.size,
+                   load_float, store_float)
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _catch_up_float_parallel(table, state_sum, rows, row_step, up_to, rule, parts):
+    order, starts = partition_positions(rows, parts)
+    for part in numba.prange(parts):
+        _catch_up_part(table, state_sum, rows, row_step, up_to, rule, order, starts[part],
+                       starts[part + 1], load_float, store_float)
 
 
 @numba.njit(cache=True, error_model="numpy")
 def _catch_up_bf16(table, state_sum, rows, row_step, up_to, rule):
-    _catch_up(table, state_sum, rows, row_step, up_to, rule, load_bf16, store_bf16)
+    _catch_up_part(table, state_sum, rows, row_step, up_to, rule, _ALL_POSITIONS, 0, rows.size,
+                   load_bf16, store_bf16)
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _catch_up_bf16_parallel(table, state_sum, rows, row_step, up_to, rule, parts):
+    order, starts = partition_positions(rows, parts)
+    for part in numba.prange(parts):
+        _catch_up_part(table, state_sum, rows, row_step, up_to, rule, order, starts[part],
+                       starts[part + 1], load_bf16, store_bf16)
+
+
+_CATCH_UP = {(False, False): _catch_up_float, (False, True): _catch_up_float_parallel,
+             (True, False): _catch_up_bf16, (True, True): _catch_up_bf16_parallel}
 
 
 def catch_up_rows_(table: Tensor, state_sum: Tensor, rows: Tensor, row_step: Tensor,
                    up_to: int, rule: ProximalRule) -> None:
     """Apply the pending zero-gradient steps of ``rows`` (may repeat) of a ``(rows, D)``
     table up to step ``up_to``, in place; see `zero_steps_row`. IndexError, before
-    any write, for a row outside the table."""
+    any write, for a row outside the table. Parallel from 65,536 elements of rows."""
     rows = rows.long().contiguous().numpy()
     bad = first_out_of_range(rows, table.shape[0])
     if bad >= 0:
         raise IndexError(f"index {rows[bad]} is out of range for a table of {table.shape[0]} "
                          f"rows")
-    kernel = _catch_up_bf16 if table.dtype == torch.bfloat16 else _catch_up_float
-    kernel(as_numpy(table), as_numpy(state_sum), rows, row_step.numpy(), float(up_to),
-           zero_steps_tuple(rule))
+    args = (as_numpy(table), as_numpy(state_sum), rows, row_step.numpy().reshape(-1, 1),
+            float(up_to), zero_steps_tuple(rule))
+    parallel = rows.size * table.shape[1] >= PARALLEL_MIN_ELEMENTS
+    if parallel:
+        start_thread_pool()
+        _CATCH_UP[table.dtype == torch.bfloat16, True](*args, numba.get_num_threads())
+    else:
+        _CATCH_UP[table.dtype == torch.bfloat16, False](*args)
 
 
 # ------------------------------------------------------------------ sparse rows (the engine)
@@ -212,16 +253,16 @@ def catch_up_rows_(table: Tensor, state_sum: Tensor, rows: Tensor, row_step: Ten
 def _proximal_row(tables, row, grad_row, factor, coefficients, load, store):
     """The engine's row update: catch the row up on its skipped zero-gradient steps (with
     a ``row_step`` table), then §4 with its summed gradient. ``tables`` is ``(param, sum,
-    row_step)`` (``row_step`` empty without the catch-up), ``coefficients`` ``(rule,
-    zero-step rule, step)``."""
+    row_step)`` (``row_step`` a ``(rows, 1)`` view, empty without the catch-up),
+    ``coefficients`` ``(rule, zero-step rule, step)``."""
     param = tables[0]
     state_sum = tables[1]
     row_step = tables[2]
     rule = coefficients[0]
     if row_step.size > 0:
         step = coefficients[2]
-        pending = step - 1 - row_step[row]
-        row_step[row] = step
+        pending = step - 1 - row_step[row, 0]
+        row_step[row, 0] = step
         if pending > 0:
             scratch = np.empty((4, param.shape[1]), np.float64)
             zero_steps_row(param, state_sum, row, pending, coefficients[1], scratch, load, store)
@@ -236,6 +277,8 @@ def _proximal_row(tables, row, grad_row, factor, coefficients, load, store):
 def _proximal_prefetch(tables, row):
     prefetch_row(tables[0], row)
     prefetch_row(tables[1], row)
+    if tables[2].size > 0:
+        prefetch_row(tables[2], row)
 
 
 # One kernel per (parameter storage, threading): see `adagrad.kernels.sparse_cpu`.
@@ -273,7 +316,7 @@ def _sparse_bf16_parallel(param, state_sum, row_step, indices, grad, rule, zero_
 
 _SPARSE_SERIAL = {False: _sparse_float_serial, True: _sparse_bf16_serial}
 _SPARSE_PARALLEL = {False: _sparse_float_parallel, True: _sparse_bf16_parallel}
-_NO_ROW_STEP = torch.zeros(0, dtype=torch.float64)
+_NO_ROW_STEP = torch.zeros(0, 1, dtype=torch.float64)
 
 
 def sparse_proximal_(table: Tensor, state_sum: Tensor, indices: Tensor, values: Tensor,
@@ -283,7 +326,7 @@ def sparse_proximal_(table: Tensor, state_sum: Tensor, indices: Tensor, values: 
     contract of `adagrad.kernels.portable_proximal.sparse_proximal_`, on the inputs
     `adagrad.kernels.sparse_cpu.supports` accepts; indices are checked here, before
     anything is written (IndexError)."""
-    tables = (table, state_sum, _NO_ROW_STEP if row_step is None else row_step)
+    tables = (table, state_sum, _NO_ROW_STEP if row_step is None else row_step.view(-1, 1))
     coefficients = (proximal_tuple(rule, scalar_type(state_sum)), zero_steps_tuple(rule),
                     float(step))
     update_rows_(_SPARSE_SERIAL, _SPARSE_PARALLEL, tables, indices, values, coefficients,

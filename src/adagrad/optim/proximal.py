@@ -144,11 +144,12 @@ class ProximalAdagrad(AdagradFamily):
         hyperparameters changed), of another table shape, or of a group that has
         switched the catch-up off."""
         pending = state.get(ROW_STEP)
-        if pending is not None and (not group["sparse_catch_up"] or pending.numel() != rows
-                                    or last_step.recorded(state, LAST_RULE)
+        kept = group["sparse_catch_up"] and pending is not None and pending.numel() == rows
+        if pending is not None and (not kept or last_step.recorded(state, LAST_RULE)
                                     != _without_sign(rule)):
-            self._flush_rows(param, state)
-            del state[ROW_STEP]
+            self._flush_rows(param, state)  # every entry of row_step is now the step
+            if not kept:
+                del state[ROW_STEP]
         if not group["sparse_catch_up"]:
             return None
         if ROW_STEP not in state:  # every row is up to date at the last step
