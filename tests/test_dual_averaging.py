@@ -601,6 +601,16 @@ def test_invalid_hyperparameters_raise(kwargs, argument):
         opt.add_param_group({"params": [torch.zeros(2, requires_grad=True)], **kwargs})
 
 
+def test_a_checkpoint_with_an_invalid_hyperparameter_is_refused():
+    param = torch.zeros(2, requires_grad=True)
+    saved = adagrad.AdagradDA([param], l1=0.1).state_dict()
+    saved["param_groups"][0]["l1"] = -0.1
+    opt = adagrad.AdagradDA([param], l1=0.1)
+    with pytest.raises(ValueError, match="group 0.*`l1`"):
+        opt.load_state_dict(saved)
+    assert opt.param_groups[0]["l1"] == 0.1
+
+
 def test_exported():
     assert adagrad.AdagradDA is adagrad.optim.AdagradDA
     assert "AdagradDA" in adagrad.__all__ and "AdagradDA" in adagrad.optim.__all__

@@ -717,6 +717,16 @@ def test_zero_initial_accumulator_is_allowed_with_eps():
     assert torch.isfinite(param).all()
 
 
+def test_a_checkpoint_with_an_invalid_hyperparameter_is_refused():
+    param = torch.zeros(2, requires_grad=True)
+    saved = adagrad.ProximalAdagrad([param], l1=0.1).state_dict()
+    saved["param_groups"][0]["l1"] = -0.1
+    opt = adagrad.ProximalAdagrad([param], l1=0.1)
+    with pytest.raises(ValueError, match="group 0.*`l1`"):
+        opt.load_state_dict(saved)
+    assert opt.param_groups[0]["l1"] == 0.1
+
+
 def test_exported():
     assert adagrad.ProximalAdagrad is adagrad.optim.ProximalAdagrad
     assert "ProximalAdagrad" in adagrad.__all__ and "ProximalAdagrad" in adagrad.optim.__all__
