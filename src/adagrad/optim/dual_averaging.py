@@ -15,7 +15,12 @@ from adagrad.kernels import DualAveragingRule, portable_dual_averaging
 from adagrad.optim import checkpoint, last_step
 from adagrad.optim.adagrad import _as_real
 from adagrad.optim.base import AdagradFamily, SparseGrad, sparse_rows
-from adagrad.optim.validation import check_choice, check_non_negative, check_state_dtype
+from adagrad.optim.validation import (
+    check_choice,
+    check_non_negative,
+    check_positive,
+    check_state_dtype,
+)
 
 LAST_RULE = ("last_lr", "last_l1", "last_l2")  # the last step's lr, l1, l2
 ROW_STEP = "row_step"  # float64 (rows,): the step each row's θ was last recomputed at
@@ -202,9 +207,6 @@ def _record_rule(state: dict[str, Tensor], group: dict[str, Any],
 def _check_hyperparameters(group: dict[str, Any]) -> None:
     for name in ("lr", "l1", "l2"):
         check_non_negative(name, group[name])
-    value = group["initial_accumulator_value"]
-    if not (isinstance(value, (int, float)) and value > 0):
-        raise ValueError(f"Invalid initial_accumulator_value value: {value} (argument "
-                         f"`initial_accumulator_value` must be > 0: θ = 0/0 where G = 0)")
+    check_positive("initial_accumulator_value", group["initial_accumulator_value"])  # else 0/0
     check_state_dtype(group["state_dtype"])
     check_choice("sparse_catch_up", group["sparse_catch_up"], (False, True))
