@@ -1,9 +1,18 @@
 """Adagrad for PyTorch: an exact drop-in for `torch.optim.Adagrad`, fast sparse updates,
 and the Adagrad family."""
 
-from adagrad.optim import FTRL, Adagrad, AdagradNorm, FullMatrixAdagrad, RowWiseAdagrad
+from adagrad.optim import (
+    FTRL,
+    Adagrad,
+    AdagradDA,
+    AdagradNorm,
+    FullMatrixAdagrad,
+    ProximalAdagrad,
+    RowWiseAdagrad,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["FTRL", "Adagrad", "AdagradNorm", "FullMatrixAdagrad", "RowWiseAdagrad",
+__all__ = ["FTRL", "Adagrad", "AdagradDA", "AdagradNorm", "FullMatrixAdagrad", "ProximalAdagrad",
+           "RowWiseAdagrad",
            "__version__"]

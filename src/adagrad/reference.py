@@ -35,8 +35,11 @@ __all__ = [
     "rowwise_adagrad_sparse_flush",
     "proximal_adagrad_init",
     "proximal_adagrad",
+    "proximal_adagrad_sparse",
     "adagrad_da_init",
     "adagrad_da",
+    "adagrad_da_weights",
+    "adagrad_da_sparse",
     "ftrl_init",
     "ftrl",
     "adagrad_norm_init",
@@ -528,23 +531,60 @@ def proximal_adagrad(
     lr: float,
     l1: float = 0.0,
     l2: float = 0.0,
+    eps: float = 0.0,
     lr_decay: float = 0.0,
+    maximize: bool = False,
 ) -> tuple[np.ndarray, State]:
     """One step of proximal Adagrad (TF ``ApplyProximalAdagrad``), ALGORITHMS.md §4.
 
     ::
 
-        G <- G + g² ;  η = lr_t / sqrt(G)  (no ε) ;  v = θ - η·g
+        t <- t + 1 ;  lr_t = lr / (1 + (t-1)·lr_decay) ;  g <- -g if maximize
+        G <- G + g² ;  η = lr_t / (sqrt(G) + ε) ;  v = θ - η·g
         θ <- sign(v)·max(|v| - η·l1, 0) / (1 + η·l2)
+
+    ε is ours (TF has none: ε = 0 is TF's rule); it sits outside the root, as in torch
+    and TF's ``ApplyAdagradV2``. With l1 = l2 = 0 this is §1 Adagrad with that ε outside.
     """
     theta = _f64(param)
     g = _f64(grad)
     t = int(state["step"]) + 1
+    if maximize:
+        g = -g
     G = _f64(state["sum"]) + g * g
-    eta = lr_at(lr, lr_decay, t) / np.sqrt(G)
+    eta = lr_at(lr, lr_decay, t) / (np.sqrt(G) + eps)
     v = theta - eta * g
     theta = np.sign(v) * np.maximum(np.abs(v) - eta * l1, 0.0) / (1.0 + eta * l2)
     return theta, {"step": t, "sum": G}
+
+
+def _summed_rows(indices: Any, values: Any, row_shape: tuple[int, ...]):
+    """A COO row gradient as its distinct rows and each one's summed values (§2 step 1)."""
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    vals = np.asarray(values, dtype=np.float64).reshape((idx.size,) + row_shape)
+    rows = np.unique(idx)
+    g = np.zeros((rows.size,) + row_shape, np.float64)
+    np.add.at(g, np.searchsorted(rows, idx), vals)
+    return rows, g
+
+
+def proximal_adagrad_sparse(
+    param: Any, indices: Any, values: Any, state: State, **hyperparameters: Any
+) -> tuple[np.ndarray, State]:
+    """One step of §4 with a sparse row gradient (TF ``SparseApplyProximalAdagrad``).
+
+    Duplicates are summed first; ``t`` advances once per step, as dense; the touched rows
+    get :func:`proximal_adagrad` with their summed gradient; untouched rows keep θ and G
+    (TF's semantics: they are *not* shrunk, where dense would shrink them by the prox of
+    a zero gradient). Keywords are :func:`proximal_adagrad`'s.
+    """
+    theta = _f64(param)
+    rows, g = _summed_rows(indices, values, theta.shape[1:])
+    G = _f64(state["sum"])
+    row_state = {"step": state["step"], "sum": G[rows]}
+    theta[rows], row_state = proximal_adagrad(theta[rows], g, row_state, **hyperparameters)
+    G[rows] = row_state["sum"]
+    return theta, {"step": row_state["step"], "sum": G}
 
 
 # --------------------------------------------------------------------------------------
@@ -567,11 +607,13 @@ def adagrad_da(
     lr: float,
     l1: float = 0.0,
     l2: float = 0.0,
+    maximize: bool = False,
 ) -> tuple[np.ndarray, State]:
     """One step of Adagrad dual averaging (TF ``ApplyAdagradDA``), ALGORITHMS.md §5.
 
     ::
 
+        g <- -g if maximize
         z <- z + g ;  G <- G + g² ;  T = t (after the increment)
         θ <- -sign(z)·lr·max(|z| - l1·T, 0) / (l2·T·lr + sqrt(G))    if l1 > 0
         θ <- -lr·z / (l2·T·lr + sqrt(G))                              otherwise
@@ -579,16 +621,42 @@ def adagrad_da(
     θ is recomputed from the sums; the incoming ``param`` only fixes the shape.
     """
     g = _f64(grad)
+    if maximize:
+        g = -g
     T = int(state["step"]) + 1
     z = _f64(state["grad_sum"]) + g
     G = _f64(state["sum"]) + g * g
+    theta = adagrad_da_weights(z, G, T, lr=lr, l1=l1, l2=l2).reshape(np.shape(param))
+    return theta, {"step": T, "sum": G, "grad_sum": z}
+
+
+def adagrad_da_weights(z: Any, G: Any, T: int, *, lr: float, l1: float = 0.0,
+                       l2: float = 0.0) -> np.ndarray:
+    """§5's θ as a closed form of the sums ``z``, ``G`` and the step ``T``."""
+    z, G = _f64(z), _f64(G)
     den = l2 * T * lr + np.sqrt(G)
     if l1 > 0:
-        theta = -np.sign(z) * lr * np.maximum(np.abs(z) - l1 * T, 0.0) / den
-    else:
-        theta = -lr * z / den
-    theta = theta.reshape(np.shape(param))
-    return theta, {"step": T, "sum": G, "grad_sum": z}
+        return -np.sign(z) * lr * np.maximum(np.abs(z) - l1 * T, 0.0) / den
+    return -lr * z / den
+
+
+def adagrad_da_sparse(
+    param: Any, indices: Any, values: Any, state: State, **hyperparameters: Any
+) -> tuple[np.ndarray, State]:
+    """One step of §5 with a sparse row gradient (TF ``SparseApplyAdagradDA``).
+
+    Duplicates are summed first; ``T`` advances once per step, as dense; the touched rows
+    get :func:`adagrad_da` with their summed gradient. Untouched rows keep θ, z and G: z
+    and G are then those of the dense run, but θ is stale (dense recomputes it at the
+    new T: see :func:`adagrad_da_weights`). Keywords are :func:`adagrad_da`'s.
+    """
+    theta = _f64(param)
+    rows, g = _summed_rows(indices, values, theta.shape[1:])
+    z, G = _f64(state["grad_sum"]), _f64(state["sum"])
+    row_state = {"step": state["step"], "sum": G[rows], "grad_sum": z[rows]}
+    theta[rows], row_state = adagrad_da(theta[rows], g, row_state, **hyperparameters)
+    G[rows], z[rows] = row_state["sum"], row_state["grad_sum"]
+    return theta, {"step": row_state["step"], "sum": G, "grad_sum": z}
 
 
 # --------------------------------------------------------------------------------------

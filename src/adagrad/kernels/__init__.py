@@ -12,6 +12,11 @@ Each kernel takes the tensors of one parameter and a `StepRule` and updates in p
 - `dense_rowwise_adagrad_(param, grad, state_sum, rule)` and
   `sparse_rowwise_adagrad_(param, state_sum, indices, values, rule, clocks, value_of,
   scale)`: row-wise Adagrad (§3), one accumulator per row.
+- `dense_proximal_`, `sparse_proximal_`, `catch_up_proximal_rows_`: §4 (`ProximalRule`),
+  dense, on a table's rows, and the lazy catch-up of untouched rows.
+- `dense_dual_averaging_`, `sparse_dual_averaging_`, `dual_averaging_weights_of_rows_`,
+  `dual_averaging_weights_`: §5 (`DualAveragingRule`), dense, on a table's rows, and θ
+  of some rows or of all recomputed from their sums (the lazy catch-up).
 
 The dispatchers here pick the numba CPU kernel (`dense_cpu`, `sparse_cpu`) where it
 applies and the torch-ops kernel (`portable`) everywhere else (CUDA, fp16, autograd). Both
@@ -25,19 +30,26 @@ from torch import Tensor
 from adagrad.kernels import (
     catch_up_cpu,
     dense_cpu,
+    dual_averaging_cpu,
     ftrl_cpu,
     ftrl_portable,
     portable,
+    portable_dual_averaging,
+    portable_proximal,
+    proximal_cpu,
     rowwise_cpu,
     rowwise_portable,
     sparse_cpu,
 )
 from adagrad.kernels.clocks import RowClocks
-from adagrad.kernels.rule import FtrlRule, StepRule
+from adagrad.kernels.rule import DualAveragingRule, FtrlRule, ProximalRule, StepRule
 
-__all__ = ["FtrlRule", "RowClocks", "StepRule", "catch_up_rows_", "dense_adagrad_",
-           "dense_ftrl_", "dense_rowwise_adagrad_", "flush_rows_", "sparse_adagrad_",
-           "sparse_ftrl_", "sparse_rowwise_adagrad_"]
+__all__ = ["DualAveragingRule", "FtrlRule", "ProximalRule", "RowClocks", "StepRule",
+           "catch_up_proximal_rows_", "catch_up_rows_", "dense_adagrad_",
+           "dense_dual_averaging_", "dense_ftrl_", "dense_proximal_", "dense_rowwise_adagrad_",
+           "dual_averaging_weights_", "dual_averaging_weights_of_rows_", "flush_rows_",
+           "sparse_adagrad_", "sparse_dual_averaging_", "sparse_ftrl_", "sparse_proximal_",
+           "sparse_rowwise_adagrad_"]
 
 flush_rows_ = portable.flush_rows_
 
@@ -106,3 +118,79 @@ def sparse_rowwise_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, v
               else rowwise_portable)
     kernel.sparse_rowwise_adagrad_(param, state_sum, indices, values, rule, clocks, value_of,
                                    scale)
+
+
+# -- §4 proximal Adagrad --------------------------------------------------------------
+
+
+def dense_proximal_(param: Tensor, grad: Tensor, state_sum: Tensor, rule: ProximalRule) -> None:
+    """One dense proximal Adagrad step, in place, on the fastest kernel that fits."""
+    kernel = proximal_cpu if dense_cpu.supports(param, grad, state_sum) else portable_proximal
+    kernel.dense_proximal_(param, grad, state_sum, rule)
+
+
+def sparse_proximal_(table: Tensor, state_sum: Tensor, indices: Tensor, values: Tensor,
+                     rule: ProximalRule, step: int, row_step: Tensor | None = None,
+                     value_of: Tensor | None = None, scale: Tensor | None = None) -> None:
+    """Step ``step`` of proximal Adagrad on the touched rows of a ``(rows, D)`` table,
+    in place, on the fastest kernel (see `portable_proximal.sparse_proximal_`)."""
+    on_cpu = sparse_cpu.supports(table, state_sum, values)
+    kernel = proximal_cpu if on_cpu else portable_proximal
+    kernel.sparse_proximal_(table, state_sum, indices, values, rule, step, row_step, value_of,
+                            scale)
+
+
+def catch_up_proximal_rows_(table: Tensor, state_sum: Tensor, rows: Tensor, row_step: Tensor,
+                            up_to: int, rule: ProximalRule) -> None:
+    """Apply the pending zero-gradient steps of ``rows`` (may repeat) up to step
+    ``up_to``, in place, on the fastest kernel."""
+    if rows.numel() == 0:
+        return
+    on_cpu = catch_up_cpu.supports(table, state_sum, rows)
+    kernel = proximal_cpu if on_cpu else portable_proximal
+    kernel.catch_up_rows_(table, state_sum, rows, row_step, up_to, rule)
+
+
+# -- §5 Adagrad with dual averaging ---------------------------------------------------
+
+
+def dense_dual_averaging_(param: Tensor, grad: Tensor, grad_sum: Tensor, state_sum: Tensor,
+                          rule: DualAveragingRule) -> None:
+    """One dense dual-averaging step, in place, on the fastest kernel that fits."""
+    on_cpu = dual_averaging_cpu.supports(param, grad, grad_sum, state_sum)
+    kernel = dual_averaging_cpu if on_cpu else portable_dual_averaging
+    kernel.dense_dual_averaging_(param, grad, grad_sum, state_sum, rule)
+
+
+def sparse_dual_averaging_(table: Tensor, grad_sum: Tensor, state_sum: Tensor, indices: Tensor,
+                           values: Tensor, rule: DualAveragingRule,
+                           value_of: Tensor | None = None, scale: Tensor | None = None) -> None:
+    """One dual-averaging step on the touched rows of a ``(rows, D)`` table, in place, on
+    the fastest kernel (see `portable_dual_averaging.sparse_dual_averaging_`)."""
+    on_cpu = dual_averaging_cpu.sparse_supports(table, grad_sum, state_sum, values)
+    kernel = dual_averaging_cpu if on_cpu else portable_dual_averaging
+    kernel.sparse_dual_averaging_(table, grad_sum, state_sum, indices, values, rule, value_of,
+                                  scale)
+
+
+def dual_averaging_weights_(param: Tensor, grad_sum: Tensor, state_sum: Tensor,
+                            rule: DualAveragingRule) -> None:
+    """Recompute all of θ from its sums at the rule's step, in place, on the fastest
+    kernel (the dense kernel's arithmetic on the CPU)."""
+    on_cpu = dual_averaging_cpu.supports(param, param, grad_sum, state_sum)
+    kernel = dual_averaging_cpu if on_cpu else portable_dual_averaging
+    kernel.recompute_weights_(param, grad_sum, state_sum, rule)
+
+
+def dual_averaging_weights_of_rows_(table: Tensor, grad_sum: Tensor, state_sum: Tensor,
+                                    rows: Tensor, row_step: Tensor,
+                                    rule: DualAveragingRule) -> None:
+    """Recompute θ of ``rows`` (may repeat) from their sums at the rule's step, skipping
+    those ``row_step`` says are computed at that step already, in place, on the fastest
+    kernel."""
+    if rows.numel() == 0:
+        return
+    on_cpu = (catch_up_cpu.supports(table, state_sum, rows) and grad_sum.is_contiguous()
+              and grad_sum.dtype == state_sum.dtype)
+    kernel = dual_averaging_cpu if on_cpu else portable_dual_averaging
+    kernel.weights_of_rows_(table, grad_sum, state_sum, rows, row_step, rule)

@@ -58,6 +58,20 @@ def _row_factors(clock: float, snapshots: Tensor | None, rows: Tensor) -> Tensor
     return factors
 
 
+def summed_rows(indices: Tensor, values: Tensor, value_of: Tensor | None,
+                scale: Tensor | None, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """A row gradient (see `sparse_adagrad_`) as its distinct rows, ascending, and each
+    one's summed gradient in ``dtype`` (ALGORITHMS.md §2, step 1)."""
+    if value_of is not None:
+        values = values.index_select(0, value_of.long())
+    if scale is not None:
+        values = values * _broadcast(scale.to(values.dtype).expand(values.shape[0]), values)
+    rows, inverse = torch.unique(indices.long(), return_inverse=True)
+    grad = torch.zeros((rows.numel(),) + values.shape[1:], dtype=dtype, device=values.device)
+    grad.index_add_(0, inverse, values.to(dtype))
+    return rows, grad
+
+
 def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: Tensor,
                     rule: StepRule, clocks: RowClocks, value_of: Tensor | None = None,
                     scale: Tensor | None = None) -> None:
@@ -85,22 +99,6 @@ def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: T
     new_rows = _adagrad_rows(row_param, grad, row_sum, row_rule, sum_factor)
     param.index_copy_(0, rows, new_rows.to(param.dtype))
     state_sum.index_copy_(0, rows, row_sum)
-
-
-def summed_rows(indices: Tensor, values: Tensor, value_of: Tensor | None, scale: Tensor | None,
-                dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """A row gradient with its duplicates summed (ALGORITHMS.md §2, step 1): the distinct
-    touched rows, ascending, and each one's summed gradient in ``dtype``. Position ``k``
-    contributes ``scale[k]·values[value_of[k]]`` to row ``indices[k]`` (see
-    `sparse_adagrad_`)."""
-    if value_of is not None:
-        values = values.index_select(0, value_of.long())
-    if scale is not None:
-        values = values * _broadcast(scale.to(values.dtype).expand(values.shape[0]), values)
-    rows, inverse = torch.unique(indices.long(), return_inverse=True)
-    grad = torch.zeros((rows.numel(),) + values.shape[1:], dtype=dtype, device=values.device)
-    grad.index_add_(0, inverse, values.to(dtype))
-    return rows, grad
 
 
 def flush_rows_(param: Tensor, state_sum: Tensor, clocks: RowClocks) -> None:

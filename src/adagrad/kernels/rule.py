@@ -1,4 +1,5 @@
-"""The hyperparameters of one Adagrad step on one tensor, as every kernel receives them."""
+"""The hyperparameters of one step on one tensor, as every kernel receives them: `StepRule`
+(Adagrad, §1), `ProximalRule` (§4), `DualAveragingRule` (§5)."""
 
 from __future__ import annotations
 
@@ -57,3 +58,60 @@ class FtrlRule:
     beta: float = 1.0
     l1: float = 0.0
     l2: float = 0.0
+
+
+@dataclass(frozen=True)
+class ProximalRule:
+    """One step of ALGORITHMS.md §4 (proximal Adagrad) on one tensor, the learning rate
+    already decayed. Per coordinate::
+
+        g ← -g                               if maximize
+        G ← G + g²
+        η = lr / (sqrt(G) + eps)
+        v = θ - η·g
+        θ ← sign(v)·max(|v| - η·l1, 0) / (1 + η·l2)
+
+    A coordinate with g = 0 is still shrunk (the prox of the regulariser): ``k`` such steps
+    in a row, with this rule and the same G, have the closed form of
+    `adagrad.kernels.proximal_cpu.zero_steps_row`.
+
+    Attributes:
+      lr: the step's learning rate ``lr_t = lr / (1 + (t-1)·lr_decay)``.
+      l1: the L1 strength.
+      l2: the L2 strength.
+      eps: ε, outside the square root (0: TensorFlow's rule).
+      maximize: ascend instead of descend.
+    """
+
+    lr: float
+    l1: float = 0.0
+    l2: float = 0.0
+    eps: float = 0.0
+    maximize: bool = False
+
+
+@dataclass(frozen=True)
+class DualAveragingRule:
+    """One step ``T`` of ALGORITHMS.md §5 (Adagrad with dual averaging) on one tensor.
+    Per coordinate::
+
+        g ← -g                               if maximize
+        z ← z + g ;  G ← G + g²
+        θ = -sign(z)·lr·max(|z| - l1·T, 0) / (l2·T·lr + sqrt(G))
+
+    (with l1 = 0 the numerator is ``-lr·z``). θ is a closed form of (z, G, T): an
+    untouched coordinate's θ at step T needs only its sums.
+
+    Attributes:
+      lr: the learning rate.
+      step: T, the tensor's step count after this step's increment.
+      l1: the L1 strength.
+      l2: the L2 strength.
+      maximize: ascend instead of descend.
+    """
+
+    lr: float
+    step: int
+    l1: float = 0.0
+    l2: float = 0.0
+    maximize: bool = False

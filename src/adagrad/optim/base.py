@@ -114,8 +114,8 @@ class AdagradFamily(torch.optim.Optimizer):
     _accumulators: tuple[str, ...] = ("sum",)
     #: state keys kept in float64 whatever the parameter's dtype (e.g. decay clocks).
     _float64_state: tuple[str, ...] = ()
-    #: accumulators that may hold negative values (sums of gradients, e.g. FTRL's ``z``);
-    #: a checkpoint's other accumulators must be >= 0.
+    #: keys of `_state_shapes` that may hold negative values (a sum of gradients, not of
+    #: squares); a checkpoint's other accumulators must be >= 0.
     _signed_state: tuple[str, ...] = ()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
