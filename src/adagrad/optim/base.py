@@ -293,6 +293,22 @@ class AdagradFamily(torch.optim.Optimizer):
     #: hyperparameters every group of a checkpoint of this optimizer has (torch.optim's).
     _checkpoint_group_keys: tuple[str, ...] = ("lr",)
 
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """As `torch.optim.Optimizer.add_param_group`, then the group is checked
+        (`_check_new_group`): an invalid hyperparameter raises ValueError naming it, and
+        the group is not added."""
+        super().add_param_group(param_group)
+        try:
+            self._check_new_group(self.param_groups[-1])
+        except ValueError:
+            self.param_groups.pop()
+            raise
+
+    def _check_new_group(self, group: dict[str, Any]) -> None:
+        """Raise ValueError naming the argument if a group given to the optimizer is
+        invalid; by default as for a loaded group (`_check_group`)."""
+        self._check_group(group)
+
     def _check_group(self, group: dict[str, Any]) -> None:
         """Raise ValueError naming the argument if a (loaded) group's hyperparameters are
         invalid."""

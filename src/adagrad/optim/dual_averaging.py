@@ -87,10 +87,6 @@ class AdagradDA(AdagradFamily):
         _check_hyperparameters(defaults)
         super().__init__(params, defaults)
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        _check_hyperparameters(self.param_groups[-1])
-
     # -- state ----------------------------------------------------------------------
 
     def _init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:

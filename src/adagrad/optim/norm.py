@@ -88,15 +88,6 @@ class AdagradNorm(AdagradFamily):
         _check_hyperparameters(defaults)
         super().__init__(params, defaults)
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """As torch's; a group with an invalid hyperparameter raises and is not added."""
-        super().add_param_group(param_group)
-        try:
-            _check_hyperparameters(self.param_groups[-1])
-        except ValueError:
-            self.param_groups.pop()
-            raise
-
     # -- state ----------------------------------------------------------------------
 
     @staticmethod

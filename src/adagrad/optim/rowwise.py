@@ -98,9 +98,7 @@ class RowWiseAdagrad(AdagradFamily):
         _check_hyperparameters(defaults)
         super().__init__(params, defaults)
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
+    def _check_new_group(self, group: dict[str, Any]) -> None:
         _check_hyperparameters(group)
         for param in group["params"]:
             _check_real(param)
