@@ -116,7 +116,7 @@ class _Tracer:
 
 # --- text ------------------------------------------------------------------------------------
 
-def _bags(split: TextSplit, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def bags(split: TextSplit, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """EmbeddingBag inputs (ids, offsets, per-word weights) for documents ``rows``."""
     starts = split.offsets[rows]
     lengths = split.offsets[rows + 1] - starts
@@ -193,12 +193,12 @@ def train_text(data: TextData, spec: OptimizerSpec, lr: float, seed: int,
     optimizer = spec.build(model.parameters(), lr)
     tracer = _Tracer(optimizer, [model.words.weight], enabled=keep_rates,
                      check_monotone=spec.role == ADAGRAD)
-    full = {name: _bags(split, np.arange(len(split)))
+    full = {name: bags(split, np.arange(len(split)))
             for name, split in (("train", data.train), ("val", data.val), ("test", data.test))}
     labels = torch.from_numpy(data.train.labels)
 
     def batch_loss(rows: np.ndarray) -> torch.Tensor:
-        return nn.functional.cross_entropy(model(*_bags(data.train, rows)), labels[rows])
+        return nn.functional.cross_entropy(model(*bags(data.train, rows)), labels[rows])
 
     def evaluate() -> tuple[float, float]:
         return (_text_eval(model, data.train, full["train"])[0],
