@@ -1,9 +1,8 @@
 """The optimizers `adagrad compare` trains, with their learning-rate grids.
 
-One `OptimizerSpec` per line of `REGISTRY`. A family member of ours that this version of the
-package does not have yet (`RowWiseAdagrad`, `FTRL`) is listed already and skipped until the
-class exists: adding one is one line here. Each optimizer's learning rate is chosen on the
-validation split from its own grid (`lr_grid`; `--quick` uses `quick_grid`).
+One `OptimizerSpec` per line of `REGISTRY`; adding an optimizer is one line here. Each
+optimizer's learning rate is chosen on the validation split from its own grid (`lr_grid`;
+`--quick` uses `quick_grid`).
 """
 
 from __future__ import annotations
@@ -114,7 +113,7 @@ REGISTRY: tuple[OptimizerSpec, ...] = (
                   _grid((0.03, 0.1, 0.3, 1.0), ()), _grid((0.1, 0.3), ()), sparse=True,
                   role=BASELINE, tasks=TEXT, note="one accumulator per embedding row"),
     OptimizerSpec("ftrl", "FTRL-Proximal", _ours("FTRL"),
-                  _grid((0.03, 0.1, 0.3, 1.0), ()), _grid((0.1, 0.3), ()), sparse=True,
+                  _grid((1.0, 3.0, 10.0, 30.0), ()), _grid((3.0, 10.0), ()), sparse=True,
                   role=BASELINE, tasks=TEXT, note="McMahan et al. 2013, per-coordinate rates"),
     OptimizerSpec("sgd", "SGD (torch.optim)", _torch(torch.optim.SGD),
                   _grid((1.0, 3.0, 10.0, 30.0), (0.01, 0.03, 0.1, 0.3)),
