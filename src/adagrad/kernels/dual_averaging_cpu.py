@@ -36,6 +36,8 @@ from adagrad.kernels.elementwise import (
 )
 from adagrad.kernels.rule import DualAveragingRule
 from adagrad.kernels.sparse_cpu import (
+    ALL_POSITIONS,
+    PREFETCH_AHEAD,
     first_out_of_range,
     partition_positions,
     update_partition,
@@ -43,8 +45,6 @@ from adagrad.kernels.sparse_cpu import (
     update_rows_serial,
 )
 
-_ALL_POSITIONS = np.zeros(0, np.int64)  # an empty order: positions in their own order
-_PREFETCH_AHEAD = 8  # positions: looked-up rows are scattered, so their loads are overlapped
 
 
 @functools.lru_cache(maxsize=256)
@@ -141,7 +141,7 @@ def _weights_of_part(table, grad_sum, state_sum, rows, row_step, rule, step, ord
     a row looked up many times is computed once; rows a few positions ahead are
     prefetched."""
     for j in range(lo, hi):
-        ahead = j + _PREFETCH_AHEAD
+        ahead = j + PREFETCH_AHEAD
         if ahead < hi:
             upcoming = rows[order[ahead] if order.size > 0 else ahead]
             prefetch_row(row_step, upcoming)
@@ -161,7 +161,7 @@ def _weights_of_part(table, grad_sum, state_sum, rows, row_step, rule, step, ord
 # meet the same row.
 @numba.njit(cache=True, error_model="numpy")
 def _weights_float(table, grad_sum, state_sum, rows, row_step, rule, step):
-    _weights_of_part(table, grad_sum, state_sum, rows, row_step, rule, step, _ALL_POSITIONS, 0,
+    _weights_of_part(table, grad_sum, state_sum, rows, row_step, rule, step, ALL_POSITIONS, 0,
                      rows.size, store_float)
 
 
@@ -175,7 +175,7 @@ def _weights_float_parallel(table, grad_sum, state_sum, rows, row_step, rule, st
 
 @numba.njit(cache=True, error_model="numpy")
 def _weights_bf16(table, grad_sum, state_sum, rows, row_step, rule, step):
-    _weights_of_part(table, grad_sum, state_sum, rows, row_step, rule, step, _ALL_POSITIONS, 0,
+    _weights_of_part(table, grad_sum, state_sum, rows, row_step, rule, step, ALL_POSITIONS, 0,
                      rows.size, store_bf16)
 
 

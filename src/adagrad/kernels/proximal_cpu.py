@@ -31,6 +31,8 @@ from adagrad.kernels.elementwise import (
 )
 from adagrad.kernels.rule import ProximalRule
 from adagrad.kernels.sparse_cpu import (
+    ALL_POSITIONS,
+    PREFETCH_AHEAD,
     first_out_of_range,
     partition_positions,
     update_partition,
@@ -38,8 +40,6 @@ from adagrad.kernels.sparse_cpu import (
     update_rows_serial,
 )
 
-_ALL_POSITIONS = np.zeros(0, np.int64)  # an empty order: positions in their own order
-_PREFETCH_AHEAD = 8  # positions: looked-up rows are scattered, so their loads are overlapped
 
 
 @functools.lru_cache(maxsize=256)
@@ -178,7 +178,7 @@ def _catch_up_part(table, state_sum, rows, row_step, up_to, rule, order, lo, hi,
     are prefetched: looked-up rows are scattered in memory."""
     scratch = np.empty((4, table.shape[1]), np.float64)
     for j in range(lo, hi):
-        ahead = j + _PREFETCH_AHEAD
+        ahead = j + PREFETCH_AHEAD
         if ahead < hi:
             upcoming = rows[order[ahead] if order.size > 0 else ahead]
             prefetch_row(row_step, upcoming)
@@ -196,7 +196,7 @@ def _catch_up_part(table, state_sum, rows, row_step, up_to, rule, order, lo, hi,
 # meet the same row.
 @numba.njit(cache=True, error_model="numpy")
 def _catch_up_float(table, state_sum, rows, row_step, up_to, rule):
-    _catch_up_part(table, state_sum, rows, row_step, up_to, rule, _ALL_POSITIONS, 0, rows.size,
+    _catch_up_part(table, state_sum, rows, row_step, up_to, rule, ALL_POSITIONS, 0, rows.size,
                    load_float, store_float)
 
 
@@ -210,7 +210,7 @@ def _catch_up_float_parallel(table, state_sum, rows, row_step, up_to, rule, part
 
 @numba.njit(cache=True, error_model="numpy")
 def _catch_up_bf16(table, state_sum, rows, row_step, up_to, rule):
-    _catch_up_part(table, state_sum, rows, row_step, up_to, rule, _ALL_POSITIONS, 0, rows.size,
+    _catch_up_part(table, state_sum, rows, row_step, up_to, rule, ALL_POSITIONS, 0, rows.size,
                    load_bf16, store_bf16)
 
 

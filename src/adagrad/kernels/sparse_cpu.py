@@ -121,8 +121,8 @@ from adagrad.kernels.rule import StepRule
 
 _NO_SNAPSHOTS = np.zeros(0, np.float64)
 _IDENTITY = np.zeros(0, np.int64)  # value_of for a COO gradient: position k reads row k
-_ALL_POSITIONS = np.zeros(0, np.int64)  # order for the serial kernels: positions 0..n-1
-_PREFETCH_AHEAD = 8  # rows: touched rows are scattered, so their loads are overlapped
+ALL_POSITIONS = np.zeros(0, np.int64)  # order for the serial kernels: positions 0..n-1
+PREFETCH_AHEAD = 8  # rows: touched rows are scattered, so their loads are overlapped
 _MAX_PARTS = 1 << 16  # partitions: each position's is noted in 16 bits
 
 
@@ -357,7 +357,7 @@ def update_partition(tables, indices, grad, coefficients, order, starts, part, u
     slot, sums = _sum_duplicates(grad, order, lo, counts, row_of)
     one = sums.dtype.type(1.0)
     for u in range(rows.size):
-        ahead = u + _PREFETCH_AHEAD
+        ahead = u + PREFETCH_AHEAD
         if ahead < rows.size:
             prefetch(tables, rows[ahead])
             if slot[ahead] < 0:
@@ -374,7 +374,7 @@ def update_partition(tables, indices, grad, coefficients, order, starts, part, u
 def update_rows_serial(tables, indices, grad, coefficients, update_row, prefetch, load,
                        store):
     """The body of a member's serial kernel: every position as one partition."""
-    update_partition(tables, indices, grad, coefficients, _ALL_POSITIONS,
+    update_partition(tables, indices, grad, coefficients, ALL_POSITIONS,
                      np.array([0, indices.size], np.int64), 0, update_row, prefetch, load,
                      store)
 

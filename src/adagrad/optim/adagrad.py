@@ -15,7 +15,13 @@ from adagrad import kernels
 from adagrad.kernels import RowClocks, StepRule, portable
 from adagrad.kernels.elementwise import PARALLEL_MIN_ELEMENTS
 from adagrad.optim import checkpoint, conventions
-from adagrad.optim.base import AdagradFamily, SparseGrad, as_real, sparse_rows
+from adagrad.optim.base import (
+    AdagradFamily,
+    SparseGrad,
+    as_real,
+    check_sparse_weight_decay,
+    sparse_rows,
+)
 from adagrad.optim.validation import (
     check_choice,
     check_in_unit_interval,
@@ -195,17 +201,7 @@ class Adagrad(AdagradFamily):
 
     def _check_sparse(self, sparse: SparseGrad, group: dict[str, Any]) -> None:
         super()._check_sparse(sparse, group)
-        if group["weight_decay"] == 0:
-            return
-        if group["sparse_weight_decay"] is None:
-            raise RuntimeError(
-                "weight_decay option is not compatible with sparse gradients: pass "
-                "sparse_weight_decay='lazy' (decoupled, equal to dense) or 'touched' "
-                "(L2 on the touched rows)")
-        lr = float(group["lr"])
-        if group["sparse_weight_decay"] == "lazy" and lr * group["weight_decay"] >= 1:
-            raise ValueError(f"sparse_weight_decay='lazy' needs lr·weight_decay < 1, got "
-                             f"{lr} · {group['weight_decay']}")
+        check_sparse_weight_decay(group, "L2 on the touched rows")
 
     def _step_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
         lr = float(group["lr"])

@@ -94,6 +94,22 @@ def as_real(*tensors: Tensor) -> tuple[Tensor, ...]:
     return tuple(torch.view_as_real(t) if t.is_complex() else t for t in tensors)
 
 
+def check_sparse_weight_decay(group: dict[str, Any], touched: str) -> None:
+    """Raise before anything is written if ``group``'s weight decay cannot apply to a
+    sparse gradient (ALGORITHMS.md §2): it needs ``sparse_weight_decay``, and the lazy mode
+    needs ``lr·weight_decay < 1``. ``touched`` says what the "touched" mode does."""
+    if group["weight_decay"] == 0:
+        return
+    if group["sparse_weight_decay"] is None:
+        raise RuntimeError(
+            "weight_decay option is not compatible with sparse gradients: pass "
+            f"sparse_weight_decay='lazy' (decoupled, equal to dense) or 'touched' ({touched})")
+    lr = float(group["lr"])
+    if group["sparse_weight_decay"] == "lazy" and lr * group["weight_decay"] >= 1:
+        raise ValueError(f"sparse_weight_decay='lazy' needs lr·weight_decay < 1, got "
+                         f"{lr} · {group['weight_decay']}")
+
+
 def _written(params: list[Tensor]) -> None:
     """Tell autograd that ``params`` changed in place (the numba kernels write through
     numpy, which torch's version counters do not see), so that a later backward through

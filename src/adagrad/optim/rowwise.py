@@ -14,7 +14,13 @@ from adagrad import kernels
 from adagrad.kernels import RowClocks, StepRule
 from adagrad.optim import checkpoint, conventions
 from adagrad.optim.adagrad import PARAM_DECAY
-from adagrad.optim.base import AdagradFamily, SparseGrad, check_rows, sparse_rows
+from adagrad.optim.base import (
+    AdagradFamily,
+    SparseGrad,
+    check_rows,
+    check_sparse_weight_decay,
+    sparse_rows,
+)
 from adagrad.optim.validation import check_choice, check_non_negative
 
 SPARSE_WEIGHT_DECAY_MODES = (None, "lazy", "touched")
@@ -170,17 +176,7 @@ class RowWiseAdagrad(AdagradFamily):
 
     def _check_sparse(self, sparse: SparseGrad, group: dict[str, Any]) -> None:
         check_rows(sparse)
-        if group["weight_decay"] == 0:
-            return
-        if group["sparse_weight_decay"] is None:
-            raise RuntimeError(
-                "weight_decay option is not compatible with sparse gradients: pass "
-                "sparse_weight_decay='lazy' (decoupled, equal to dense) or 'touched' "
-                "(the rule's decay on the touched rows, as FBGEMM)")
-        lr = float(group["lr"])
-        if group["sparse_weight_decay"] == "lazy" and lr * group["weight_decay"] >= 1:
-            raise ValueError(f"sparse_weight_decay='lazy' needs lr·weight_decay < 1, got "
-                             f"{lr} · {group['weight_decay']}")
+        check_sparse_weight_decay(group, "the rule's decay on the touched rows, as FBGEMM")
 
     @torch.no_grad()
     def step_rows(self, param: Tensor, sparse: SparseGrad) -> None:
