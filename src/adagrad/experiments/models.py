@@ -1,5 +1,6 @@
 """The two models the comparison trains: a sparse linear text classifier and the founding
-document's small house-price network."""
+document's small house-price network (also used, with one output per class, for dense
+classification)."""
 
 from __future__ import annotations
 
@@ -29,13 +30,16 @@ class SparseLinearText(nn.Module):
         return self.words(ids, offsets, per_sample_weights=weights) + self.bias
 
 
-class HousePriceNet(nn.Module):
-    """The founding document's model: ``Linear(5, 10) → ReLU → Linear(10, 1)``."""
+class TabularNet(nn.Module):
+    """The founding document's house-price model, ``Linear(n, 10) → ReLU → Linear(10, outputs)``:
+    one output for a regression (the standardised target), one score per class otherwise."""
 
-    def __init__(self, n_features: int = 5, hidden: int = 10):
+    def __init__(self, n_features: int = 5, outputs: int = 1, hidden: int = 10):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.outputs = outputs
+        self.net = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, outputs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Predicted (standardised) price, shape ``(batch,)``."""
-        return self.net(x).squeeze(-1)
+        """Shape ``(batch,)`` for one output, else ``(batch, outputs)``."""
+        out = self.net(x)
+        return out.squeeze(-1) if self.outputs == 1 else out

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from adagrad.experiments.claims import SUBJECT, early_index, spearman, steps_per_epoch
+from adagrad.experiments.claims import SUBJECT, early_index, spearman, steps_per_epoch, usable_range
 from adagrad.experiments.data import TextData
 from adagrad.experiments.experiment import DatasetResult
 from adagrad.experiments.optimizers import ADAGRAD, BASELINE, REGISTRY
@@ -28,10 +28,16 @@ class Plot:
     title: str
     caption: str
     dataset: str | None
+    claims: tuple[str, ...] = ()  # the claims whose evidence this plot shows
 
 
 def _color(key: str) -> str:
     return COLORS.get(key, "#333333")
+
+
+def _labelled(res) -> str:
+    """The optimizer's label with its chosen learning rate (or "defaults")."""
+    return f"{res.spec.label} (" + (f"lr={res.lr:g}" if res.lr is not None else "defaults") + ")"
 
 
 def _style(spec) -> str:
@@ -70,7 +76,7 @@ def loss_curves(ds: DatasetResult, folder: Path) -> Plot:
             epochs, values = res.mean_curve(which)
             ax.plot(epochs, values, color=_color(res.spec.key), lw=1.6,
                     ls=_style(res.spec),
-                    label=f"{res.spec.label} (lr={res.lr:g})")
+                    label=_labelled(res))
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.set_yscale("log")
@@ -80,10 +86,10 @@ def loss_curves(ds: DatasetResult, folder: Path) -> Plot:
     axes[0].set_ylabel(loss)
     rows = _legend_below(fig, axes[0])
     fig.suptitle(f"{ds.data.title}: loss curves at each optimizer's chosen learning rate")
-    name = _save(fig, folder, f"loss_curves_{ds.info.name}.png", rows)
-    return Plot(name, f"Loss curves — {ds.info.name}",
+    name = _save(fig, folder, f"loss_curves_{ds.name}.png", rows)
+    return Plot(name, f"Loss curves — {ds.name}",
                 f"Training and validation {loss} after each epoch, mean over seeds, each optimizer "
-                f"at the learning rate it won on the validation split.", ds.info.name)
+                f"at the learning rate it won on the validation split.", ds.name)
 
 
 def _binned_median(x: np.ndarray, y: np.ndarray, bins: int = 14) -> tuple[np.ndarray, np.ndarray]:
@@ -104,8 +110,9 @@ def rate_vs_frequency(ds: DatasetResult, folder: Path) -> Plot | None:
     subject = ds.result(SUBJECT)
     if subject is None or subject.runs[0].word_rate is None:
         return None
-    df = ds.data.doc_freq.astype(np.float64)
-    rate = subject.runs[0].word_rate
+    seen = ds.data.doc_freq > 0  # a sampled training set does not hold every word
+    df = ds.data.doc_freq[seen].astype(np.float64)
+    rate = subject.runs[0].word_rate[seen]
     rng = np.random.default_rng(0)
     jitter = df * np.exp(rng.uniform(-0.12, 0.12, size=len(df)))
     fig = Figure(figsize=(8, 5.2))
@@ -115,9 +122,9 @@ def rate_vs_frequency(ds: DatasetResult, folder: Path) -> Plot | None:
     for res in ds.results:
         if res.runs[0].word_rate is None or not res.spec.key.startswith("adagrad"):
             continue
-        cx, cy = _binned_median(df, res.runs[0].word_rate)
+        cx, cy = _binned_median(df, res.runs[0].word_rate[seen])
         ax.plot(cx, cy, color=_color(res.spec.key), lw=2.2 if res.spec.key == SUBJECT else 1.3,
-                marker="o", ms=3, label=f"{res.spec.label} (lr={res.lr:g}): binned median")
+                marker="o", ms=3, label=f"{_labelled(res)}: binned median")
     sgd = ds.result("sgd")
     if sgd is not None:
         ax.axhline(sgd.lr, color=_color("sgd"), ls="--", lw=1.2,
@@ -131,12 +138,13 @@ def rate_vs_frequency(ds: DatasetResult, folder: Path) -> Plot | None:
     ax.grid(alpha=0.3, which="both")
     rows = _legend_below(fig, ax, ncol=2)
     fig.set_size_inches(8, 5.2 + 0.25 * rows)
-    name = _save(fig, folder, f"effective_lr_vs_frequency_{ds.info.name}.png", rows)
-    return Plot(name, f"Effective learning rate per word vs frequency — {ds.info.name}",
+    name = _save(fig, folder, f"effective_lr_vs_frequency_{ds.name}.png", rows)
+    return Plot(name, f"Effective learning rate per word vs frequency — {ds.name}",
                 "Each dot is a word of the vocabulary: its Adagrad step size after training "
                 "(lr/sqrt(G) of its row, mean over classes) against how many training documents "
                 "contain it. Lines: binned medians for each Adagrad variant (ρ < 1 and reset "
-                "included) and SGD's single rate for comparison.", ds.info.name)
+                "included) and SGD's single rate for comparison.", ds.name,
+                ("per-parameter-rates", "rare-features-get-larger-steps"))
 
 
 def median_step(ds: DatasetResult, folder: Path) -> Plot | None:
@@ -153,7 +161,7 @@ def median_step(ds: DatasetResult, folder: Path) -> Plot | None:
         med = np.asarray(trace.median)
         style = dict(color=_color(res.spec.key), lw=1.6,
                      ls=_style(res.spec))
-        axes[0].plot(steps, med, label=f"{res.spec.label} (lr={res.lr:g})", **style)
+        axes[0].plot(steps, med, label=_labelled(res), **style)
         i = early_index(trace, spe)
         if i is not None and med[i] > 0:
             axes[1].plot(steps, med / med[i], **style)
@@ -170,20 +178,32 @@ def median_step(ds: DatasetResult, folder: Path) -> Plot | None:
     rows = _legend_below(fig, axes[0])
     fig.set_size_inches(11, 4.4 + 0.25 * rows)
     fig.suptitle(f"{ds.data.title}: median effective step over training (seed 0)")
-    name = _save(fig, folder, f"median_step_{ds.info.name}.png", rows)
-    return Plot(name, f"Median effective step over time — {ds.info.name}",
+    name = _save(fig, folder, f"median_step_{ds.name}.png", rows)
+    return Plot(name, f"Median effective step over time — {ds.name}",
                 "Median over the coordinates that have had a gradient of each optimizer's "
                 "per-coordinate step (Adagrad: lr/sqrt(G); RMSprop: lr/sqrt(v); Adam: "
                 "lr/sqrt(v̂); Adadelta: lr·sqrt(Δ)/sqrt(v)), sampled several times per epoch.",
-                ds.info.name)
+                ds.name, ("step-size-shrinks", "remedies-keep-step-size"))
+
+
+def _metric_label(ds: DatasetResult, split: str) -> str:
+    if ds.metric.higher_is_better:
+        return f"{split} accuracy (%)"
+    unit = getattr(ds.data, "unit", "")
+    return f"{split} RMSE" + (f" ({'$' if unit == 'usd' else unit.upper()})" if unit else "")
 
 
 def lr_selection(ds: DatasetResult, folder: Path) -> Plot:
-    """Validation metric against learning rate: the grid each optimizer was tuned on."""
+    """Validation metric against learning rate: the grid each optimizer was tuned on, the
+    usable ranges of Adagrad and SGD, and the learning-rate-free optimizers as lines."""
     fig = Figure(figsize=(8, 4.6))
     ax = fig.subplots()
     scale = 100.0 if ds.metric.higher_is_better else 1.0
     for res in ds.results:
+        if not res.grid:
+            ax.axhline(float(np.nanmean(res.val_values)) * scale, color=_color(res.spec.key),
+                       ls="-.", lw=1.2, label=f"{res.spec.label} (no grid)")
+            continue
         lrs = [g.lr for g in res.grid]
         vals = [g.val_metric * scale for g in res.grid]
         ax.plot(lrs, vals, marker="o", color=_color(res.spec.key), label=res.spec.label,
@@ -191,18 +211,27 @@ def lr_selection(ds: DatasetResult, folder: Path) -> Plot:
         chosen = next(g for g in res.grid if g.lr == res.lr)
         ax.plot([chosen.lr], [chosen.val_metric * scale], marker="*", ms=13,
                 color=_color(res.spec.key))
+    for key in (SUBJECT, "sgd"):
+        res = ds.result(key)
+        usable = usable_range(res) if res is not None and res.grid else None
+        if usable is not None:
+            ax.axvspan(usable.lo / 1.15, usable.hi * 1.15, color=_color(key), alpha=0.08)
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
-    ax.set_ylabel("validation accuracy (%)" if scale == 100.0 else "validation RMSE ($)")
-    ax.set_title(f"{ds.data.title}: learning-rate grid (seed 0), ★ = chosen", fontsize=10)
+    ax.set_ylabel(_metric_label(ds, "validation"))
+    ax.set_title(f"{ds.data.title}: learning-rate grid (seed 0), ★ = chosen; shaded: usable "
+                 f"range of Adagrad and SGD", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     rows = _legend_below(fig, ax)
     fig.set_size_inches(9, 4.6 + 0.25 * rows)
-    name = _save(fig, folder, f"lr_selection_{ds.info.name}.png", rows)
-    return Plot(name, f"Learning-rate selection — {ds.info.name}",
-                "Each optimizer's validation metric over its learning-rate grid (seed 0); the star "
-                "is the rate used for the test runs, the one with the lowest final validation "
-                "loss. A diverged run is left out.", ds.info.name)
+    name = _save(fig, folder, f"lr_selection_{ds.name}.png", rows)
+    return Plot(name, f"Learning-rate selection — {ds.name}",
+                "Each optimizer's validation metric over its learning-rate grid (seed 0, two "
+                "rates per decade, grown until the best rate is interior); the star is the rate "
+                "used for the test runs, the one with the lowest final validation loss. Shaded: "
+                "the usable range (within 1 point / 2 % of the best) of founding Adagrad and of "
+                "SGD. Dash-dotted lines: learning-rate-free optimizers (mean over seeds).",
+                ds.name, ("no-manual-tuning",))
 
 
 def test_metrics(datasets: list[DatasetResult], folder: Path) -> Plot:
@@ -231,7 +260,7 @@ def test_metrics(datasets: list[DatasetResult], folder: Path) -> Plot:
                 ax.text(m + s, yi, f" {m:,.1f}±{s:,.1f}" if scale == 100.0 else f" {m:,.0f}±{s:,.0f}",
                         va="center", fontsize=7)
         best = "higher" if ds.metric.higher_is_better else "lower"
-        ax.set_xlabel(("test accuracy (%)" if scale == 100.0 else "test RMSE ($)") + f", {best} is better")
+        ax.set_xlabel(_metric_label(ds, "test") + f", {best} is better")
         ax.set_title(ds.data.title, fontsize=9)
         ax.grid(alpha=0.3, axis="x")
     for ax in axes[len(datasets):]:
@@ -240,12 +269,19 @@ def test_metrics(datasets: list[DatasetResult], folder: Path) -> Plot:
     name = _save(fig, folder, "test_metrics.png")
     return Plot(name, "Final test metrics",
                 "Mean ± sample standard deviation over seeds at each optimizer's chosen learning "
-                "rate.", None)
+                "rate (learning-rate-free optimizers: their defaults).", None,
+                ("sparse-text-vs-sgd", "adam-versatile"))
 
 
 def draw_all(datasets: list[DatasetResult], folder: Path) -> list[Plot]:
     """Every figure of the report, written into ``folder``."""
+    from adagrad.experiments.claim_plots import CLAIM_PLOTS
+
     plots: list[Plot] = [test_metrics(datasets, folder)]
+    for make_claim_plot in CLAIM_PLOTS:
+        plot = make_claim_plot(datasets, folder)
+        if plot is not None:
+            plots.append(plot)
     for ds in datasets:
         for make in (loss_curves, rate_vs_frequency, median_step, lr_selection):
             plot = make(ds, folder)

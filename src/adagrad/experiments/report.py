@@ -10,6 +10,7 @@ import math
 import platform
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from adagrad import __version__
@@ -17,6 +18,7 @@ from adagrad.experiments.claims import Claim
 from adagrad.experiments.experiment import DatasetResult, OptimizerResult
 from adagrad.experiments.optimizers import unavailable
 from adagrad.experiments.plots import Plot
+from adagrad.experiments.statistics import HOLDS, INCONCLUSIVE, NOT_SUPPORTED
 
 GENERATOR = "adagrad compare"
 MARKER = ".adagrad-report"
@@ -31,13 +33,25 @@ DECAY_NOTE = ("Adagrad with accumulator_decay ρ and RMSprop with α = ρ take t
               "so this holds for its sparse gradients too. Identical rows for the two in the "
               "tables (for example ρ = 0.99 at lr 0.1 and RMSprop at lr 0.01) are this identity.")
 FAIRNESS_NOTE = ("Fair comparison: each optimizer's learning rate is chosen on a validation split "
-                 "(20% of the training data, never the test set) from its own grid, with seed 0, "
-                 "as the rate with the lowest final validation loss; the chosen rate is then "
-                 "trained with every seed and evaluated once on the test set.")
+                 "(20% of the training data, never the test set) with seed 0, as the rate with "
+                 "the lowest final validation loss, from a grid of two rates per decade that is "
+                 "the same lattice for every optimizer and grows until the best rate is interior "
+                 "and the usable range is closed on both sides (or the next rate diverges); the "
+                 "chosen rate is then trained with every seed and evaluated once on the test "
+                 "set. Learning-rate-free optimizers run with their defaults and no grid.")
+STATISTICS_NOTE = ("Verdicts: a comparison between optimizers holds only when it is significant "
+                   "over the seeds (Welch's t-test, one-sided, p < 0.05, on the contrast of "
+                   "group means the claim names; Adam's ranks: a percentile bootstrap over seeds, "
+                   "95 %); it is not supported when the opposite is significant, and "
+                   "inconclusive otherwise. --quick (one seed) never shows a comparison.")
 
 
 def _finite(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
+
+
+def _gradients(ds: DatasetResult, res: OptimizerResult) -> str:
+    return "sparse" if res.spec.sparse and ds.sparse else "dense"
 
 
 def run_json(ds: DatasetResult, res: OptimizerResult) -> dict:
@@ -46,17 +60,23 @@ def run_json(ds: DatasetResult, res: OptimizerResult) -> dict:
     epochs, train_loss = res.mean_curve("train_loss")
     _, val_loss = res.mean_curve("val_loss")
     return {
-        "dataset": ds.info.name,
+        "dataset": ds.name,
         "task": ds.info.task,
+        "kind": ds.info.kind,
+        "variant_of": ds.variant_of,
         "optimizer": res.spec.key,
         "label": res.spec.label,
-        "gradients": "sparse" if res.spec.sparse and ds.info.task == "classification" else "dense",
+        "role": res.spec.role,
+        "gradients": _gradients(ds, res),
         "lr": res.lr,
         "lr_at_grid_edge": res.lr_at_grid_edge,
+        "grid_limited": res.grid_limited,
         "lr_grid": [{"lr": g.lr, "val_loss": _finite(g.val_loss), "val_metric": _finite(g.val_metric),
                      "diverged": g.diverged} for g in res.grid],
         "test_metric": {"name": res.metric.name, "mean": _finite(res.mean), "std": _finite(res.std),
                         "values": [_finite(v) for v in res.test_values]},
+        "validation_metric": {"name": res.metric.name,
+                              "values": [_finite(v) for v in res.val_values]},
         "seeds": len(res.runs),
         "diverged_seeds": res.diverged_seeds,
         "seconds": round(sum(r.seconds for r in res.runs), 2),
@@ -80,15 +100,16 @@ def metrics_json(datasets: list[DatasetResult], claims: list[Claim], plots: list
         "python": platform.python_version(),
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "settings": settings,
-        "datasets": [{"name": ds.info.name, "task": ds.info.task, "title": ds.data.title,
+        "datasets": [{"name": ds.name, "task": ds.info.task, "kind": ds.info.kind,
+                      "variant_of": ds.variant_of, "title": ds.data.title,
                       "source": ds.data.source, "description": ds.data.describe(),
                       "epochs": ds.settings.epochs, "batch_size": ds.settings.batch_size,
                       "seconds": round(ds.seconds, 1)} for ds in datasets],
         "runs": [run_json(ds, res) for ds in datasets for res in ds.results],
         "claims": [c.to_json() for c in claims],
         "plots": [{"file": p.file, "title": p.title, "caption": p.caption} for p in plots],
-        "unavailable_optimizers": [s.key for s in unavailable()],
-        "notes": [FAIRNESS_NOTE, DENSE_NOTE, DECAY_NOTE],
+        "unavailable_optimizers": [{"optimizer": s.key, "why": s.missing} for s in unavailable()],
+        "notes": [FAIRNESS_NOTE, STATISTICS_NOTE, DENSE_NOTE, DECAY_NOTE],
     }
 
 
@@ -97,40 +118,54 @@ def _metric_text(res: OptimizerResult) -> str:
         return "diverged"
     if res.metric.higher_is_better:
         return f"{100 * res.mean:.2f} ± {100 * res.std:.2f} %"
-    return f"${res.mean:,.0f} ± {res.std:,.0f}"
+    return f"{res.mean:,.4g} ± {res.std:,.3g}"
 
 
 def _val_text(res: OptimizerResult) -> str:
+    if not res.grid:
+        values = res.val_values[np.isfinite(res.val_values)]
+        return ("no grid; mean " + (f"{100 * values.mean():.2f} %" if res.metric.higher_is_better
+                                    else f"{values.mean():,.4g}")) if len(values) else "diverged"
     point = next(g for g in res.grid if g.lr == res.lr)
     if point.diverged or not math.isfinite(point.val_metric):
         return "diverged"
     metric = (f"{100 * point.val_metric:.2f} %" if res.metric.higher_is_better
-              else f"${point.val_metric:,.0f}")
+              else f"{point.val_metric:,.4g}")
     return f"{point.val_loss:.4g} / {metric}"
+
+
+def _lr_text(res: OptimizerResult) -> str:
+    if res.lr is None:
+        return "none (defaults)"
+    return f"{res.lr:g}" + (" (edge)" if res.lr_at_grid_edge else "")
+
+
+VERDICT_WORDS = {HOLDS: "holds", NOT_SUPPORTED: "NOT SUPPORTED", INCONCLUSIVE: "inconclusive"}
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for i, row in enumerate(rows):
+        lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        if i == 0:
+            lines.append("  " + "  ".join("-" * w for w in widths))
+    return lines
 
 
 def terminal_table(datasets: list[DatasetResult], claims: list[Claim], report_path: str,
                    seconds: float) -> str:
-    """The plain-text summary printed after a run."""
-    lines: list[str] = []
+    """The plain-text summary printed after a run: the verdicts first, then each dataset."""
+    lines = ["Claims (judged from the measurements):"]
+    width = max(len(c.id) for c in claims)
+    for c in claims:
+        lines.append(f"  {c.id.ljust(width)}  {VERDICT_WORDS[c.verdict].ljust(13)}  {c.summary}")
     for ds in datasets:
         metric = "test accuracy" if ds.metric.higher_is_better else "test RMSE"
         lines.append(f"\n{ds.data.title}  ({ds.data.describe()})")
         rows = [("optimizer", "grads", "lr", f"{metric} (mean ± std)")]
-        for res in ds.results:
-            grads = "sparse" if res.spec.sparse and ds.info.task == "classification" else "dense"
-            lr = f"{res.lr:g}" + (" (edge)" if res.lr_at_grid_edge else "")
-            rows.append((res.spec.label, grads, lr, _metric_text(res)))
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        for i, row in enumerate(rows):
-            lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-            if i == 0:
-                lines.append("  " + "  ".join("-" * w for w in widths))
-    lines.append("\nClaims (judged from the measurements):")
-    width = max(len(c.id) for c in claims)
-    for c in claims:
-        verdict = "holds      " if c.holds else "NOT SUPPORTED"
-        lines.append(f"  {c.id.ljust(width)}  {verdict.ljust(13)}  {c.summary}")
+        rows += [(r.spec.label, _gradients(ds, r), _lr_text(r), _metric_text(r)) for r in ds.results]
+        lines += _table(rows)
     lines.append(f"\nReport: {report_path}/index.html  ({seconds:.0f} s)")
     return "\n".join(lines)
 
@@ -143,6 +178,7 @@ table{border-collapse:collapse;margin:1em 0;font-size:.9em} th,td{border:1px sol
 text-align:left;vertical-align:top} th{background:#f4f4f4}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .holds{background:#e6f4ea;color:#135c2a;font-weight:600} .fails{background:#fde8e8;color:#8a1c1c;font-weight:600}
+.unclear{background:#f1f1f1;color:#555;font-weight:600}
 figure{margin:1.5em 0} figure img{max-width:100%;border:1px solid #eee} figcaption{font-size:.9em;color:#555}
 pre{background:#f8f8f8;padding:.6em;overflow-x:auto;font-size:.8em;max-width:100%}
 .note{background:#fff8e1;border-left:4px solid #f0c040;padding:.5em 1em}
@@ -154,20 +190,37 @@ def _e(x: object) -> str:
     return html.escape(str(x))
 
 
+def _plot_anchor(p: Plot) -> str:
+    return "plot-" + p.file.removesuffix(".png")
+
+
+def verdicts_html(claims: list[Claim], plots: list[Plot]) -> str:
+    """The report's opening: one line per claim, its verdict, links to its plot and evidence."""
+    rows = []
+    for c in claims:
+        shown = [p for p in plots if c.id in p.claims]
+        links = " · ".join(f"<a href='#{_plot_anchor(p)}'>{_e(p.title)}</a>" for p in shown[:2])
+        rows.append(f"<tr><td><a href='#claim-{_e(c.id)}'><code>{_e(c.id)}</code></a></td>"
+                    f"<td class='{_CLASS[c.verdict]}'>{_e(c.verdict)}</td><td>{_e(c.summary)}</td>"
+                    f"<td class='small'>{links or '—'}</td></tr>")
+    return ("<table><tr><th>claim</th><th>verdict</th><th>in one line</th><th>plot</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+_CLASS = {HOLDS: "holds", NOT_SUPPORTED: "fails", INCONCLUSIVE: "unclear"}
+
+
 def _claims_html(claims: list[Claim]) -> str:
     rows = []
     for c in claims:
-        cls, verdict = ("holds", "holds") if c.holds else ("fails", "not supported")
+        test = c.evidence.get("test", "measured directly")
         rows.append(
-            f"<tr><td><code>{_e(c.id)}</code></td><td>{_e(c.claim)}</td>"
-            f"<td class='{cls}'>{verdict}</td><td>{_e(c.summary)}"
+            f"<tr id='claim-{_e(c.id)}'><td><code>{_e(c.id)}</code></td><td>{_e(c.claim)}"
+            f"<br><span class='small'>test: {_e(test)}</span></td>"
+            f"<td class='{_CLASS[c.verdict]}'>{_e(c.verdict)}</td><td>{_e(c.summary)}"
             f"<details><summary>evidence</summary><pre>{_e(json.dumps(c.evidence, indent=2, ensure_ascii=False))}"
             f"</pre></details></td></tr>")
-    failing = [c.id for c in claims if not c.holds]
-    verdict = (f"<p class='note'>Not supported by this run's data: {', '.join(_e(f) for f in failing)}. "
-               f"These claims are reported as false, with the numbers behind the verdict.</p>"
-               if failing else "<p>Every claim held on this run's data.</p>")
-    return (verdict + "<table><tr><th>id</th><th>claim (and the test applied)</th><th>verdict</th>"
+    return ("<table><tr><th>id</th><th>claim (and the test applied)</th><th>verdict</th>"
             "<th>evidence</th></tr>" + "".join(rows) + "</table>")
 
 
@@ -175,15 +228,16 @@ def _results_html(ds: DatasetResult) -> str:
     metric = "test accuracy" if ds.metric.higher_is_better else "test RMSE"
     rows = []
     for res in ds.results:
-        grads = "sparse" if res.spec.sparse and ds.info.task == "classification" else "dense"
-        grid = ", ".join(f"{g.lr:g}" for g in res.grid)
-        edge = " <span class='small'>(edge of grid)</span>" if res.lr_at_grid_edge else ""
+        grid = ", ".join(f"{g.lr:g}" for g in res.grid) or "—"
+        limited = " <span class='small'>(grid limit reached)</span>" if res.grid_limited else ""
         div = f" <span class='small'>({res.diverged_seeds} seed(s) diverged)</span>" if res.diverged_seeds else ""
         rows.append(f"<tr><td>{_e(res.spec.label)}<br><span class='small'>{_e(res.spec.note)}</span></td>"
-                    f"<td>{grads}</td><td class='num'>{res.lr:g}{edge}</td><td class='small'>{grid}</td>"
+                    f"<td>{_gradients(ds, res)}</td><td class='num'>{_e(_lr_text(res))}</td>"
+                    f"<td class='small'>{grid}{limited}</td>"
                     f"<td class='num'>{_e(_val_text(res))}</td><td class='num'>{_e(_metric_text(res))}{div}</td></tr>")
     return (f"<p>{_e(ds.data.describe())}. Source: <code>{_e(ds.data.source)}</code>. "
-            f"{ds.settings.epochs} epochs, batch {ds.settings.batch_size}, {ds.seconds:.0f} s.</p>"
+            f"{ds.settings.epochs} epochs, batch {ds.settings.batch_size}, {ds.seconds:.0f} s of "
+            f"training for the reported runs.</p>"
             f"<table><tr><th>optimizer</th><th>gradients</th><th>chosen lr</th><th>grid</th>"
             f"<th>validation loss / {'accuracy' if ds.metric.higher_is_better else 'RMSE'} (seed 0)</th>"
             f"<th>{metric}, mean ± std over {len(ds.results[0].runs)} seed(s)</th></tr>"
@@ -191,7 +245,8 @@ def _results_html(ds: DatasetResult) -> str:
 
 
 def _figure(p: Plot) -> str:
-    return (f"<figure><img src='{_e(p.file)}' alt='{_e(p.title)}'><figcaption><b>{_e(p.title)}.</b> "
+    return (f"<figure id='{_plot_anchor(p)}'><img src='{_e(p.file)}' alt='{_e(p.title)}'>"
+            f"<figcaption><b>{_e(p.title)}.</b> "
             f"{_e(p.caption)}</figcaption></figure>")
 
 
@@ -205,19 +260,21 @@ def index_html(datasets: list[DatasetResult], claims: list[Claim], plots: list[P
              f"command <code>{_e(settings.get('command', 'adagrad compare'))}</code>; "
              f"{settings.get('seeds')} seed(s){', quick mode' if settings.get('quick') else ''}; "
              f"wall time {settings.get('wall_seconds', 0):.0f} s.</p>",
-             "<h2>Claims</h2>", _claims_html(claims)]
+             "<h2>Verdicts</h2>", verdicts_html(claims, plots),
+             "<h2>Claims and their evidence</h2>", _claims_html(claims)]
     general = [p for p in plots if p.dataset is None]
     for p in general:
         parts.append(_figure(p))
     for ds in datasets:
-        parts.append(f"<h2>{_e(ds.data.title)} <span class='small'>({_e(ds.info.task)})</span></h2>")
+        kind = "sparse text" if ds.sparse else f"dense {ds.info.task}"
+        parts.append(f"<h2>{_e(ds.data.title)} <span class='small'>({_e(kind)})</span></h2>")
         parts.append(_results_html(ds))
         for p in plots:
-            if p.dataset == ds.info.name:
+            if p.dataset == ds.name:
                 parts.append(_figure(p))
     missing = unavailable()
     parts.append("<h2>Notes</h2><ul>")
-    parts.append(f"<li>{_e(FAIRNESS_NOTE)}</li><li>{_e(DENSE_NOTE)}</li>")
+    parts.append(f"<li>{_e(FAIRNESS_NOTE)}</li><li>{_e(STATISTICS_NOTE)}</li><li>{_e(DENSE_NOTE)}</li>")
     parts.append(f"<li>{_e(DECAY_NOTE)}</li>")
     parts.append("<li>Effective learning rate: the factor that multiplies a coordinate's gradient "
                  "in the update, read from the optimizer state (Adagrad lr/sqrt(G), with ε as "
@@ -225,8 +282,8 @@ def index_html(datasets: list[DatasetResult], claims: list[Claim], plots: list[P
                  "momentum; Adadelta lr·sqrt(Δ+ε)/sqrt(v+ε)). Medians are over coordinates that "
                  "have received a gradient.</li>")
     if missing:
-        parts.append(f"<li>Registered but not in this version of the package (skipped): "
-                     f"{', '.join(_e(s.label) for s in missing)}.</li>")
+        parts.append(f"<li>Not installed here (skipped): "
+                     f"{', '.join(f'{_e(s.label)} ({_e(s.missing)})' for s in missing)}.</li>")
     parts.append("<li>Full numbers: <a href='metrics.json'>metrics.json</a>.</li></ul>")
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -11,13 +11,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from adagrad.experiments.data import RegressionData, TextData, TextSplit
+from adagrad.experiments.data import REGRESSION, TabularData, TextData, TextSplit
 from adagrad.experiments.effective_lr import EffectiveLR, active_median, effective_lr
-from adagrad.experiments.models import HousePriceNet, SparseLinearText
+from adagrad.experiments.models import SparseLinearText, TabularNet
 from adagrad.experiments.optimizers import ADAGRAD, OptimizerSpec
 
 #: Relative tolerance when checking that a coordinate's effective rate never grew.
 MONOTONE_RTOL = 1e-6
+#: A warm-up starts at this fraction of the learning rate and rises linearly to it.
+WARMUP_START = 0.1
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class TrainSettings:
 
     epochs: int
     batch_size: int
-    snapshots_per_epoch: int = 8
+    snapshots_per_epoch: int = 4
 
 
 @dataclass
@@ -49,7 +51,7 @@ class RunOutcome:
     """What one run measured. Metrics are on the validation and test splits at the end."""
 
     optimizer: str
-    lr: float
+    lr: float | None  # None for a learning-rate-free optimizer
     seed: int
     epochs: list[int]
     train_loss: list[float]
@@ -152,6 +154,9 @@ def _fit(optimizer: torch.optim.Optimizer, spec: OptimizerSpec, settings: TrainS
     tracer's snapshots; stops at a non-finite (or ``too_large``) loss."""
     steps_per_epoch = math.ceil(n / settings.batch_size)
     every = max(1, steps_per_epoch // settings.snapshots_per_epoch)
+    warmup = (torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=WARMUP_START,
+                                                total_iters=spec.warmup_epochs * steps_per_epoch)
+              if spec.warmup_epochs else None)
     train0, val0 = evaluate()
     curves = _Curves([0], [train0], [val0])
     step = 0
@@ -161,6 +166,8 @@ def _fit(optimizer: torch.optim.Optimizer, spec: OptimizerSpec, settings: TrainS
             optimizer.zero_grad(set_to_none=True)
             batch_loss(order[b * settings.batch_size:(b + 1) * settings.batch_size]).backward()
             optimizer.step()
+            if warmup is not None:
+                warmup.step()
             step += 1
             if step % every == 0:
                 tracer.snapshot(step)
@@ -182,7 +189,7 @@ def _fit(optimizer: torch.optim.Optimizer, spec: OptimizerSpec, settings: TrainS
     return curves
 
 
-def train_text(data: TextData, spec: OptimizerSpec, lr: float, seed: int,
+def train_text(data: TextData, spec: OptimizerSpec, lr: float | None, seed: int,
                settings: TrainSettings, progress: Progress | None = None,
                keep_rates: bool = False) -> RunOutcome:
     """Train the sparse linear text classifier; metric: accuracy (validation and test)."""
@@ -223,55 +230,65 @@ def train_text(data: TextData, spec: OptimizerSpec, lr: float, seed: int,
                       word_rate, coordinate_rate)
 
 
-# --- regression ------------------------------------------------------------------------------
+# --- dense tabular data ---------------------------------------------------------------------
 
-def _mse(model: HousePriceNet, x: torch.Tensor, y: torch.Tensor) -> float:
+def _tabular_eval(model: TabularNet, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Loss and metric: MSE and RMSE (standardised units) or cross-entropy and accuracy."""
     with torch.no_grad():
-        return nn.functional.mse_loss(model(x), y).item()
+        out = model(x)
+        if model.outputs == 1:
+            mse = nn.functional.mse_loss(out, y).item()
+            return mse, math.sqrt(mse)
+        return (nn.functional.cross_entropy(out, y).item(),
+                (out.argmax(1) == y).double().mean().item())
 
 
-def train_regression(data: RegressionData, spec: OptimizerSpec, lr: float, seed: int,
-                     settings: TrainSettings, progress: Progress | None = None,
-                     keep_rates: bool = False) -> RunOutcome:
-    """Train the house-price network with MSE on standardised prices; metric: RMSE in dollars."""
+def train_tabular(data: TabularData, spec: OptimizerSpec, lr: float | None, seed: int,
+                  settings: TrainSettings, progress: Progress | None = None,
+                  keep_rates: bool = False) -> RunOutcome:
+    """Train the founding document's small network: MSE on the standardised target (metric:
+    RMSE in the target's unit) or cross-entropy over the classes (metric: accuracy)."""
     start = time.perf_counter()
+    regression = data.task == REGRESSION
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = HousePriceNet(data.x_train.shape[1])
+        model = TabularNet(data.x_train.shape[1], 1 if regression else len(data.classes))
     optimizer = spec.build(model.parameters(), lr)
     params = list(model.parameters())
     tracer = _Tracer(optimizer, params, enabled=keep_rates, check_monotone=spec.role == ADAGRAD)
     xt, yt = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
     xv, yv = torch.from_numpy(data.x_val), torch.from_numpy(data.y_val)
     xs, ys = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
+    loss_fn = nn.functional.mse_loss if regression else nn.functional.cross_entropy
 
     def batch_loss(rows: np.ndarray) -> torch.Tensor:
         rows = torch.from_numpy(rows)
-        return nn.functional.mse_loss(model(xt[rows]), yt[rows])
+        return loss_fn(model(xt[rows]), yt[rows])
 
     curves = _fit(optimizer, spec, settings, len(yt), np.random.default_rng(seed), batch_loss,
-                  lambda: (_mse(model, xt, yt), _mse(model, xv, yv)), tracer, progress,
-                  too_large=1e6)
+                  lambda: (_tabular_eval(model, xt, yt)[0], _tabular_eval(model, xv, yv)[0]),
+                  tracer, progress, too_large=1e6)
     diverged = curves.diverged
+    scale = data.y_std if regression else 1.0
     if diverged:
-        val_rmse = test_rmse = float("nan")
+        val_metric = test_metric = float("nan")
     else:
-        val_rmse = math.sqrt(_mse(model, xv, yv)) * data.y_std
-        test_rmse = math.sqrt(_mse(model, xs, ys)) * data.y_std
+        val_metric = _tabular_eval(model, xv, yv)[1] * scale
+        test_metric = _tabular_eval(model, xs, ys)[1] * scale
     coordinate_rate = None
     if keep_rates and not diverged:
         eff = [effective_lr(optimizer, p) for p in params]
         if all(e is not None for e in eff):
             coordinate_rate = torch.cat([e.rate[e.active] for e in eff]).numpy()  # type: ignore[union-attr]
     return RunOutcome(spec.key, lr, seed, curves.epochs, curves.train_loss, curves.val_loss,
-                      val_rmse, test_rmse, diverged, time.perf_counter() - start, tracer.trace,
+                      val_metric, test_metric, diverged, time.perf_counter() - start, tracer.trace,
                       None, coordinate_rate)
 
 
-def train(data: TextData | RegressionData, spec: OptimizerSpec, lr: float, seed: int,
+def train(data: TextData | TabularData, spec: OptimizerSpec, lr: float | None, seed: int,
           settings: TrainSettings, progress: Progress | None = None,
           keep_rates: bool = False) -> RunOutcome:
-    """Dispatch to the text or the regression trainer."""
+    """Dispatch to the text or the tabular trainer."""
     if isinstance(data, TextData):
         return train_text(data, spec, lr, seed, settings, progress, keep_rates)
-    return train_regression(data, spec, lr, seed, settings, progress, keep_rates)
+    return train_tabular(data, spec, lr, seed, settings, progress, keep_rates)
