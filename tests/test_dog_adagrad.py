@@ -198,18 +198,31 @@ def _run_sparse(rows, width, nnz, id_range, steps, scope, dtype, seed):
     return table, opt
 
 
-@given(rows=st.integers(1, 30), width=st.sampled_from([1, 3, 8]), nnz=st.integers(0, 25),
-       id_range=st.sampled_from([None, 3]), steps=st.integers(1, 5),
-       scope=st.sampled_from(["group", "tensor"]),
-       dtype=st.sampled_from([torch.float64, torch.float32]), seed=st.integers(0, 2**16))
+_SPARSE_CASES = dict(rows=st.integers(1, 30), width=st.sampled_from([1, 3, 8]),
+                     nnz=st.integers(0, 25), id_range=st.sampled_from([None, 3]),
+                     steps=st.integers(1, 5), scope=st.sampled_from(["group", "tensor"]),
+                     seed=st.integers(0, 2**16))
+
+
+@given(**_SPARSE_CASES)
 @settings(max_examples=30, deadline=None)
-def test_sparse_against_the_reference(rows, width, nnz, id_range, steps, scope, dtype, seed):
-    _run_sparse(rows, width, nnz, id_range, steps, scope, dtype, seed)
+def test_sparse_against_the_reference(rows, width, nnz, id_range, steps, scope, seed):
+    """Float64 tables: the torch-ops kernel (the numba one takes float32, below)."""
+    _run_sparse(rows, width, nnz, id_range, steps, scope, torch.float64, seed)
+
+
+@given(**_SPARSE_CASES)
+@settings(max_examples=60, deadline=None)
+@pytest.mark.slow
+def test_sparse_float32_against_the_reference(rows, width, nnz, id_range, steps, scope, seed):
+    """Float32 tables on the CPU: the numba row engine's kernel."""
+    _run_sparse(rows, width, nnz, id_range, steps, scope, torch.float32, seed)
 
 
 @pytest.mark.slow
-def test_sparse_against_the_reference_large_table():
-    _run_sparse(20000, 32, 5000, None, 3, "group", torch.float64, 1)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_sparse_against_the_reference_large_table(dtype):
+    _run_sparse(20000, 32, 5000, None, 3, "group", dtype, 1)
 
 
 def test_sparse_leaves_untouched_rows_and_their_state():
@@ -235,8 +248,7 @@ def test_bf16_parameters_keep_float32_state_and_an_exact_initial_copy():
 
 # -- fused layers -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["bag", "bag-weights", "embedding"])
-def test_fused_layer_equals_torch_sparse_layer_and_step(kind):
+def _fused_against_torch_layer(kind: str, dtype: torch.dtype) -> None:
     torch.manual_seed(0)
     rows, width = 25, 4
     if kind == "embedding":
@@ -244,8 +256,9 @@ def test_fused_layer_equals_torch_sparse_layer_and_step(kind):
     else:
         theirs = torch.nn.EmbeddingBag(rows, width, sparse=True, mode="sum")
         ours = adagrad.nn.EmbeddingBag(rows, width, mode="sum")
+    theirs, ours = theirs.to(dtype), ours.to(dtype)
     ours.load_state_dict(theirs.state_dict())
-    head = torch.randn(width, 1)
+    head = torch.randn(width, 1, dtype=dtype)
     their_opt, our_opt = DoGAdagrad(theirs.parameters()), DoGAdagrad(ours.parameters())
     ours.update_in_backward(our_opt)
     gen = torch.Generator().manual_seed(3)
@@ -254,7 +267,7 @@ def test_fused_layer_equals_torch_sparse_layer_and_step(kind):
         if kind == "embedding":
             args = (ids.view(4, 3),)
         else:
-            weights = torch.rand(12, generator=gen) if kind == "bag-weights" else None
+            weights = torch.rand(12, generator=gen).to(dtype) if kind == "bag-weights" else None
             args = (ids, torch.tensor([0, 4, 4, 9]), weights)
         for layer, opt in ((theirs, their_opt), (ours, our_opt)):
             opt.zero_grad()
@@ -262,6 +275,18 @@ def test_fused_layer_equals_torch_sparse_layer_and_step(kind):
             opt.step()
         torch.testing.assert_close(ours.weight, theirs.weight, rtol=1e-6, atol=1e-7)
     assert our_opt.state[ours.weight]["step"].item() == 6
+
+
+@pytest.mark.parametrize("kind", ["bag", "bag-weights", "embedding"])
+def test_fused_layer_equals_torch_sparse_layer_and_step(kind):
+    _fused_against_torch_layer(kind, torch.float64)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["bag", "bag-weights", "embedding"])
+def test_fused_float32_layer_equals_torch_sparse_layer_and_step(kind):
+    """Float32 tables: the numba kernel, fed the bags' output gradient directly."""
+    _fused_against_torch_layer(kind, torch.float32)
 
 
 def test_fused_table_in_a_shared_group_follows_the_reference():
@@ -296,11 +321,11 @@ def test_fused_table_in_a_shared_group_follows_the_reference():
 
 _RUN = textwrap.dedent("""
     import io, sys, torch, adagrad, adagrad.nn
-    def build(fused):
+    def build(fused, dtype):
         torch.manual_seed(0)
         bag = adagrad.nn.EmbeddingBag(30, 4, mode="sum") if fused else \\
             torch.nn.EmbeddingBag(30, 4, mode="sum", sparse=True)
-        model = torch.nn.ModuleDict({"bag": bag, "head": torch.nn.Linear(4, 2)})
+        model = torch.nn.ModuleDict({"bag": bag, "head": torch.nn.Linear(4, 2)}).to(dtype)
         opt = adagrad.DoGAdagrad(model.parameters())
         if fused:
             bag.update_in_backward(opt)
@@ -311,10 +336,10 @@ _RUN = textwrap.dedent("""
             ids = torch.randint(0, 30, (24,), generator=gen)
             opt.zero_grad()
             out = model["head"](model["bag"](ids, torch.arange(0, 24, 4)))
-            ((out - torch.randn(6, 2, generator=gen)) ** 2).sum().backward()
+            ((out - torch.randn(6, 2, generator=gen).to(out.dtype)) ** 2).sum().backward()
             opt.step()
-    def resume(fused, saved):
-        model, opt = build(fused)
+    def resume(fused, dtype, saved):
+        model, opt = build(fused, dtype)
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         train(model, opt, 5, 12)
@@ -323,7 +348,7 @@ _RUN = textwrap.dedent("""
 _RESUME_ALL = _RUN + textwrap.dedent("""
     torch.set_num_threads(1)
     for fused, source, target in zip((False, True), sys.argv[1::2], sys.argv[2::2]):
-        torch.save(resume(fused, torch.load(source, weights_only=False)), target)
+        torch.save(resume(fused, torch.float32, torch.load(source, weights_only=False)), target)
 """)
 
 
@@ -354,11 +379,11 @@ def _assert_bit_identical(a, b):
         assert a == b
 
 
-def _checkpointed_runs(fused: bool, namespace: dict) -> tuple[dict, dict]:
+def _checkpointed_runs(fused: bool, dtype: torch.dtype, namespace: dict) -> tuple[dict, dict]:
     """Steps 0-4, a checkpoint (taking it changes nothing), steps 5-11: the checkpoint
     and the end of the uninterrupted run."""
     torch.set_num_threads(1)
-    model, opt = namespace["build"](fused)
+    model, opt = namespace["build"](fused, dtype)
     namespace["train"](model, opt, 0, 5)
     saved = copy.deepcopy({"model": model.state_dict(), "optimizer": opt.state_dict()})
     namespace["train"](model, opt, 5, 12)
@@ -368,21 +393,24 @@ def _checkpointed_runs(fused: bool, namespace: dict) -> tuple[dict, dict]:
 @pytest.mark.parametrize("fused", [False, True])
 def test_resumed_run_is_bit_identical(fused):
     """A fresh model and optimizer loaded from the checkpoint end with the same bits as
-    the run that never stopped (model and optimizer state)."""
+    the run that never stopped (model and optimizer state). Float64 (the torch-ops
+    kernel); the float32 numba path in the new-process test below."""
     namespace: dict = {}
     exec(_RUN, namespace)
-    saved, uninterrupted = _checkpointed_runs(fused, namespace)
-    _assert_bit_identical(_bits(namespace["resume"](fused, saved)), _bits(uninterrupted))
+    saved, uninterrupted = _checkpointed_runs(fused, torch.float64, namespace)
+    resumed = namespace["resume"](fused, torch.float64, saved)
+    _assert_bit_identical(_bits(resumed), _bits(uninterrupted))
 
 
 @pytest.mark.slow
 def test_resumed_in_a_new_process_is_bit_identical(tmp_path):
-    """As above, the checkpoints resumed in a fresh process (one for both paths)."""
+    """As above, float32 (the numba row kernel), the checkpoints resumed in a fresh
+    process (one for both paths)."""
     namespace: dict = {}
     exec(_RUN, namespace)
     args, ends = [], []
     for fused in (False, True):
-        saved, uninterrupted = _checkpointed_runs(fused, namespace)
+        saved, uninterrupted = _checkpointed_runs(fused, torch.float32, namespace)
         torch.save(saved, tmp_path / f"ck{fused}.pt")
         args += [str(tmp_path / f"ck{fused}.pt"), str(tmp_path / f"end{fused}.pt")]
         ends.append(uninterrupted)
@@ -464,3 +492,85 @@ def test_out_of_range_sparse_index_raises_before_anything_is_written():
     with pytest.raises(IndexError, match="9"):
         opt.step()
     assert table.detach().eq(1).all()
+
+
+# -- the two sparse kernels -------------------------------------------------------------
+
+def _row_step_reference(table, state_sum, initial, grad, scale, eps, maximize):
+    """One §10 row step of a table in float64 from the formula, on the densified gradient:
+    the new table and G, and the change of the distance terms over the touched rows."""
+    x, G, x0 = _np64(table), _np64(state_sum), _np64(initial)
+    g = densify64(grad) * (-1 if maximize else 1)
+    touched = np.zeros(x.shape[0], bool)
+    touched[grad._indices()[0].numpy()] = True
+
+    def terms(x, G):
+        return (np.sqrt(G) * (x - x0) ** 2)[touched].sum(), np.sqrt(G)[touched].sum()
+
+    before = terms(x, G)
+    G = G + g * g
+    denom = np.sqrt(G) + eps
+    x = x - scale * np.divide(g, denom, out=np.zeros_like(g), where=denom > 0)
+    after = terms(x, G)
+    return x, G, (after[0] - before[0], after[1] - before[1])
+
+
+_KERNEL_CASES = [(kernel, dtype, rows, nnz, id_range)
+                 for rows, nnz, id_range in [(30, 20, 5), (6000, 2500, None)]
+                 for kernel, dtype in [("portable", torch.float64), ("portable", torch.float32),
+                                       ("numba", torch.float32)]]
+
+
+@pytest.mark.parametrize("kernel, dtype, rows, nnz, id_range", [
+    pytest.param(*case, marks=[pytest.mark.slow] if case[0] == "numba" else [])
+    for case in _KERNEL_CASES])
+def test_sparse_kernels_against_the_reference(kernel, dtype, rows, nnz, id_range):
+    """Both kernels (numba: the small, serial and the large, parallel engine path, in the
+    slow pass, which pays their compile): the table, G and the change of the distance
+    terms."""
+    from adagrad.kernels import dog as dog_ops
+    from adagrad.kernels import dog_cpu
+    gen = torch.Generator().manual_seed(rows)
+    width = 32
+    table = torch.randn(rows, width, generator=gen).to(dtype)
+    initial = table + 0.1 * torch.randn(rows, width, generator=gen).to(dtype)
+    state_sum = torch.rand(rows, width, generator=gen).to(dtype) * (torch.rand(rows, 1) > 0.5)
+    grad = random_row_grad(rows, width, nnz, dtype=dtype, id_range=id_range, gen=gen)
+    expected = _row_step_reference(table, state_sum, initial, grad, 0.3, 1e-8, kernel == "numba")
+    indices, values = grad._indices()[0], grad._values()
+    if kernel == "numba":
+        assert dog_cpu.supports(table, state_sum, initial, values)
+        change = dog_cpu.sparse_dog_adagrad_(table, state_sum, initial, indices, values, 0.3,
+                                             1e-8, True)
+    else:
+        from adagrad.kernels import norm as norm_ops
+        rows_, grads = norm_ops.summed_rows(indices, values, None, None, dtype)
+        change = dog_ops.sparse_dog_adagrad_(table, state_sum, initial, rows_, grads,
+                                             dog_ops.DogStep(0.3, 1e-8))
+    tol = _tolerance(dtype)
+    np.testing.assert_allclose(_np64(table), expected[0], **tol)
+    np.testing.assert_allclose(_np64(state_sum), expected[1], **tol)
+    np.testing.assert_allclose(change, expected[2], rtol=1e-9 if dtype == torch.float64 else 1e-4,
+                               atol=1e-9)
+
+
+@pytest.mark.slow
+def test_parallel_sparse_kernel_is_bit_identical_on_any_thread_count():
+    """The distance sums use fixed partitions: 1 and 2 numba threads give the same bits."""
+    import numba
+
+    from adagrad.kernels import dog_cpu
+    gen = torch.Generator().manual_seed(9)
+    table0 = torch.randn(5000, 32, generator=gen)
+    grad = random_row_grad(5000, 32, 3000, gen=gen)
+    results = []
+    threads = numba.get_num_threads()
+    for count in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+        numba.set_num_threads(count)
+        table, state_sum, initial = table0.clone(), torch.zeros_like(table0), table0.clone()
+        change = dog_cpu.sparse_dog_adagrad_(table, state_sum, initial, grad._indices()[0],
+                                             grad._values(), 0.5, 1e-8, False)
+        results.append((table, state_sum, change))
+    numba.set_num_threads(threads)
+    (t1, s1, c1), (t2, s2, c2) = results
+    assert torch.equal(t1, t2) and torch.equal(s1, s2) and c1 == c2

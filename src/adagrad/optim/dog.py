@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
 from adagrad.kernels import dog as dog_ops
+from adagrad.kernels import dog_cpu
 from adagrad.kernels import norm as norm_ops
 from adagrad.optim import checkpoint
 from adagrad.optim.base import AdagradFamily, SparseGrad, as_real, check_rows, sparse_rows
@@ -176,9 +177,15 @@ class DoGAdagrad(AdagradFamily):
 
 
 def _row_update(sparse: SparseGrad) -> Update:
-    """The update of a row gradient: duplicates summed, the touched rows stepped."""
+    """The update of a row gradient: duplicates summed, the touched rows stepped (the
+    numba row engine's kernel on the CPU, the torch-ops one elsewhere)."""
     def update(state: dict[str, Tensor], rule: dog_ops.DogStep) -> tuple[float, float, bool]:
         G, x0 = sparse.view(state["sum"]), sparse.view(state["initial"])
+        if dog_cpu.supports(sparse.table, G, x0, sparse.values):
+            return (*dog_cpu.sparse_dog_adagrad_(sparse.table, G, x0, sparse.indices,
+                                                 sparse.values, rule.scale, rule.eps,
+                                                 rule.maximize, sparse.value_of, sparse.scale),
+                    True)
         rows, grads = norm_ops.summed_rows(sparse.indices, sparse.values, sparse.value_of,
                                            sparse.scale, G.dtype)
         return (*dog_ops.sparse_dog_adagrad_(sparse.table, G, x0, rows, grads, rule), True)
