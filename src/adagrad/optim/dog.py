@@ -73,7 +73,8 @@ class DoGAdagrad(AdagradFamily):
     state was created: one more copy of the parameter, so the state is twice a plain
     Adagrad's), both of the parameter's shape in the accumulator dtype (float32 for
     bf16/fp16 parameters); ``distance`` (r̄), ``moved`` and ``weight`` (the two sums of
-    d_t), 0-d float64 on the CPU. Each step reads r̄ on the host (one sync on CUDA).
+    d_t), 0-d float64 on the CPU. Each step reads the distance terms on the host (on CUDA,
+    one sync per stepped parameter).
     """
 
     _accumulators = ("sum", "initial")
