@@ -174,6 +174,29 @@ def test_dense_against_the_reference_slow(case):
     _run_dense(case)
 
 
+def test_param_groups_keep_their_own_scale_and_options():
+    """Two groups: each has its own r̄ and hyperparameters, as two reference runs."""
+    gen = torch.Generator().manual_seed(11)
+    first = [torch.nn.Parameter(torch.randn(4, 3, generator=gen, dtype=torch.float64)),
+             torch.nn.Parameter(torch.randn(3, generator=gen, dtype=torch.float64))]
+    second = [torch.nn.Parameter(10 * torch.randn(5, generator=gen, dtype=torch.float64))]
+    opt = DoGAdagrad([{"params": first},
+                      {"params": second, "reps_rel": 1e-2, "scope": "tensor", "maximize": True}])
+    refs = [_Reference(first, "group"), _Reference(second, "tensor", 1e-2, maximize=True)]
+    for _ in range(4):
+        for params, ref in zip((first, second), refs):
+            grads = [torch.randn(p.shape, generator=gen, dtype=torch.float64) for p in params]
+            for p, g in zip(params, grads):
+                p.grad = g
+            ref.step([_np64(g) for g in grads])
+        opt.step()
+        for params, ref in zip((first, second), refs):
+            for p, expected in zip(params, ref.x):
+                np.testing.assert_allclose(_np64(p), expected, rtol=1e-12, atol=1e-14)
+    assert opt.state[first[0]]["distance"] == opt.state[first[1]]["distance"]
+    assert opt.state[first[0]]["distance"] != opt.state[second[0]]["distance"]
+
+
 def _run_sparse(rows, width, nnz, id_range, steps, scope, dtype, seed):
     gen = torch.Generator().manual_seed(seed)
     table = torch.nn.Parameter(torch.randn(rows, width, generator=gen).to(dtype))
