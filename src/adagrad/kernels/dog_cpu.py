@@ -1,16 +1,16 @@
 """`DoGAdagrad`'s sparse step on the CPU (ALGORITHMS.md §10): a client of the sparse row
 engine (`sparse_cpu`).
 
-Each touched row, once, its duplicates summed by the engine, in one pass over its ``D``
-coordinates (the portable kernel's rule, `adagrad.kernels.dog`)::
+Each touched row, once, its duplicates summed by the engine (the portable kernel's rule,
+`adagrad.kernels.dog`)::
 
     g' = ±g ;  G ← G + g'² ;  x ← x - c·g' / (sqrt(G) + ε)        (c = lr·r̄)
 
-and, in the same pass, the change of the row's distance terms ``sqrt(G)·(x - x0)²`` and
-``sqrt(G)`` (float64), added into the slot of the row's partition. The partitions are a
-fixed number, `PARTS`, whatever the thread count (one thread per partition, rows in
-position order within it), and the slots are summed in order: the same bits on any number
-of threads. Float32 tables only (the embedding case; the update in float32, as the
+and the change of the row's distance terms ``sqrt(G)·(x - x0)²`` and ``sqrt(G)`` (float64:
+the row's terms before and after its update, while it is in cache), added into the slot of
+the row's partition. The partitions are a fixed number, `PARTS`, whatever the thread count
+(one thread per partition, rows in position order within it), and the slots are summed in
+order: the same bits on any number of threads. Float32 tables only (the embedding case; the update in float32, as the
 portable kernel's): float64 and bf16 tables take the portable kernel, which spares the
 compile of two more kernels per dtype.
 """
@@ -35,11 +35,27 @@ PARTS = 64
 """Partitions of a parallel step, and slots of its distance sums."""
 
 
+# Not inlined: numba's fastmath flags are per function, and only these sums may be
+# reassociated (LLVM then vectorises them, as `rowwise_cpu._mean_square`).
+@numba.njit(fastmath={"reassoc"}, error_model="numpy")
+def _row_terms(param, state_sum, initial, row, load):
+    """``(Σ_d sqrt(G)·(x - x0)², Σ_d sqrt(G))`` of row ``row``, in float64."""
+    moved = 0.0
+    weight = 0.0
+    for d in range(param.shape[1]):
+        root = np.float64(np.sqrt(state_sum[row, d]))
+        diff = np.float64(load(param[row, d])) - np.float64(initial[row, d])
+        moved += root * diff * diff
+        weight += root
+    return moved, weight
+
+
 @numba.njit(inline="always", error_model="numpy")
 def _dog_row(tables, row, grad_row, factor, coefficients, load, store):
-    """§10 on row ``row`` whose gradient is ``factor·grad_row``. ``tables`` is ``(param,
-    state_sum, initial)``, ``coefficients`` ``(scale, eps, sign, slots, parts)``; indexed,
-    not unpacked (see `sparse_cpu`)."""
+    """§10 on row ``row`` whose gradient is ``factor·grad_row``, and the change of its
+    distance terms into its partition's slot. ``tables`` is ``(param, state_sum,
+    initial)``, ``coefficients`` ``(scale, eps, sign, slots, parts)``; indexed, not
+    unpacked (see `sparse_cpu`)."""
     param = tables[0]
     state_sum = tables[1]
     initial = tables[2]
@@ -48,27 +64,18 @@ def _dog_row(tables, row, grad_row, factor, coefficients, load, store):
     sign = coefficients[2]
     slots = coefficients[3]
     zero = scale - scale
-    moved = 0.0
-    weight = 0.0
+    moved_before, weight_before = _row_terms(param, state_sum, initial, row, load)
     for d in range(param.shape[1]):
-        p = load(param[row, d])
-        s = state_sum[row, d]
-        start = np.float64(initial[row, d])
-        root = np.sqrt(s)
-        moved -= np.float64(root) * (np.float64(p) - start) ** 2
-        weight -= np.float64(root)
         g = sign * (grad_row[d] * factor)
-        s = s + g * g
-        root = np.sqrt(s)
-        denom = root + eps
+        s = state_sum[row, d] + g * g
+        denom = np.sqrt(s) + eps
         step = g / denom if denom > zero else zero
-        param[row, d] = store(p - scale * step)
+        param[row, d] = store(load(param[row, d]) - scale * step)
         state_sum[row, d] = s
-        moved += np.float64(root) * (np.float64(load(param[row, d])) - start) ** 2
-        weight += np.float64(root)
+    moved, weight = _row_terms(param, state_sum, initial, row, load)
     slot = partition_of(row, coefficients[4]) if coefficients[4] > 1 else 0
-    slots[slot, 0] += moved
-    slots[slot, 1] += weight
+    slots[slot, 0] += moved - moved_before
+    slots[slot, 1] += weight - weight_before
 
 
 @numba.njit(inline="always", error_model="numpy")
