@@ -62,9 +62,9 @@ class _Reference:
 
 # -- closed forms ----------------------------------------------------------------------
 
-def test_first_two_steps_by_hand():
-    """Step 1 moves every coordinate by r_ε·sign(g); step 2's r̄ is the sqrt(G)-weighted
-    distance of x1, and the frequent coordinate's step shrinks by sqrt(G)."""
+def test_first_three_steps_by_hand():
+    """Step 1 moves every coordinate by r_ε·sign(g); steps 2 and 3 take r̄ from the
+    sqrt(G)-weighted distance of x1 and x2, and a coordinate's step shrinks by sqrt(G)."""
     x0 = torch.tensor([0.5, -2.0], dtype=torch.float64)
     param = torch.nn.Parameter(x0.clone())
     opt = DoGAdagrad([param], reps_rel=0.1, eps=0.0)
