@@ -420,7 +420,6 @@ def _assert_bit_identical(a, b):
 def _checkpointed_runs(fused: bool, dtype: torch.dtype, namespace: dict) -> tuple[dict, dict]:
     """Steps 0-4, a checkpoint (taking it changes nothing), steps 5-11: the checkpoint
     and the end of the uninterrupted run."""
-    torch.set_num_threads(1)
     model, opt = namespace["build"](fused, dtype)
     namespace["train"](model, opt, 0, 5)
     saved = copy.deepcopy({"model": model.state_dict(), "optimizer": opt.state_dict()})
@@ -447,8 +446,13 @@ def test_resumed_in_a_new_process_is_bit_identical(tmp_path):
     namespace: dict = {}
     exec(_RUN, namespace)
     args, ends = [], []
-    for fused in (False, True):
-        saved, uninterrupted = _checkpointed_runs(fused, torch.float32, namespace)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the fresh process: the same arithmetic on both sides
+    try:
+        runs = [_checkpointed_runs(fused, torch.float32, namespace) for fused in (False, True)]
+    finally:
+        torch.set_num_threads(threads)
+    for fused, (saved, uninterrupted) in zip((False, True), runs):
         torch.save(saved, tmp_path / f"ck{fused}.pt")
         args += [str(tmp_path / f"ck{fused}.pt"), str(tmp_path / f"end{fused}.pt")]
         ends.append(uninterrupted)
