@@ -53,9 +53,10 @@ class DoGAdagrad(AdagradFamily):
 
     Sparse gradients (``nn.Embedding(sparse=True)``, ``EmbeddingBag``, the fused layers)
     sum each row's duplicates, update the touched rows only, and change the two sums by
-    the touched rows' terms (untouched rows did not move); equal to the dense step with
-    zero rows up to float64 rounding of the sums. Weight decay with sparse gradients
-    raises, as in torch.
+    the touched rows' terms (untouched rows did not move): the dense step with zero rows,
+    up to rounding (the sums are changed, not recomputed). Float32 tables on the CPU take
+    the numba row engine (`adagrad.kernels.dog_cpu`), others torch ops. Weight decay with
+    sparse gradients raises, as in torch.
 
     Args:
       params: parameters or parameter groups; every keyword below may be set per group.
@@ -63,7 +64,8 @@ class DoGAdagrad(AdagradFamily):
       reps_rel: r_ε relative to ``1 + max|x0|`` (> 0): the first step's size. Default
         1e-4 (DoG's own default is 1e-6, its advice for batch-norm models 1e-4; with 1e-6
         the warm-up took a quarter to two fifths of the compare's runs).
-      eps: ε added to ``sqrt(G)`` (≥ 0). Default 1e-8 (DoG's).
+      eps: ε added to ``sqrt(G)`` (≥ 0). Default 1e-8 (DoG's value; DoG adds it to the
+        sum of squares).
       weight_decay: L2 penalty added to the gradient (≥ 0; dense gradients only).
         Default 0.
       scope: ``"group"`` or ``"tensor"``. Default ``"group"``.
