@@ -15,7 +15,8 @@ of the rows. One full training step (forward + backward + optimizer update) is t
              backward (the row-wise algorithm: its anchor is fbgemm-rw)
   ftrl-fused, prox-fused, da-fused  the same with adagrad.FTRL, ProximalAdagrad (l1, l2)
              and AdagradDA (l1, l2); -cu: with sparse_catch_up=True (untouched rows caught
-             up at lookup). Their anchor is torch.
+             up at lookup); dog-fused: DoGAdagrad (no learning rate; the distance terms
+             summed in the same pass). Their anchor is torch.
 
 Candidates alternate round by round; medians of --reps repetitions after --warmup; the same
 pre-generated batches (rep i uses batch i mod --batches) for every candidate; id generation
@@ -264,6 +265,7 @@ FAMILY_FUSED = {
     "da-fused": ("AdagradDA", dict(l1=L1, l2=L2), f"AdagradDA l1={L1} l2={L2}"),
     "da-fused-cu": ("AdagradDA", dict(l1=L1, l2=L2, sparse_catch_up=True),
                     f"AdagradDA l1={L1} l2={L2}, sparse_catch_up"),
+    "dog-fused": ("DoGAdagrad", {}, "DoGAdagrad (lr: DoG's multiplier of r̄)"),
 }
 
 

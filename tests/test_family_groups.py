@@ -7,7 +7,7 @@ import torch
 import adagrad
 
 MEMBERS = [adagrad.Adagrad, adagrad.RowWiseAdagrad, adagrad.ProximalAdagrad, adagrad.AdagradDA,
-           adagrad.FTRL, adagrad.AdagradNorm, adagrad.FullMatrixAdagrad]
+           adagrad.FTRL, adagrad.AdagradNorm, adagrad.FullMatrixAdagrad, adagrad.DoGAdagrad]
 
 
 @pytest.mark.parametrize("member", MEMBERS, ids=lambda cls: cls.__name__)

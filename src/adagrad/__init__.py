@@ -6,6 +6,7 @@ from adagrad.optim import (
     Adagrad,
     AdagradDA,
     AdagradNorm,
+    DoGAdagrad,
     FullMatrixAdagrad,
     ProximalAdagrad,
     RowWiseAdagrad,
@@ -13,6 +14,6 @@ from adagrad.optim import (
 
 __version__ = "0.1.0"
 
-__all__ = ["FTRL", "Adagrad", "AdagradDA", "AdagradNorm", "FullMatrixAdagrad", "ProximalAdagrad",
-           "RowWiseAdagrad",
+__all__ = ["FTRL", "Adagrad", "AdagradDA", "AdagradNorm", "DoGAdagrad", "FullMatrixAdagrad",
+           "ProximalAdagrad", "RowWiseAdagrad",
            "__version__"]

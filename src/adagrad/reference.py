@@ -46,6 +46,8 @@ __all__ = [
     "adagrad_norm",
     "full_matrix_adagrad_init",
     "full_matrix_adagrad",
+    "dog_adagrad_init",
+    "dog_adagrad",
 ]
 
 EPS_PLACEMENTS = ("outside", "inside")
@@ -812,3 +814,74 @@ def full_matrix_adagrad(
             hs[i] = eps * np.eye(g_i.size) + _matrix_sqrt(sums[i])
         theta[block] = theta[block] - lr * np.linalg.solve(hs[i], g_i)
     return theta.reshape(shape), {"step": t, "sum": sums, "h": hs}
+
+
+# --------------------------------------------------------------------------------------
+# §10 Learning-rate-free Adagrad (DoG-style distance in Adagrad's metric)
+# --------------------------------------------------------------------------------------
+
+
+def dog_adagrad_init(param: Any, reps_rel: float = 1e-4) -> State:
+    """Initial state of §10 for one tensor: ``G = 0``, ``x0`` = the parameter, and the
+    smallest distance ``r_ε = reps_rel·(1 + max_i |x0_i|)`` (DoG's r_ε, Ivgi, Carmon,
+    Soudry 2023, with the ℓ∞ norm of x0)."""
+    x0 = _f64(param).copy()
+    largest = float(np.max(np.abs(x0))) if x0.size else 0.0
+    return {"step": 0, "sum": np.zeros_like(x0), "initial": x0,
+            "distance": reps_rel * (1.0 + largest)}
+
+
+def _metric_distance(params: list[np.ndarray], states: list[State]) -> float:
+    """``sqrt(Σ_i sqrt(G_i)·(x_i - x0_i)² / Σ_i sqrt(G_i))`` over every coordinate of the
+    tensors: the distance from x0 in Adagrad's metric, normalised by its trace; 0 while
+    every G is 0."""
+    weights = [np.sqrt(_f64(s["sum"])) for s in states]
+    total = sum(float(np.sum(w)) for w in weights)
+    if total == 0.0:
+        return 0.0
+    moved = sum(float(np.sum(w * (_f64(x) - _f64(s["initial"])) ** 2))
+                for w, x, s in zip(weights, params, states))
+    return float(np.sqrt(moved / total))
+
+
+def dog_adagrad(
+    params: list[Any],
+    grads: list[Any | None],
+    states: list[State],
+    *,
+    lr: float = 1.0,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> tuple[list[np.ndarray], list[State]]:
+    """One step of the learning-rate-free diagonal Adagrad of `adagrad.DoGAdagrad`
+    (ALGORITHMS.md §10), for the tensors that share one scale (a parameter group, or one
+    tensor with ``scope="tensor"``). A None gradient: that tensor is not stepped (its x and
+    G stay) but it still counts in the distance and takes the new r̄.
+
+    DoG (Ivgi, Carmon, Soudry, ICML 2023) takes η_t = r̄_t = max(r_ε, max_{s≤t} ||x_s - x0||);
+    here the distance is measured in diagonal Adagrad's metric, on the state before this
+    step's gradient::
+
+        d_t = sqrt( Σ_i sqrt(G_i)·(x_i - x0_i)² / Σ_i sqrt(G_i) )      (G = G_{t-1}, x = x_t)
+        r̄_t = max(r̄_{t-1}, d_t)                                        (r̄_0 = max r_ε)
+        g'  = ±g + wd·x ;  G ← G + g'² ;  x ← x - lr·r̄_t·g' / (sqrt(G) + ε)
+
+    The weighting is the one that minimises Adagrad's regret bound
+    Σ_i (D_i²/(2η) + η)·sqrt(G_i) over one η (Duchi, Hazan, Singer 2011).
+    """
+    xs = [_f64(p) for p in params]
+    r = max(max(float(s["distance"]) for s in states), _metric_distance(xs, states))
+    new_params, new_states = [], []
+    for x, grad, state in zip(xs, grads, states):
+        state = dict(state, distance=r)
+        if grad is not None:
+            g = -_f64(grad) if maximize else _f64(grad)
+            g = g + weight_decay * x
+            G = _f64(state["sum"]) + g * g
+            denom = np.sqrt(G) + eps  # 0 only where g' = 0 and ε = 0: no update there
+            x = x - lr * r * np.divide(g, denom, out=np.zeros_like(g), where=denom > 0)
+            state.update(step=int(state["step"]) + 1, sum=G)
+        new_params.append(x)
+        new_states.append(state)
+    return new_params, new_states

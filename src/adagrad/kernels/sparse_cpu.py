@@ -87,6 +87,11 @@ Plugging a member in (Adagrad's client at the end of this module is the model):
        update_rows_(_SERIAL, _PARALLEL, (param, state), indices, values,
                     (coefficient,), value_of, scale)
 
+A member whose row updates also add to a sum (DoGAdagrad's distance terms) gives
+`update_rows_` a fixed ``parts`` and adds each row's share into the slot of its partition
+(`partition_of(row, parts)`; the serial kernel's single slot for small steps): one thread
+per slot, and the same partitions, rows and order whatever the thread count.
+
 Not covered: an update that needs a reduction over all touched rows before any row is
 written (AdaGrad-Norm's global accumulator) has to make that pass itself.
 """
@@ -162,7 +167,7 @@ def _mix(row):
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _partition_of(row, parts):
+def partition_of(row, parts):
     """The partition, in ``[0, parts)``, of a row: the high 32 bits of its hash scaled to
     ``parts`` (a multiply and a shift, valid for any ``parts`` below 2³²)."""
     high = _mix(row) >> np.uint64(32)
@@ -189,7 +194,7 @@ def _count_chunk(indices, lo, hi, counts, part):
     parts = counts.size
     local = np.zeros(parts, np.int64)
     for k in range(lo, hi):
-        p = _partition_of(indices[k], parts)
+        p = partition_of(indices[k], parts)
         part[k] = p
         local[p] += 1
     counts[:] = local
@@ -381,7 +386,7 @@ def update_rows_serial(tables, indices, grad, coefficients, update_row, prefetch
 
 def update_rows_(serial: dict, parallel: dict, tables: tuple[Tensor, ...], indices: Tensor,
                  values: Tensor, coefficients: tuple, value_of: Tensor | None = None,
-                 scale: Tensor | None = None) -> None:
+                 scale: Tensor | None = None, parts: int | None = None) -> None:
     """Run a member's engine kernel on a sparse gradient, in place: the Python side of
     every client.
 
@@ -390,8 +395,8 @@ def update_rows_(serial: dict, parallel: dict, tables: tuple[Tensor, ...], indic
     parameter), ``coefficients`` the rest of its kernels' arguments, already numba types
     (scalars, tuples, numpy arrays). Indices are checked against the parameter's rows
     before anything is written (IndexError). Below `PARALLEL_MIN_ELEMENTS` elements of
-    work the serial kernel runs; above, the parallel one with one partition per numba
-    thread.
+    work the serial kernel runs; above, the parallel one with ``parts`` partitions (None:
+    one per numba thread).
     """
     param = tables[0]
     indices = indices.contiguous().numpy()
@@ -404,7 +409,7 @@ def update_rows_(serial: dict, parallel: dict, tables: tuple[Tensor, ...], indic
     bf16 = param.dtype == torch.bfloat16
     if indices.size * values.shape[1] >= PARALLEL_MIN_ELEMENTS:
         start_thread_pool()
-        parallel[bf16](*args, numba.get_num_threads())
+        parallel[bf16](*args, numba.get_num_threads() if parts is None else parts)
     else:
         serial[bf16](*args)
 
@@ -498,6 +503,7 @@ def _bf16_parallel(param, state_sum, indices, grad, rule, clocks, parts):
 
 
 _partition_positions = partition_positions  # its name in tests/test_sparse_partition.py
+_partition_of = partition_of  # its name in tests/test_sparse_partition.py
 
 _SERIAL = {False: _float_serial, True: _bf16_serial}  # keyed by "bfloat16 parameter"
 _PARALLEL = {False: _float_parallel, True: _bf16_parallel}
