@@ -30,7 +30,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from adagrad import FullMatrixAdagrad
+from adagrad import DoGAdagrad, FullMatrixAdagrad
+
+#: Optimizers whose state this module does not read: a matrix, or a scale kept per group.
+NOT_READ = (FullMatrixAdagrad, DoGAdagrad)
 
 
 @dataclass
@@ -114,12 +117,12 @@ def _broadcast(rate: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def effective_lr(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> EffectiveLR | None:
     """The effective learning rates of ``param`` under ``optimizer`` (float64, ``param``'s shape).
 
-    Returns None when the optimizer kind is not known here (or, like FullMatrixAdagrad, has no
-    per-coordinate rate) or ``param`` has no state yet
+    Returns None when the optimizer kind is not known here (or is one of `NOT_READ`) or
+    ``param`` has no state yet
     (SGD has no state and always returns ``lr``).
     """
     group = next((g for g in optimizer.param_groups if any(p is param for p in g["params"])), None)
-    if group is None or isinstance(optimizer, FullMatrixAdagrad):  # a matrix, not per coordinate
+    if group is None or isinstance(optimizer, NOT_READ):
         return None
     state = optimizer.state.get(param, {})
     lr = _scalar(group["lr"])
