@@ -70,7 +70,7 @@ def test_partition_positions_is_a_stable_sort_by_partition(parts):
     for p in range(parts):
         mine = order[starts[p]:starts[p + 1]]
         assert np.all(np.diff(mine) > 0)  # ascending: duplicates are summed in order
-        assert all(sparse_cpu._partition_of(indices[k], parts) == p for k in mine[:50])
+        assert all(sparse_cpu.partition_of(indices[k], parts) == p for k in mine[:50])
     # The hash spreads rows evenly: no partition far above its share.
     assert sizes.max() < 2 * indices.size / parts
 
@@ -84,7 +84,7 @@ def test_partition_and_slot_use_independent_bits():
     """Rows of one partition still spread over all the slots of its hash table."""
     rows = np.arange(100_000)
     parts = 100
-    mine = [r for r in rows if sparse_cpu._partition_of(r, parts) == 7]
+    mine = [r for r in rows if sparse_cpu.partition_of(r, parts) == 7]
     slots = {int(sparse_cpu._mix(r)) & 1023 for r in mine}
     assert len(mine) > 800 and len(slots) > 0.5 * 1024
 

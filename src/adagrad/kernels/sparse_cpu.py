@@ -503,7 +503,6 @@ def _bf16_parallel(param, state_sum, indices, grad, rule, clocks, parts):
 
 
 _partition_positions = partition_positions  # its name in tests/test_sparse_partition.py
-_partition_of = partition_of  # its name in tests/test_sparse_partition.py
 
 _SERIAL = {False: _float_serial, True: _bf16_serial}  # keyed by "bfloat16 parameter"
 _PARALLEL = {False: _float_parallel, True: _bf16_parallel}
