@@ -109,7 +109,7 @@ def full(tensor: torch.Tensor) -> torch.Tensor:
 def assert_close(model: nn.Module, expected: nn.Module, what: str) -> None:
     for (name, got), want in zip(model.state_dict().items(), expected.state_dict().values()):
         torch.testing.assert_close(full(got), want, rtol=1e-5, atol=1e-6,
-                                   msg=lambda m: f"{what}, {name}: {m}")
+                                   msg=lambda m, name=name: f"{what}, {name}: {m}")
 
 
 def assert_replicas_identical(model: nn.Module, what: str) -> None:
@@ -208,7 +208,8 @@ def fsdp(rank: int, world: int, tmp: str) -> None:
         optimizer = OPTIMIZERS[name](net.parameters())
         before = net.table.weight.to_local().clone()
         expect_error(NotImplementedError, (name, "sharded"),
-                     lambda: train(net, optimizer, range(1), rank, world))
+                     lambda net=net, optimizer=optimizer: train(net, optimizer, range(1),
+                                                                rank, world))
         assert torch.equal(net.table.weight.to_local(), before) and not optimizer.state
 
 
@@ -330,8 +331,9 @@ def reshard(rank: int, world: int, tmp: str) -> None:
             train(net, optimizer, range(CHECKPOINT_STEP, STEPS), rank, world)
             expected = torch.load(f"{path}/final.pt")
             for key, value in _plain_state(net).items():
+                what = f"{setup} {name} {key}"
                 torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6,
-                                           msg=lambda m: f"{setup} {name} {key}: {m}")
+                                           msg=lambda m, what=what: f"{what}: {m}")
     net, _ = _build("Adagrad", "fsdp", world)
     expect_error(Exception, ("table.weight",),
                  lambda: dcp_load(net, adagrad.FTRL(net.parameters()),

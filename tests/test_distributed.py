@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 
+import distributed_worker as worker
 import pytest
 import torch
 import torch.distributed as dist
@@ -20,8 +21,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import adagrad
 import adagrad.nn
 from adagrad.distributed import ignore_fused_tables
-
-import distributed_worker as worker
 
 
 def _free_port() -> int:

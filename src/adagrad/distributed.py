@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from adagrad.optim.base import AdagradFamily, SparseGrad
 
 try:
-    from torch.distributed.tensor import DTensor, Replicate, Shard
+    from torch.distributed.tensor import DTensor, Shard
 except ImportError:  # pragma: no cover - torch built without distributed
     DTensor = None
 
@@ -138,8 +138,8 @@ def check_ranks_agree(optimizer: AdagradFamily) -> None:
     hyperparameter) differ from rank 0's. Later steps cost nothing."""
     if optimizer in _checked:
         return
-    _checked.add(optimizer)
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        _checked.add(optimizer)
         return
     mine = [{key: _comparable(group[key]) for key in optimizer.defaults if key in group}
             for group in optimizer.param_groups]
@@ -151,6 +151,7 @@ def check_ranks_agree(optimizer: AdagradFamily) -> None:
             raise ValueError(f"{type(optimizer).__name__}: rank {rank} was given other "
                              f"hyperparameters than rank 0: {problem}; every rank must "
                              f"build the optimizer alike")
+    _checked.add(optimizer)
 
 
 def _comparable(value: Any) -> Any:
@@ -309,9 +310,8 @@ def load_checkpoint(checkpoint_id: str, model: nn.Module, optimizer: AdagradFami
     are built as for training; see the module docstring. A checkpoint that does not fit
     raises naming the parameter, and the optimizer is left as it was."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-
     from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     saved = FileSystemReader(checkpoint_id).read_metadata().state_dict_metadata
     had_state = bool(optimizer.state)

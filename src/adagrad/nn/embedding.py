@@ -149,7 +149,6 @@ class _UpdateInBackward:
             weight.grad = grad + _as_coo(_concatenate(pending), weight)
         self._optimizer.step_parameter(weight)
 
-
     def _average_over_ranks(self, pending: list[SparseGrad], weight: Tensor) -> list[SparseGrad]:
         """This backward's gradient of ``weight`` (``pending`` lookups and ``weight.grad``)
         averaged over the process group's ranks, the same on every rank: row gradients are

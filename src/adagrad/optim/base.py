@@ -234,6 +234,9 @@ class AdagradFamily(torch.optim.Optimizer):
 
         Under `torch.compile` the step runs eagerly (its kernels are numba or fused
         already); the model's forward and backward around it are still compiled.
+        DTensor parameters (FSDP2, tensor parallelism) step on their local shards, and
+        under torch.distributed the first step checks that every rank has rank 0's
+        hyperparameters (`adagrad.distributed`).
         """
         loss = None
         if closure is not None:
