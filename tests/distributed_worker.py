@@ -24,6 +24,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.optim import ZeroRedundancyOptimizer
 from torch.distributed.tensor import DTensor, Replicate, Shard
+from torch.distributed.tensor.debug import CommDebugMode
 from torch.distributed.tensor.parallel import RowwiseParallel, parallelize_module
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -96,12 +97,17 @@ def batch(step: int, rank: int = 0, world: int = 1) -> tuple[torch.Tensor, torch
 
 
 def train(model: nn.Module, optimizer: torch.optim.Optimizer, steps: range,
-          rank: int = 0, world: int = 1) -> None:
+          rank: int = 0, world: int = 1, communicates: bool = True) -> None:
+    """``communicates=False``: raise if a step after the first (which checks that the
+    ranks agree) runs any collective, e.g. gathers a sharded parameter or its state."""
     for step in steps:
         ids, target = batch(step, rank, world)
         optimizer.zero_grad()
         nn.functional.mse_loss(model(ids), target).backward()
-        optimizer.step()
+        with CommDebugMode() as collectives:
+            optimizer.step()
+        assert communicates or step == steps[0] or not collectives.get_total_counts(), \
+            f"step {step} ran collectives: {collectives.get_comm_counts()}"
 
 
 def reference(name: str, sparse: bool = True, steps: range = range(STEPS),
@@ -214,7 +220,7 @@ def fsdp(rank: int, world: int, tmp: str) -> None:
     for name in SHARDABLE:
         net = fsdp_net(world)
         optimizer = OPTIMIZERS[name](net.parameters())
-        train(net, optimizer, range(STEPS), rank, world)
+        train(net, optimizer, range(STEPS), rank, world, communicates=False)
         assert_close(net, reference(name, sparse=False), f"FSDP2 {name}")
         _assert_sharded_like(optimizer, net.table.weight)
     for name in ("AdagradNorm", "FullMatrixAdagrad"):
