@@ -25,7 +25,11 @@ from torch.distributed.fsdp import fully_shard
 from torch.distributed.optim import ZeroRedundancyOptimizer
 from torch.distributed.tensor import DTensor, Replicate, Shard
 from torch.distributed.tensor.debug import CommDebugMode
-from torch.distributed.tensor.parallel import RowwiseParallel, parallelize_module
+from torch.distributed.tensor.parallel import (
+    ColwiseParallel,
+    RowwiseParallel,
+    parallelize_module,
+)
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import adagrad
@@ -264,6 +268,14 @@ def tensor_parallel(rank: int, world: int, tmp: str) -> None:
         torch.testing.assert_close(table.weight.full_tensor(), expected.weight,
                                    rtol=1e-5, atol=1e-6)
         _assert_sharded_like(optimizer, table.weight)
+    # sharded by columns: a row's state would see only part of the row
+    by_columns = parallelize_module(nn.Embedding(ROWS, DIM), mesh, ColwiseParallel())
+    optimizer = adagrad.RowWiseAdagrad(by_columns.parameters())
+    before = by_columns.weight.to_local().clone()
+    by_columns(batch(0)[0]).sum().backward()
+    expect_error(NotImplementedError, ("RowWiseAdagrad", "Shard(0)"), optimizer.step)
+    assert torch.equal(by_columns.weight.to_local(), before) and not optimizer.state
+    assert optimizer.param_groups[0]["params"][0] is by_columns.weight  # put back
 
 
 def ranks_disagree(rank: int, world: int, tmp: str) -> None:

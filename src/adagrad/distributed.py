@@ -66,13 +66,13 @@ def local_shards(optimizer: AdagradFamily) -> Iterator[None]:
     state's local shards as state; afterwards the parameters are put back and their state,
     new tensors included, is wrapped again as DTensors placed as the parameter."""
     swapped: list[tuple[list[Tensor], int, Tensor, Tensor]] = []
-    for group in optimizer.param_groups:
-        for index, param in enumerate(group["params"]):
-            if is_dtensor(param):
-                local = _local_shard(optimizer, param)
-                group["params"][index] = local
-                swapped.append((group["params"], index, param, local))
     try:
+        for group in optimizer.param_groups:
+            for index, param in enumerate(group["params"]):
+                if is_dtensor(param):
+                    local = _local_shard(optimizer, param)
+                    group["params"][index] = local
+                    swapped.append((group["params"], index, param, local))
         yield
     finally:
         for params, index, param, local in swapped:
@@ -84,13 +84,21 @@ def local_shards(optimizer: AdagradFamily) -> Iterator[None]:
 
 
 def _local_shard(optimizer: AdagradFamily, param: Tensor) -> Tensor:
-    """``param``'s local shard with its gradient's, its state moved onto it (unwrapped)."""
+    """``param``'s local shard with its gradient's, its state moved onto it (unwrapped).
+    Raises NotImplementedError, before anything is written, if a step of the shard alone
+    is not the step of the whole."""
+    name = type(optimizer).__name__
     if not optimizer._shardable:
         raise NotImplementedError(
-            f"{type(optimizer).__name__} cannot step a sharded (DTensor) parameter of shape "
+            f"{name} cannot step a sharded (DTensor) parameter of shape "
             f"{tuple(param.shape)}: its state spans the whole parameter, which the shards do "
             f"not see (use Adagrad, RowWiseAdagrad, ProximalAdagrad, AdagradDA or FTRL)")
     local = param.to_local().detach()
+    per_row = local.dim() >= 2 and local.shape[:1] in optimizer._state_shapes(local).values()
+    if per_row and any(isinstance(p, Shard) and p.dim != 0 for p in param.placements):
+        raise NotImplementedError(
+            f"{name} keeps one value per row, so the sharded (DTensor) parameter of shape "
+            f"{tuple(param.shape)} must be sharded by rows (Shard(0)), not {param.placements}")
     if param.grad is not None:
         grad = param.grad
         if is_dtensor(grad) and tuple(grad.placements) != tuple(param.placements):
