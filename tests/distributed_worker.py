@@ -287,6 +287,13 @@ def ranks_disagree(rank: int, world: int, tmp: str) -> None:
     expect_error(ValueError, ("rank 1", "'lr'", "0.2", "0.1"),
                  lambda: train(model, optimizer, range(1), rank, world))
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    net = make_net("ours")  # a fused table: refused in backward, before its update
+    optimizer = adagrad.Adagrad(net.parameters(), lr=0.1, eps=1e-10 if rank == 0 else 1e-8)
+    net.table.update_in_backward(optimizer, process_group=dist.group.WORLD)
+    before = net.table.weight.detach().clone()
+    expect_error(ValueError, ("rank 1", "'eps'"), lambda: train(net, optimizer, range(1), rank,
+                                                                world))
+    assert torch.equal(net.table.weight, before)
 
 
 # -- distributed checkpoints (item 6) ----------------------------------------------------

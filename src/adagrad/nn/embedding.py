@@ -152,7 +152,9 @@ class _UpdateInBackward:
     def _average_over_ranks(self, pending: list[SparseGrad], weight: Tensor) -> list[SparseGrad]:
         """This backward's gradient of ``weight`` (``pending`` lookups and ``weight.grad``)
         averaged over the process group's ranks, the same on every rank: row gradients are
-        all-gathered (a sparse ``grad`` joins them), a dense ``grad`` is all-reduced."""
+        all-gathered (a sparse ``grad`` joins them), a dense ``grad`` is all-reduced.
+        The first time, the ranks' hyperparameters are checked to agree."""
+        distributed.check_ranks_agree(self._optimizer)
         grad = weight.grad
         if grad is not None and grad.is_sparse:
             pending = pending + [sparse_rows(weight.detach(), grad)]
