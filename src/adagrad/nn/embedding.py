@@ -27,8 +27,9 @@ Under data parallelism, ``update_in_backward(optimizer, process_group=group)`` m
 every rank apply the global batch's update: backward all-gathers the ranks' ids and output
 gradients, averaged over the ranks as `DistributedDataParallel` averages gradients, and
 updates the union of the touched rows once (`adagrad.distributed.gather_rows`); lookups
-that train catch up the union of the ranks' ids, so the replicas stay identical. Every
-rank must run the same lookups. Leave such tables out of DDP
+that train catch up the union of the ranks' ids, so the replicas stay identical (a lookup
+without grad, e.g. evaluation, catches up only its own ids, with no collective: replicas
+may then differ by float rounding). Every rank must run the same lookups. Leave such tables out of DDP
 (`adagrad.distributed.ignore_fused_tables(model)` before wrapping); a fused table inside
 DDP's forward without a process group, or still among DDP's parameters, is refused.
 
