@@ -23,6 +23,16 @@ What changes for the table once fused, as with FBGEMM:
   accumulation over several backward passes and `GradScaler` do not apply to it;
 - each backward pass through the layer is one optimizer step of the table.
 
+Under data parallelism, ``update_in_backward(optimizer, process_group=group)`` makes
+every rank apply the global batch's update: backward all-gathers the ranks' ids and output
+gradients, averaged over the ranks as `DistributedDataParallel` averages gradients, and
+updates the union of the touched rows once (`adagrad.distributed.gather_rows`); lookups
+that train catch up the union of the ranks' ids, so the replicas stay identical (a lookup
+without grad, e.g. evaluation, catches up only its own ids, with no collective: replicas
+may then differ by float rounding). Every rank must run the same lookups. Leave such tables out of DDP
+(`adagrad.distributed.ignore_fused_tables(model)` before wrapping); a fused table inside
+DDP's forward without a process group, or still among DDP's parameters, is refused.
+
 Configurations the fused backward does not cover (``mode="max"``,
 ``scale_grad_by_freq=True``) take torch's own gradient, and the same hook steps the
 weight from it.
@@ -37,8 +47,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from adagrad import distributed
 from adagrad.kernels.bags import bag_of_positions
-from adagrad.optim.base import AdagradFamily, SparseGrad
+from adagrad.optim.base import AdagradFamily, SparseGrad, sparse_rows
 
 
 class _UpdateInBackward:
@@ -49,20 +60,29 @@ class _UpdateInBackward:
     _optimizer: AdagradFamily | None = None
     _hook: RemovableHandle | None = None
     _pending: list[tuple[int, SparseGrad]]  # (the backward pass's graph task, row gradient)
+    _process_group: Any = None  # the data-parallel ranks whose gradients are averaged
 
-    def update_in_backward(self, optimizer: AdagradFamily | None) -> _UpdateInBackward:
+    def update_in_backward(self, optimizer: AdagradFamily | None,
+                           process_group: Any = None) -> _UpdateInBackward:
         """Apply ``optimizer``'s update to ``weight`` inside backward from now on (None:
         back to a plain gradient). ``weight`` must be one of the optimizer's parameters.
-        Returns the layer."""
+        With ``process_group`` (e.g. ``torch.distributed.group.WORLD``) each step applies
+        the gradient averaged over its ranks (see the module docstring). Returns the
+        layer."""
         if optimizer is not None:
             if not isinstance(optimizer, AdagradFamily):
                 raise TypeError(f"update_in_backward needs an optimizer of the adagrad "
                                 f"family, got {type(optimizer).__name__}")
             optimizer._group_of(self.weight)  # raises if the weight is not among its params
+            if distributed.is_dtensor(self.weight):
+                raise TypeError("update_in_backward needs a replicated table, not a "
+                                "sharded (DTensor) weight: keep the table out of FSDP or "
+                                "tensor parallelism and pass process_group instead")
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
         self._optimizer = optimizer
+        self._process_group = process_group if optimizer is not None else None
         self._pending = []
         if optimizer is not None:
             self._hook = self.weight.register_post_accumulate_grad_hook(self._apply_update)
@@ -72,7 +92,7 @@ class _UpdateInBackward:
         # A copy (pickle, deepcopy) has its own weight, without the hook: attach it anew.
         super().__setstate__(state)
         self._hook = None
-        self.update_in_backward(self._optimizer)
+        self.update_in_backward(self._optimizer, self._process_group)
 
     def _fused(self) -> bool:
         return (self._optimizer is not None and torch.is_grad_enabled()
@@ -80,9 +100,16 @@ class _UpdateInBackward:
 
     def _catch_up(self, input: Tensor) -> None:
         """Bring the rows about to be read up to date on their pending lazy decay, so that
-        the forward reads what the dense algorithm would (ALGORITHMS.md §2)."""
-        if self._optimizer is not None:
-            self._optimizer.catch_up_rows(self.weight, input)
+        the forward reads what the dense algorithm would (ALGORITHMS.md §2). A training
+        lookup with a process group catches up every rank's ids, so that the replicas
+        stay identical."""
+        if self._optimizer is None:
+            return
+        if self.weight.requires_grad and torch.is_grad_enabled():
+            distributed.check_fused_table(self, self._process_group)
+            if self._process_group is not None:
+                input = distributed.gather_ids(input, self._process_group)
+        self._optimizer.catch_up_rows(self.weight, input)
 
     def _defer(self, indices: Tensor, values: Tensor, value_of: Tensor | None,
                scale: Tensor | None) -> Tensor:
@@ -112,6 +139,8 @@ class _UpdateInBackward:
         task = torch._C._current_graph_task_id()
         pending = [rows for rows_task, rows in self._pending if rows_task == task]
         self._pending = []
+        if self._process_group is not None:
+            pending = self._average_over_ranks(pending, weight)
         grad = weight.grad
         if pending and (grad is None or (grad.is_sparse and grad._nnz() == 0)):
             weight.grad = None
@@ -120,6 +149,22 @@ class _UpdateInBackward:
         if pending:
             weight.grad = grad + _as_coo(_concatenate(pending), weight)
         self._optimizer.step_parameter(weight)
+
+    def _average_over_ranks(self, pending: list[SparseGrad], weight: Tensor) -> list[SparseGrad]:
+        """This backward's gradient of ``weight`` (``pending`` lookups and ``weight.grad``)
+        averaged over the process group's ranks, the same on every rank: row gradients are
+        all-gathered (a sparse ``grad`` joins them), a dense ``grad`` is all-reduced.
+        The first time, the ranks' hyperparameters are checked to agree."""
+        distributed.check_ranks_agree(self._optimizer)
+        grad = weight.grad
+        if grad is not None and grad.is_sparse:
+            pending = pending + [sparse_rows(weight.detach(), grad)]
+            weight.grad = grad = None
+        if grad is not None:
+            weight.grad = distributed.average_dense(grad, self._process_group)
+        if not pending:
+            return []
+        return [distributed.gather_rows(_concatenate(pending), self._process_group)]
 
 
 def _concatenate(parts: list[SparseGrad]) -> SparseGrad:

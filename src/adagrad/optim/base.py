@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype, _use_grad_for_differentiable
 
+from adagrad import distributed
 from adagrad.optim import checkpoint
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -133,6 +134,9 @@ class AdagradFamily(torch.optim.Optimizer):
     #: keys of `_state_shapes` that may hold negative values (a sum of gradients, not of
     #: squares); a checkpoint's other accumulators must be >= 0.
     _signed_state: tuple[str, ...] = ()
+    #: whether a step of each shard of a parameter alone is the step of the whole (state
+    #: elementwise or per row), so that DTensor parameters step on their local shards.
+    _shardable: bool = True
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -230,11 +234,23 @@ class AdagradFamily(torch.optim.Optimizer):
 
         Under `torch.compile` the step runs eagerly (its kernels are numba or fused
         already); the model's forward and backward around it are still compiled.
+        DTensor parameters (FSDP2, tensor parallelism) step on their local shards, and
+        under torch.distributed the first step checks that every rank has rank 0's
+        hyperparameters (`adagrad.distributed`).
         """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if distributed.is_state_initialising_step(self):  # DCP creating state: no step
+            self._create_state()
+            return loss
+        distributed.check_ranks_agree(self)
+        with distributed.local_shards(self):
+            self._step_all()
+        return loss
+
+    def _step_all(self) -> None:
         stepped = []
         for param, group in self._params_with_groups():
             if param.grad is not None:
@@ -243,7 +259,6 @@ class AdagradFamily(torch.optim.Optimizer):
         for group in self.param_groups:
             self._step_group(group, group["params"])
         _written(stepped)
-        return loss
 
     # -- updates inside backward (adagrad.nn) ---------------------------------------
 
@@ -294,9 +309,14 @@ class AdagradFamily(torch.optim.Optimizer):
         first step then uses): `torch.optim` needs it to load the checkpoint, and creates
         it in its constructor.
         """
-        for param, group in self._params_with_groups():
-            self._state_for(param, group)
+        self._create_state()
         return super().state_dict()
+
+    def _create_state(self) -> None:
+        """Give every parameter its state now (fresh where it has none)."""
+        with distributed.local_shards(self):
+            for param, group in self._params_with_groups():
+                self._state_for(param, group)
 
     @torch._disable_dynamo
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
