@@ -53,6 +53,9 @@ OPTIMIZERS: dict[str, partial] = {
     "FTRL": partial(adagrad.FTRL, lr=0.1, l1=1e-3),
     "AdagradNorm": partial(adagrad.AdagradNorm, lr=0.1),
     "FullMatrixAdagrad": partial(adagrad.FullMatrixAdagrad, lr=0.1),
+    # one distance per tensor: ZeRO gives each rank a subset of the parameters, so a
+    # group-wide distance would be measured over that subset only
+    "DoGAdagrad": partial(adagrad.DoGAdagrad, scope="tensor"),
 }
 SHARDABLE = ("Adagrad", "RowWiseAdagrad", "ProximalAdagrad", "AdagradDA", "FTRL")
 #: what `adagrad.nn`'s fused tables take (AdagradNorm needs its groups' norm; full-matrix
@@ -228,7 +231,7 @@ def fsdp(rank: int, world: int, tmp: str) -> None:
         train(net, optimizer, range(STEPS), rank, world, communicates=False)
         assert_close(net, reference(name, sparse=False), f"FSDP2 {name}")
         _assert_sharded_like(optimizer, net.table.weight)
-    for name in ("AdagradNorm", "FullMatrixAdagrad"):
+    for name in ("AdagradNorm", "FullMatrixAdagrad", "DoGAdagrad"):
         net = fsdp_net(world)
         optimizer = OPTIMIZERS[name](net.parameters())
         before = net.table.weight.to_local().clone()

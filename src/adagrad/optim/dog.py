@@ -79,6 +79,7 @@ class DoGAdagrad(AdagradFamily):
     one sync per stepped parameter).
     """
 
+    _shardable = False  # the distance sums run over every coordinate of a tensor or group
     _accumulators = ("sum", "initial")
     _signed_state = ("initial",)
     _float64_state = (DISTANCE, MOVED, WEIGHT)
