@@ -120,6 +120,26 @@ class _AdagradLinearModel(BaseEstimator):
         self._passes(X[train], targets[train], weights[train], self.epochs,
                      (X[valid], y_original[valid]))
 
+    _FITTED = ("_W", "n_features_in_", "n_iter_", "t_")
+
+    def fitted_arrays(self) -> dict[str, np.ndarray]:
+        """What prediction needs, as plain arrays (a model file's content)."""
+        check_is_fitted(self, "_W")
+        return {name: np.asarray(getattr(self, name)) for name in self._FITTED}
+
+    @classmethod
+    def from_fitted_arrays(cls, params: dict, arrays: dict[str, np.ndarray]):
+        """The fitted model of `fitted_arrays` (without the optimizer state: it predicts,
+        and a `partial_fit` on it starts the state afresh)."""
+        model = cls(**params)
+        for name in cls._FITTED:
+            value = arrays[name]
+            setattr(model, name, value if value.ndim else value.item())
+        model._member = resolve_member(model.optimizer, model.penalty)
+        model._random = check_random_state(model.random_state)
+        model._state = None
+        return model
+
     def _scores(self, X) -> np.ndarray:
         """The raw decision function of the tables, ``(n, K)``."""
         check_is_fitted(self, "_W")
@@ -147,6 +167,7 @@ class AdagradClassifier(ClassifierMixin, _AdagradLinearModel):
         accuracy has not improved by ``tol`` for ``n_iter_no_change`` passes.
     """
 
+    _FITTED = (*_AdagradLinearModel._FITTED, "classes_")
     _parameter_constraints = {**_COMMON_CONSTRAINTS,
                               "loss": [StrOptions(set(CLASSIFICATION_LOSSES))],
                               "class_weight": [StrOptions({"balanced"}), dict, None]}
@@ -287,6 +308,7 @@ class AdagradRegressor(RegressorMixin, _AdagradLinearModel):
     """
 
     _numeric_target = True
+    _FITTED = (*_AdagradLinearModel._FITTED, "_y_center", "_y_scale")
     _parameter_constraints = {**_COMMON_CONSTRAINTS,
                               "loss": [StrOptions(set(REGRESSION_LOSSES))],
                               "epsilon": [Interval(numbers.Real, 0, None, closed="left")]}
