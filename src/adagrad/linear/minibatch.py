@@ -52,7 +52,7 @@ class MinibatchEngine:
             return dense
         indices = torch.from_numpy(touched.astype(np.int64)).unsqueeze(0)
         return torch.sparse_coo_tensor(indices, torch.from_numpy(grad_rows), shape,
-                                       is_coalesced=True)
+                                       is_coalesced=True, check_invariants=False)
 
     def state(self) -> dict:
         """The optimizer's state, to carry to the next `partial_fit`."""
