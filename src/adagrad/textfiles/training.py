@@ -155,7 +155,7 @@ def fit(args) -> int:
     model = _model(loss, args)
     classes = None if regression else np.unique(np.asarray(sorted(scan.labels)))
     if classes is not None and classes.size < 2:
-        raise InputError(f"{args.train}: every example has the label {classes[0]!r}: a "
+        raise InputError(f"{args.train}: every example has the label {str(classes[0])!r}: a "
                          "classifier needs two classes or more")
     for _ in range(args.epochs):
         for X, y in _batches(args.train, settings, featurizer, joined, regression):
