@@ -82,10 +82,7 @@ class _AdagradLinearModel(BaseEstimator):
         online = self.batch_size == 1 and self._member in ONLINE_MEMBERS
         cls = OnlineEngine if online else MinibatchEngine
         rho = l1_ratio_of(self.penalty, self.l1_ratio)
-        engine = cls(self._member, self._W, float(self.lr), float(self.alpha), rho)
-        if self._state is not None:
-            engine.load_state(self._state)
-        return engine
+        return cls(self._member, self._W, float(self.lr), float(self.alpha), rho, self._state)
 
     def _passes(self, X, targets, weights, epochs: int, validation=None) -> None:
         """``epochs`` passes over ``X`` (stopping early on ``validation``, a (X, y) pair)."""

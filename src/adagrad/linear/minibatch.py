@@ -21,11 +21,14 @@ class MinibatchEngine:
     """A member's optimizer over the ``(n_features + 1, K)`` table ``W`` (the last row the
     intercept), sharing its memory."""
 
-    def __init__(self, member: str, W: np.ndarray, lr: float, alpha: float, rho: float) -> None:
+    def __init__(self, member: str, W: np.ndarray, lr: float, alpha: float, rho: float,
+                 state: dict | None = None) -> None:
         self.member = member
         self.weights = torch.nn.Parameter(torch.from_numpy(W[:-1]))
         self.bias = torch.nn.Parameter(torch.from_numpy(W[-1]))
         self.optimizer, self.l2 = build_optimizer(member, self.weights, self.bias, lr, alpha, rho)
+        if state is not None:
+            self.optimizer.load_state_dict(state)
 
     def run_pass(self, X, targets, weights, order, code, epsilon, batch_size) -> None:
         """One pass over the rows ``order`` of the CSR matrix ``X``, ``batch_size`` a step."""
@@ -57,6 +60,3 @@ class MinibatchEngine:
     def state(self) -> dict:
         """The optimizer's state, to carry to the next `partial_fit`."""
         return self.optimizer.state_dict()
-
-    def load_state(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state)

@@ -123,10 +123,11 @@ class OnlineEngine:
     """The online kernel over the ``(n_features + 1, K)`` table ``W`` and ``member``'s state
     tables, with the coefficients of `members.online_rules`."""
 
-    def __init__(self, member: str, W: np.ndarray, lr: float, alpha: float, rho: float) -> None:
+    def __init__(self, member: str, W: np.ndarray, lr: float, alpha: float, rho: float,
+                 state: tuple[np.ndarray, ...] | None = None) -> None:
         self.member = member
         self.W = W
-        self.tables = online_state(member, W.shape, W.dtype)
+        self.tables = online_state(member, W.shape, W.dtype) if state is None else state
         self.rule, self.bias_rule = online_rules(member, lr, alpha, rho, W.dtype)
 
     def run_pass(self, X, targets, weights, order, code, epsilon, batch_size) -> None:
@@ -135,7 +136,5 @@ class OnlineEngine:
                     epsilon, self.rule, self.bias_rule)
 
     def state(self) -> tuple[np.ndarray, ...]:
+        """The state tables, to carry to the next `partial_fit`."""
         return self.tables
-
-    def load_state(self, state: tuple[np.ndarray, ...]) -> None:
-        self.tables = state
