@@ -4,6 +4,9 @@ member by name."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -132,3 +135,11 @@ def test_probabilities_sum_to_one(loss):
     proba = AdagradClassifier(loss=loss, random_state=0).fit(X, y).predict_proba(X)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     assert not hasattr(AdagradClassifier(loss="hinge").fit(X, y), "predict_proba")
+
+
+def test_readme_text_recipe_runs(capsys):
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## Linear models on your own data"):]
+    (example,) = re.findall(r"```python\n(.*?)```", section[:section.index("\n## ", 1)], re.S)
+    exec(compile(example, "README.md (linear recipe)", "exec"), {})
+    assert capsys.readouterr().out.strip() == "['pos' 'neg']"
