@@ -73,7 +73,8 @@ def sparse_problem(seed=0, n=300, d=200, classes=3):
     return sp.csr_matrix(X), y
 
 
-@pytest.mark.parametrize("optimizer", ["proximal_adagrad", "ftrl", "adagrad_da"])
+@pytest.mark.parametrize("optimizer", ["proximal_adagrad", "ftrl",
+                                       pytest.param("adagrad_da", marks=pytest.mark.slow)])
 def test_l1_makes_weights_exactly_zero(optimizer):
     X, y = sparse_problem()
     lr = 1.0 if optimizer == "ftrl" else 0.1
@@ -93,7 +94,9 @@ def test_default_penalty_l1_picks_proximal_and_adagrad_refuses_l1():
         AdagradClassifier(penalty="l1", optimizer="adagrad").fit(X, y)
 
 
-@pytest.mark.parametrize("optimizer", sorted(MEMBERS))
+@pytest.mark.parametrize("optimizer", [
+    pytest.param(name, marks=() if name in ("adagrad", "adagrad_da") else pytest.mark.slow)
+    for name in sorted(MEMBERS)])
 def test_every_member_trains_by_name(optimizer):
     full = optimizer == "full_matrix_adagrad"  # a (45 × 45) matrix root each step: few steps
     X, y = sparse_problem(d=15 if full else 40)

@@ -82,8 +82,12 @@ def problem(seed: int, n: int, d: int, K: int, loss: str):
     return X, targets, rng.uniform(0.5, 2.0, size=n), rng.permutation(n).astype(np.int64)
 
 
-def run_online(member, X, targets, weights, order, loss, K, lr, alpha, rho, epsilon):
-    W = np.zeros((X.shape[1] + 1, K))
+def run_online(member, X, targets, weights, order, loss, K, lr, alpha, rho, epsilon,
+               dtype=np.float64):
+    """The kernel's pass, tables and ``X.data`` in ``dtype`` (float32: the estimators')."""
+    X = X.copy()
+    X.data = X.data.astype(dtype)
+    W = np.zeros((X.shape[1] + 1, K), dtype)
     engine = OnlineEngine(member, W, lr, alpha, rho)
     engine.run_pass(X, targets, weights, order, loss_code(loss, K), epsilon, 1)
     return W
@@ -95,14 +99,21 @@ CASES = [("adagrad", "log_loss", 3, "l2"), ("adagrad", "hinge", 1, "l2"),
          ("ftrl", "huber", 1, "l2")]
 
 
+# float32 (the estimators' tables, compiled once for the suite) within float32 rounding;
+# float64 to 1e-9 in the slow pass.
+DTYPES = [pytest.param(np.float32, 2e-4, 1e-6, id="float32"),
+          pytest.param(np.float64, 1e-9, 1e-12, id="float64", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("dtype,rtol,atol", DTYPES)
 @pytest.mark.parametrize("member,loss,K,penalty", CASES)
-def test_online_pass_matches_the_float64_reference(member, loss, K, penalty):
+def test_online_pass_matches_the_float64_reference(member, loss, K, penalty, dtype, rtol, atol):
     X, targets, weights, order = problem(3, 12, 9, K, loss)
     alpha, rho, lr = 0.05, l1_ratio_of(penalty, 0.5), 0.3
-    got = run_online(member, X, targets, weights, order, loss, K, lr, alpha, rho, 0.7)
+    got = run_online(member, X, targets, weights, order, loss, K, lr, alpha, rho, 0.7, dtype)
     want = reference_online(member, X, targets, weights, order, loss, K, lr, alpha * rho,
                             alpha * (1 - rho), 0.7)
-    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
 
 
 @pytest.mark.slow

@@ -86,14 +86,6 @@ def slopes(code, scores, target, epsilon, out):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def slopes_of(code, scores, target, epsilon):
-    """`slopes` as a function (for tests): a new float64 array."""
-    out = np.empty(scores.size, np.float64)
-    slopes(code, scores, target, epsilon, out)
-    return out
-
-
-@numba.njit(cache=True, error_model="numpy")
 def batch_slopes(code, scores, targets, weights, epsilon):
     """``weights[i]·dℓ/df`` for every row of ``scores`` (n, K): the minibatch engine's."""
     out = np.empty(scores.shape, np.float64)

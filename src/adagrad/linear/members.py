@@ -17,20 +17,19 @@ from __future__ import annotations
 
 import numpy as np
 
-import adagrad
 from adagrad.kernels.elementwise import rule_tuple
 from adagrad.kernels.ftrl_cpu import ftrl_tuple
 from adagrad.kernels.proximal_cpu import proximal_tuple
 from adagrad.kernels.rule import FtrlRule, ProximalRule, StepRule
 
-MEMBERS = {
-    "adagrad": adagrad.Adagrad,
-    "rowwise_adagrad": adagrad.RowWiseAdagrad,
-    "proximal_adagrad": adagrad.ProximalAdagrad,
-    "adagrad_da": adagrad.AdagradDA,
-    "ftrl": adagrad.FTRL,
-    "adagrad_norm": adagrad.AdagradNorm,
-    "full_matrix_adagrad": adagrad.FullMatrixAdagrad,
+MEMBERS = {  # name → class in `adagrad` (imported when the minibatch engine needs it)
+    "adagrad": "Adagrad",
+    "rowwise_adagrad": "RowWiseAdagrad",
+    "proximal_adagrad": "ProximalAdagrad",
+    "adagrad_da": "AdagradDA",
+    "ftrl": "FTRL",
+    "adagrad_norm": "AdagradNorm",
+    "full_matrix_adagrad": "FullMatrixAdagrad",
 }
 L1_MEMBERS = ("proximal_adagrad", "adagrad_da", "ftrl")
 ONLINE_MEMBERS = ("adagrad", "proximal_adagrad", "ftrl")
@@ -81,7 +80,9 @@ def build_optimizer(member: str, weights, bias, lr: float, alpha: float, rho: fl
     """``member``'s optimizer over the feature weights and the intercept (two groups, the
     intercept's unregularised). Returns it and the L2 coefficient the engine adds to the
     gradient of touched rows itself (0 where the member's rule has it)."""
-    cls = MEMBERS[member]
+    import adagrad
+
+    cls = getattr(adagrad, MEMBERS[member])
     if member in L1_MEMBERS:
         groups = [{"params": [weights], "l1": alpha * rho, "l2": alpha * (1.0 - rho)},
                   {"params": [bias], "l1": 0.0, "l2": 0.0}]

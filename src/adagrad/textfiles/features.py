@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.preprocessing import normalize
 
 from adagrad.textfiles.hashing import TextHasher
 from adagrad.textfiles.readers import Chunk, InputError
@@ -34,7 +33,9 @@ class Featurizer:
         """Hashed text rows with the idf weights, back to unit norm (as is without idf)."""
         if self.idf is None:
             return X
-        return normalize(X @ sp.diags(self.idf), copy=False).tocsr()
+        X = (X @ sp.diags(self.idf)).tocsr()
+        norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
+        return (sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ X).tocsr()
 
     def _svmlight_rows(self, chunk: Chunk) -> sp.csr_matrix:
         lengths = [columns.size for columns, _ in chunk.rows]

@@ -4,7 +4,6 @@ classifier, RMSE and MAE for a regressor, over a file read in batches."""
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 PROBABILITY_FLOOR = 1e-15  # log loss of a class the model gives no probability (or never saw)
 
@@ -45,5 +44,7 @@ def _classification_metrics(model, y: np.ndarray, outputs: np.ndarray) -> dict[s
         result["log_loss"] = float(-np.mean(np.log(np.maximum(p_true, PROBABILITY_FLOOR))))
     positive = y == classes[-1]
     if classes.size == 2 and 0 < positive.sum() < y.size:
+        from sklearn.metrics import roc_auc_score  # imported only where there is an AUC
+
         result["auc"] = float(roc_auc_score(positive, outputs[:, -1]))
     return result
