@@ -18,7 +18,9 @@ with its defaults; VW its default learner (``--oaa K`` for multiclass, logistic 
 ``-c -k``) with the same number of passes as our epochs, and with 3 passes (the anchor of
 DATA.md); fastText ``train_supervised`` with its defaults; SGD a ``TfidfVectorizer``
 (sublinear tf) + ``SGDClassifier(loss="log_loss")`` / ``SGDRegressor`` with defaults.
-Times are reported as ratios to ours; with ``--reps`` > 1 the tools alternate, order
+The time of ours to import its modules alone (``python -c "import
+adagrad.textfiles.training"``) is timed with them, as context. Times are reported as
+ratios to ours; with ``--reps`` > 1 the tools alternate, order
 rotating each round, and the median is kept. Results go to
 ``benchmarks/results/linear_text.json``.
 """
@@ -42,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS  # noqa: E402
 
 OUR_EPOCHS = 10  # `adagrad fit`'s default; VW gets the same number of passes
+STARTUP = "startup"  # `import adagrad.textfiles.training` alone: what ours pays before any work
 
 
 # ------------------------------------------------------------------ data
@@ -245,18 +248,20 @@ def benchmark(name: str, reps: int) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"linear-{name}-") as tmp:
         files = write_files(name, Path(tmp))
         tools = commands(files, Path(tmp))
+        tools[STARTUP] = [sys.executable, "-c", "import adagrad.textfiles.training; print('{}')"]
         names = list(tools)
         runs = {tool: [] for tool in names}
         for rep in range(reps):
             for tool in names[rep % len(names):] + names[:rep % len(names)]:
                 runs[tool].append(timed(tools[tool]))
+    startup = statistics.median(s for s, _ in runs.pop(STARTUP))
     metric = "rmse" if files["kind"] == "regression" else "accuracy"
     ours = statistics.median(s for s, _ in runs["adagrad fit"])
     rows = {tool: {metric: statistics.median(r[metric] for _, r in result),
                    "seconds": statistics.median(s for s, _ in result),
                    "time_ratio_to_ours": statistics.median(s for s, _ in result) / ours}
             for tool, result in runs.items()}
-    return {"data": name, "kind": files["kind"], "metric": metric,
+    return {"data": name, "kind": files["kind"], "metric": metric, "ours_startup_s": startup,
             "train": files["train_size"], "test": files["test_size"], "tools": rows}
 
 
@@ -267,6 +272,9 @@ def table(results: list[dict]) -> str:
             lines.append(f"| {result['data']} ({result['train']}/{result['test']}) | {tool} | "
                          f"{result['metric']} {row[result['metric']]:.4f} | {row['seconds']:.1f} | "
                          f"{row['time_ratio_to_ours']:.2f} |")
+        lines.append(f"| {result['data']} | (adagrad fit's imports alone: interpreter, torch, "
+                     f"scikit-learn) | | {result['ours_startup_s']:.1f} | "
+                     f"{result['ours_startup_s'] / result['tools']['adagrad fit']['seconds']:.2f} |")
     return "\n".join(lines)
 
 
