@@ -123,11 +123,13 @@ TRAIN = "".join(f"{'pos' if i % 2 else 'neg'}\t{'good great fine' if i % 2 else 
                 f"word{i}\n" for i in range(40))
 
 
-def test_fit_and_predict_end_to_end_with_json(tmp_path, capsys):
+@pytest.mark.parametrize("cache", ["2048", "0"], ids=["rows-in-memory", "streamed-each-pass"])
+def test_fit_and_predict_end_to_end_with_json(tmp_path, capsys, cache):
     train = write(tmp_path, "train.tsv", TRAIN)
     test = write(tmp_path, "test.tsv", "pos\tgreat unseenword\nneg\tawful\nmaybe\tgood\n")
     model = str(tmp_path / "m.npz")
-    assert main(["fit", train, "--test", test, "-o", model, "--json", "--epochs", "5"]) == 0
+    assert main(["fit", train, "--test", test, "-o", model, "--json", "--epochs", "5",
+                 "--cache-mb", cache]) == 0
     out, err = capsys.readouterr()
     assert err == ""  # no progress bar when stderr is not a terminal
     report = json.loads(out.strip().splitlines()[-1])

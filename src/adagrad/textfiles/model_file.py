@@ -4,6 +4,7 @@ parameters, the featurizer's settings), written to a temporary name and renamed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -27,11 +28,19 @@ def save_model(path: str, model, settings: dict, idf: np.ndarray | None) -> None
     arrays = {f"fitted{name}": value for name, value in model.fitted_arrays().items()}
     if idf is not None:
         arrays["idf"] = idf
+    with atomic_file(path, "wb") as out:
+        np.savez(out, header=np.array(json.dumps(header)), **arrays)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str, mode: str):
+    """A file that becomes ``path`` only when the block completes: written under a
+    temporary name in the same folder, renamed at the end, removed on any error."""
     folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".adagrad-model-", suffix=".npz", dir=folder)
+    handle, temporary = tempfile.mkstemp(prefix=".adagrad-", dir=folder)
     try:
-        with os.fdopen(handle, "wb") as out:
-            np.savez(out, header=np.array(json.dumps(header)), **arrays)
+        with os.fdopen(handle, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as out:
+            yield out
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +21,7 @@ from adagrad.linear import AdagradClassifier, AdagradRegressor
 from adagrad.linear.losses import REGRESSION_LOSSES
 from adagrad.textfiles.features import Featurizer, idf_weights, numeric_labels
 from adagrad.textfiles.metrics import metrics_of
-from adagrad.textfiles.model_file import load_model, save_model
+from adagrad.textfiles.model_file import atomic_file, load_model, save_model
 from adagrad.textfiles.readers import InputError, detect_format, read_chunks
 
 REGRESSION_MIN_DISTINCT = 20  # auto: numeric labels with more distinct values are a regression
@@ -35,7 +34,7 @@ class _Scan:
     labels: set = field(default_factory=set)
     examples: int = 0
     document_frequency: np.ndarray | None = None
-    cached: list | None = field(default_factory=list)  # (X, labels, chunk) while in budget
+    cached: list | None = field(default_factory=list)  # (raw X, chunk) while in the budget
     text: bool = False
 
 
@@ -195,17 +194,6 @@ def predict(args) -> int:
     if args.output is None:
         sys.stdout.write(text)
     else:
-        _write_atomically(args.output, text)
-    return 0
-
-
-def _write_atomically(path: str, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=".adagrad-predict-",
-                                         dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
+        with atomic_file(args.output, "w") as out:
             out.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    return 0
