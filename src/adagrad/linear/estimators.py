@@ -57,6 +57,12 @@ class _AdagradLinearModel(BaseEstimator):
 
     _numeric_target = False
 
+    def _keep_params(self, params: dict) -> None:
+        """Store ``__init__``'s arguments as they are (scikit-learn's convention)."""
+        for name, value in params.items():
+            if name not in ("self", "__class__"):
+                setattr(self, name, value)
+
     def _validated(self, X, y, reset: bool):
         """(X, y) checked; ``X`` as the engines read it: canonical CSR with int64 indices,
         in the tables' dtype."""
@@ -173,20 +179,7 @@ class AdagradClassifier(ClassifierMixin, _AdagradLinearModel):
                  optimizer=None, lr=0.1, epochs=10, batch_size=1, random_state=None,
                  class_weight=None, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=2, tol=1e-4):
-        self.loss = loss
-        self.penalty = penalty
-        self.alpha = alpha
-        self.l1_ratio = l1_ratio
-        self.optimizer = optimizer
-        self.lr = lr
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.random_state = random_state
-        self.class_weight = class_weight
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.tol = tol
+        self._keep_params(locals())
 
     def fit(self, X, y, sample_weight=None):
         """Fit from scratch: ``epochs`` passes over (X, y)."""
@@ -314,20 +307,7 @@ class AdagradRegressor(RegressorMixin, _AdagradLinearModel):
                  epsilon=1.0, optimizer=None, lr=0.1, epochs=10, batch_size=1,
                  random_state=None, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=2, tol=1e-4):
-        self.loss = loss
-        self.penalty = penalty
-        self.alpha = alpha
-        self.l1_ratio = l1_ratio
-        self.epsilon = epsilon
-        self.optimizer = optimizer
-        self.lr = lr
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.random_state = random_state
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.tol = tol
+        self._keep_params(locals())
 
     def fit(self, X, y, sample_weight=None):
         """Fit from scratch: ``epochs`` passes over (X, y)."""
