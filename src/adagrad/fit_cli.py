@@ -1,0 +1,72 @@
+"""`adagrad fit` and `adagrad predict`: linear models on users' files, streamed in chunks.
+
+The parser and the error handling; the work is in `adagrad.textfiles.training`, imported
+only when a command runs (it needs the ``linear`` extra).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+from adagrad.linear.losses import CLASSIFICATION_LOSSES, REGRESSION_LOSSES
+from adagrad.linear.members import MEMBERS
+from adagrad.textfiles.readers import FORMATS, InputError
+
+EXTRA = ("sklearn", "scipy")  # the `linear` extra: pip install 'adagrad[linear]'
+
+
+def add_fit_commands(subcommands) -> None:
+    """Register ``fit`` and ``predict`` on the top-level parser's subcommands."""
+    fit = subcommands.add_parser("fit", help="train a linear model on a file",
+                                 description=__doc__.split("\n\n")[0])
+    fit.add_argument("train", metavar="TRAIN")
+    fit.add_argument("--test", metavar="TEST")
+    fit.add_argument("-o", "--output", metavar="MODEL", default="model.adagrad.npz")
+    fit.add_argument("--format", choices=FORMATS, default="auto")
+    fit.add_argument("--label-column", metavar="NAME")
+    fit.add_argument("--text-column", metavar="NAME")
+    fit.add_argument("--loss", choices=("auto", *CLASSIFICATION_LOSSES, *REGRESSION_LOSSES),
+                     default="auto")
+    fit.add_argument("--optimizer", choices=sorted(MEMBERS))
+    fit.add_argument("--lr", type=float, default=0.1)
+    fit.add_argument("--epochs", type=int, default=10)
+    fit.add_argument("--l1", type=float, default=0.0)
+    fit.add_argument("--l2", type=float, default=1e-6)
+    fit.add_argument("--bits", type=int, default=20)
+    fit.add_argument("--ngrams", type=int, default=1)
+    fit.add_argument("--no-idf", dest="idf", action="store_false",
+                     help="text: plain sublinear tf, without idf weights")
+    fit.add_argument("--cache-mb", type=float, default=2048)
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--json", action="store_true")
+    fit.set_defaults(run=run_fit)
+    predict = subcommands.add_parser("predict", help="predict with a model from adagrad fit")
+    predict.add_argument("model", metavar="MODEL")
+    predict.add_argument("file", metavar="FILE")
+    predict.add_argument("-o", "--output", metavar="OUT")
+    predict.set_defaults(run=run_predict)
+
+
+def _reporting_errors(command: str, args) -> int:
+    """Run ``command``, turning a bad file or argument into one line on stderr, exit 1."""
+    missing = [name for name in EXTRA if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"adagrad {command}: error: needs {', '.join(missing)}: pip install "
+              "'adagrad[linear]'", file=sys.stderr)
+        return 1
+    from adagrad.textfiles import training
+
+    try:
+        return getattr(training, command)(args)
+    except InputError as exc:
+        print(f"adagrad {command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def run_fit(args) -> int:
+    return _reporting_errors("fit", args)
+
+
+def run_predict(args) -> int:
+    return _reporting_errors("predict", args)

@@ -1,0 +1,90 @@
+"""The family's members by name, and how `adagrad.linear` regularises each.
+
+Two engines train the linear models. The online kernel (`adagrad.linear.online`) takes one
+example a step and runs the coordinate rules of `ONLINE_MEMBERS`; the minibatch engine
+(`adagrad.linear.minibatch`) steps any member's optimizer on sparse gradients (dense for
+FullMatrixAdagrad) of ``batch_size`` examples.
+
+Regularisation ``alpha·((1-ρ)/2·‖w‖² + ρ·‖w‖₁)`` (ρ the l1 ratio: 0 for ``penalty="l2"``, 1
+for ``"l1"``): members with a proximal L1 step (`L1_MEMBERS`) take ``l1 = alpha·ρ`` and
+``l2 = alpha·(1-ρ)`` in their own rule, so weights become exactly zero; the others take
+the L2 part as ``alpha·w`` added to the gradient of the touched rows (coupled weight decay
+on the features an example has, as Vowpal Wabbit does) and refuse L1. The intercept is
+never regularised.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from adagrad.kernels.elementwise import rule_tuple
+from adagrad.kernels.ftrl_cpu import ftrl_tuple
+from adagrad.kernels.proximal_cpu import proximal_tuple
+from adagrad.kernels.rule import FtrlRule, ProximalRule, StepRule
+
+MEMBERS = {  # name → class in `adagrad` (imported when the minibatch engine needs it)
+    "adagrad": "Adagrad",
+    "rowwise_adagrad": "RowWiseAdagrad",
+    "proximal_adagrad": "ProximalAdagrad",
+    "adagrad_da": "AdagradDA",
+    "ftrl": "FTRL",
+    "adagrad_norm": "AdagradNorm",
+    "full_matrix_adagrad": "FullMatrixAdagrad",
+}
+L1_MEMBERS = ("proximal_adagrad", "adagrad_da", "ftrl")
+ONLINE_MEMBERS = ("adagrad", "proximal_adagrad", "ftrl")
+DENSE_ONLY_MEMBERS = ("full_matrix_adagrad",)
+EPS = 1e-10  # Adagrad's and ProximalAdagrad's ε, outside the root (torch's)
+FTRL_BETA = 1.0
+
+
+def l1_ratio_of(penalty: str, l1_ratio: float) -> float:
+    """ρ, the share of L1 in the penalty."""
+    return {"l2": 0.0, "l1": 1.0, "elasticnet": float(l1_ratio)}[penalty]
+
+
+def resolve_member(optimizer: str | None, penalty: str) -> str:
+    """The member that trains: ``optimizer``, or by default Adagrad for an L2 penalty and
+    ProximalAdagrad where there is L1. Refuses L1 on a member without an L1 step."""
+    if optimizer is None:
+        return "adagrad" if penalty == "l2" else "proximal_adagrad"
+    if optimizer not in MEMBERS:
+        raise ValueError(f"optimizer must be one of {sorted(MEMBERS)}, got {optimizer!r}")
+    if penalty != "l2" and optimizer not in L1_MEMBERS:
+        raise ValueError(f"penalty={penalty!r} needs an optimizer with an L1 proximal step "
+                         f"({', '.join(L1_MEMBERS)}); optimizer={optimizer!r} has none")
+    return optimizer
+
+
+def online_rules(member: str, lr: float, alpha: float, rho: float, dtype) -> tuple[tuple, tuple]:
+    """The online kernel's coefficient tuples (features, intercept) for ``member``."""
+    scalar = np.dtype(dtype).type
+    l1, l2 = alpha * rho, alpha * (1.0 - rho)
+    if member == "adagrad":
+        return (rule_tuple(StepRule(lr=lr, eps=EPS, weight_decay=l2), scalar),
+                rule_tuple(StepRule(lr=lr, eps=EPS), scalar))
+    if member == "proximal_adagrad":
+        return (proximal_tuple(ProximalRule(lr=lr, l1=l1, l2=l2, eps=EPS), scalar),
+                proximal_tuple(ProximalRule(lr=lr, eps=EPS), scalar))
+    return (ftrl_tuple(FtrlRule(lr=lr, beta=FTRL_BETA, l1=l1, l2=l2), scalar),
+            ftrl_tuple(FtrlRule(lr=lr, beta=FTRL_BETA), scalar))
+
+
+def online_state(member: str, shape: tuple[int, int], dtype) -> tuple[np.ndarray, ...]:
+    """The zero state tables of ``member`` in the online kernel: (G,) or FTRL's (z, n)."""
+    count = 2 if member == "ftrl" else 1
+    return tuple(np.zeros(shape, dtype) for _ in range(count))
+
+
+def build_optimizer(member: str, weights, bias, lr: float, alpha: float, rho: float):
+    """``member``'s optimizer over the feature weights and the intercept (two groups, the
+    intercept's unregularised). Returns it and the L2 coefficient the engine adds to the
+    gradient of touched rows itself (0 where the member's rule has it)."""
+    import adagrad
+
+    cls = getattr(adagrad, MEMBERS[member])
+    if member in L1_MEMBERS:
+        groups = [{"params": [weights], "l1": alpha * rho, "l2": alpha * (1.0 - rho)},
+                  {"params": [bias], "l1": 0.0, "l2": 0.0}]
+        return cls(groups, lr=lr), 0.0
+    return cls([weights, bias], lr=lr), alpha
