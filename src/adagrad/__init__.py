@@ -1,7 +1,6 @@
 """Adagrad for PyTorch: an exact drop-in for `torch.optim.Adagrad`, fast sparse updates,
 and the Adagrad family.
 
-
 The optimizers are imported on first use (PEP 562), so that tools which need only the
 kernels (`adagrad fit`) do not pay for `adagrad.optim`'s imports (torch._dynamo)."""
 
