@@ -19,7 +19,9 @@ Each kernel takes the tensors of one parameter and a `StepRule` and updates in p
   of some rows or of all recomputed from their sums (the lazy catch-up).
 
 The dispatchers here pick the numba CPU kernel (`dense_cpu`, `sparse_cpu`) where it
-applies and the torch-ops kernel (`portable`) everywhere else (CUDA, fp16, autograd). Both
+applies and the torch-ops kernel (`portable`) everywhere else (fp16, autograd); on CUDA,
+`cuda_dispatch` chooses between torch's fused kernel, Triton (`triton_dense`,
+`triton_sparse`) and foreach or torch ops (`foreach_dense`, `portable`). Both
 are public so that tests can hold each to the reference.
 """
 
@@ -29,6 +31,7 @@ from torch import Tensor
 
 from adagrad.kernels import (
     catch_up_cpu,
+    cuda_dispatch,
     dense_cpu,
     dual_averaging_cpu,
     ftrl_cpu,
@@ -71,7 +74,9 @@ def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: T
     `portable.sparse_adagrad_`). Indices must lie in ``[0, rows)`` (the optimizer checks
     them before any write).
     """
-    kernel = sparse_cpu if sparse_cpu.supports(param, state_sum, values) else portable
+    kernel = cuda_dispatch.sparse_kernel(param, state_sum, values)  # None on the CPU
+    if kernel is None:
+        kernel = sparse_cpu if sparse_cpu.supports(param, state_sum, values) else portable
     kernel.sparse_adagrad_(param, state_sum, indices, values, rule, clocks, value_of, scale)
 
 
