@@ -106,7 +106,7 @@ def sparse_kernel(param: Tensor, state_sum: Tensor, values: Tensor) -> Any:
 def _learning_rate(lr: float | Tensor, device: torch.device) -> tuple[float, Tensor | None]:
     """``lr`` as the kernels take it: a host float, or a 0-d tensor on ``device`` when it
     is a tensor on an accelerator (it is then never read on the host)."""
-    if isinstance(lr, Tensor) and lr.device.type != "cpu":
+    if isinstance(lr, Tensor) and device_type(lr) != "cpu":
         return 1.0, lr.reshape(()).to(device, non_blocking=True)
     return float(lr), None
 
