@@ -74,7 +74,7 @@ def _train(params, options, steps=3, lr_tensor=False, guard=None):
 def _mixed_params():
     """A transformer-like set in miniature: float32, bfloat16 and float16 tensors (the
     half ones with float32 state), of sizes empty to odd."""
-    shapes = [(7, 5), (0,), (1025,), (3,)]
+    shapes = [(7, 5), (0,), (triton_dense.BLOCK + 1,), (3,)]
     return [torch.nn.Parameter(torch.randn(s).to(dtype))
             for dtype in (torch.float32, torch.bfloat16, torch.float16) for s in shapes]
 
@@ -114,7 +114,7 @@ def test_torch_fused_takes_torchs_rule_without_host_reads(monkeypatch, lr_tensor
     with float32 state are not torch's rule, and take Triton."""
     fake_cuda(monkeypatch, fused=True)
     recorder = _recorder(monkeypatch)
-    params = [torch.nn.Parameter(torch.randn(s)) for s in [(5, 3), (1025,), (0,)]]
+    params = [torch.nn.Parameter(torch.randn(s)) for s in [(5, 3), (triton_dense.BLOCK + 1,), (0,)]]
     params.append(torch.nn.Parameter(torch.randn(9).bfloat16()))
     _train(params, TORCH_OPTIONS, lr_tensor=lr_tensor, guard=_host_guard(monkeypatch))
     assert recorder.calls == ["torch_fused", "triton"] * 3

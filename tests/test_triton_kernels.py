@@ -24,7 +24,8 @@ from adagrad.kernels.rule import StepRule
 # (maximize, weight decay, decoupled, eps inside, accumulator decay ρ)
 DENSE_OPTIONS = list(itertools.product((False, True), (0.0, 0.05), (False, True),
                                        (False, True), (1.0, 0.9)))
-SHAPES = [(0,), (1,), (3, 5), (1023,), (1025,), (2, 1024)]
+BLOCK = triton_dense.BLOCK
+SHAPES = [(0,), (1,), (3, 5), (BLOCK - 1,), (BLOCK + 1,), (2, BLOCK)]  # block edges
 
 
 def _rule(lr, maximize=False, weight_decay=0.0, decoupled=False, eps_inside=False, rho=1.0):
@@ -64,19 +65,19 @@ def _check_dense(dtype, rule, shapes, lr_tensor=None, seed=0):
 def test_triton_dense_every_option_in_one_case_each(dtype):
     """Default suite: every dtype, all options on, sizes empty to odd, one launch."""
     _check_dense(dtype, _rule(0.1, True, 0.05, True, True, 0.9), SHAPES)
-    _check_dense(dtype, _rule(0.1, False, 0.05, False, False, 1.0), [(7,), (1025,)])
+    _check_dense(dtype, _rule(0.1, False, 0.05, False, False, 1.0), [(7,), (BLOCK + 1,)])
 
 
 def test_triton_dense_reads_the_learning_rate_from_the_device():
     """lr as a 0-d tensor: lr_t = lr·(decay factor), read by the kernel."""
-    _check_dense(torch.float32, _rule(0.1, weight_decay=0.05, decoupled=True), [(5,), (1030,)],
+    _check_dense(torch.float32, _rule(0.1, weight_decay=0.05, decoupled=True), [(5,), (BLOCK + 6,)],
                  lr_tensor=torch.tensor(0.2))
 
 
 def test_triton_dense_splits_many_tensors_over_launches(monkeypatch):
     monkeypatch.setattr(triton_dense, "MAX_TENSORS", 3)
     _check_dense(torch.float32, _rule(0.1, eps_inside=True), [(2,), (0,), (3,), (1,), (4,),
-                                                              (1025,), (6,)])
+                                                              (BLOCK + 1,), (6,)])
 
 
 def test_triton_dense_eps_inside_zero_gradient_zero_sum_gives_zero_step():
@@ -107,7 +108,7 @@ def test_triton_dense_full_grid(dtype, options):
 @pytest.mark.slow
 @settings(max_examples=15)
 @given(dtype=st.sampled_from(KERNEL_DTYPES), options=st.sampled_from(DENSE_OPTIONS),
-       sizes=st.lists(st.integers(0, 2100), min_size=1, max_size=6),
+       sizes=st.lists(st.integers(0, 2 * triton_dense.BLOCK + 3), min_size=1, max_size=6),
        lr=st.floats(1e-3, 1.0), seed=st.integers(0, 2 ** 16))
 def test_triton_dense_property(dtype, options, sizes, lr, seed):
     _check_dense(dtype, _rule(lr, *options), [(n,) for n in sizes], seed=seed)
