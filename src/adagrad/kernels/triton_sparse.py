@@ -27,6 +27,7 @@ import triton.language as tl
 from torch import Tensor
 
 from adagrad.kernels.clocks import RowClocks
+from adagrad.kernels.portable import _row_factors
 from adagrad.kernels.rule import StepRule
 from adagrad.kernels.triton_dense import PARAM_DTYPES
 
@@ -109,13 +110,10 @@ def segments(indices: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def _pending_factors(clock: float, snapshots: Tensor | None, rows: Tensor) -> Tensor | None:
-    """``exp(clock - snapshot[row])`` per sorted slot as float32, snapshots advanced to
-    ``clock`` (duplicates write the same value); None without snapshots."""
-    if snapshots is None:
-        return None
-    factors = torch.exp(clock - snapshots[rows]).to(torch.float32)
-    snapshots[rows] = clock
-    return factors
+    """The sorted slots' pending decay factors in float32 (snapshots advanced to
+    ``clock``; duplicates write the same value), or None without snapshots."""
+    factors = _row_factors(clock, snapshots, rows)
+    return factors.to(torch.float32) if isinstance(factors, Tensor) else None
 
 
 def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: Tensor,

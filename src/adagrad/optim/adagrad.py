@@ -14,6 +14,7 @@ from torch.optim.optimizer import ParamsT
 
 from adagrad import kernels
 from adagrad.kernels import RowClocks, StepRule, cuda_dispatch, portable
+from adagrad.kernels.clocks import clock_device
 from adagrad.kernels.elementwise import PARALLEL_MIN_ELEMENTS
 from adagrad.optim import checkpoint, conventions
 from adagrad.optim.base import (
@@ -273,7 +274,8 @@ class Adagrad(AdagradFamily):
                               (SUM_DECAY, group["accumulator_decay"])):
             if factor != 1 and decay.clock not in state:
                 state[decay.clock] = torch.tensor(0.0, dtype=torch.float64)
-                state[decay.snapshots] = torch.zeros(rows, dtype=torch.float64, device=device)
+                state[decay.snapshots] = torch.zeros(rows, dtype=torch.float64,
+                                                     device=clock_device(device))
             now[decay] = state[decay.clock].item() + math.log(factor) \
                 if decay.clock in state else 0.0
         return RowClocks(now[PARAM_DECAY], state.get(PARAM_DECAY.snapshots), now[SUM_DECAY],
