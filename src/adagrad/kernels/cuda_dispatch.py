@@ -7,11 +7,13 @@ dtypes and step count, and each batch takes the first path that fits:
    has one (detected in torch's dispatcher) and the group asks for exactly torch's rule
    (`is_torch_rule`);
 2. `TRITON`: the multi-tensor Triton kernel of `triton_dense`, every option, on CUDA
-   where Triton is installed and the tensors fit (`triton_dense.supports`);
+   where Triton is installed and the tensors fit (`triton_takes`);
 3. `FOREACH`: torch's foreach ops (`foreach_dense`), everything else.
 
 Sparse row updates on CUDA take `triton_sparse` where Triton is installed and the table
-fits, else the torch-ops kernel (`portable`).
+fits, else the torch-ops kernel (`portable`). The family members' dense steps, one tensor
+at a time, take `triton_members` (proximal, dual averaging, FTRL) or `triton_dense`
+(row-wise Adagrad's 1-D tensors) in the same cases (`member_kernel`).
 
 No path reads a device tensor on the host: step counts are host tensors (as in
 torch.optim), and a learning rate given as a device tensor stays on the device.
@@ -82,11 +84,25 @@ def dense_path(param: Tensor, grad: Tensor, state_sum: Tensor, group: dict[str, 
     kind = device_type(param)
     if has_torch_fused(kind) and is_torch_rule(param, state_sum, group):
         return TORCH_FUSED
-    if kind == "cuda" and triton_available():
-        from adagrad.kernels import triton_dense
-        if triton_dense.supports(param, grad, state_sum):
-            return TRITON
-    return FOREACH
+    return TRITON if triton_takes(param, grad, state_sum) else FOREACH
+
+
+def triton_takes(param: Tensor, grad: Tensor, *states: Tensor) -> bool:
+    """Whether a dense step of this tensor (with its state tensors) goes to Triton: on
+    CUDA, with Triton installed, tensors the kernels take (`triton_dense.supports`)."""
+    if device_type(param) != "cuda" or not triton_available():
+        return False
+    from adagrad.kernels import triton_dense
+    return triton_dense.supports(param, grad, *states)
+
+
+def member_kernel(param: Tensor, grad: Tensor, *states: Tensor) -> Any:
+    """`triton_members` where a family member's dense step of this tensor goes to Triton,
+    else None (the member's own choice of kernel)."""
+    if not triton_takes(param, grad, *states):
+        return None
+    from adagrad.kernels import triton_members
+    return triton_members
 
 
 def sparse_kernel(param: Tensor, state_sum: Tensor, values: Tensor) -> Any:

@@ -36,12 +36,12 @@ MAX_TENSORS = 256  # tensors per launch (the block search reads this many first-
 _TL_DTYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
 
-def supports(param: Tensor, grad: Tensor, state_sum: Tensor) -> bool:
-    """Whether the kernel takes this tensor: contiguous, the gradient in the parameter's
-    dtype, a float32 accumulator."""
+def supports(param: Tensor, grad: Tensor, *states: Tensor) -> bool:
+    """Whether the Triton kernels take this tensor (here and in `triton_members`):
+    contiguous, the gradient in the parameter's dtype (a kernel dtype), float32 state."""
     return (param.dtype in PARAM_DTYPES and grad.dtype == param.dtype
-            and state_sum.dtype == torch.float32 and param.is_contiguous()
-            and grad.is_contiguous() and state_sum.is_contiguous())
+            and all(s.dtype == torch.float32 and s.is_contiguous() for s in states)
+            and param.is_contiguous() and grad.is_contiguous())
 
 
 @triton.jit
