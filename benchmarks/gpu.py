@@ -6,7 +6,8 @@
 
 1. Parity, on the device: one step of `adagrad.Adagrad` per dense path (torch's fused
    kernel, the Triton kernel, the foreach fallback) × option × float32/bfloat16/float16,
-   on tensors of sizes 0, 1 and odd, against `adagrad.reference`; the sparse optimizer
+   and of `ProximalAdagrad`, `AdagradDA` and `FTRL` per dtype, on tensors of sizes 0, 1
+   and odd, against `adagrad.reference`; the sparse optimizer
    path and the fused `adagrad.nn.EmbeddingBag` over three steps with duplicate ids, lazy
    decoupled decay and ρ < 1, against the reference after `flush()`. The table says which
    kernel each case took (from the dispatch itself) and its worst error in units of the
@@ -160,9 +161,45 @@ def _sparse_case(device, fused: bool):
     return kernel, error
 
 
+MEMBERS = {  # name: (class, keywords, its reference's step from θ and g at step 1)
+    "proximal": (adagrad.ProximalAdagrad, dict(lr=0.1, l1=0.01, l2=0.1),
+                 lambda theta, g: ref.proximal_adagrad(theta, g, ref.proximal_adagrad_init(theta),
+                                                       lr=0.1, l1=0.01, l2=0.1)),
+    "dual averaging": (adagrad.AdagradDA, dict(lr=0.1, l1=0.01, l2=0.1),
+                       lambda theta, g: ref.adagrad_da(theta, g, ref.adagrad_da_init(theta),
+                                                       lr=0.1, l1=0.01, l2=0.1)),
+    "ftrl": (adagrad.FTRL, dict(lr=0.1, l1=0.01, l2=0.1),
+             lambda theta, g: ref.ftrl(theta, g, ref.ftrl_init(theta), lr=0.1, l1=0.01, l2=0.1)),
+}
+
+
+def _member_case(device, name, dtype):
+    """One dense step of a family member on small tensors; (kernel, worst error)."""
+    member, options, reference = MEMBERS[name]
+    params = [torch.nn.Parameter(torch.randn(s, device=device).to(dtype))
+              for s in [(0,), (1,), (2049,), (33, 7)]]
+    for p in params:
+        p.grad = torch.randn(p.shape, device=device).to(dtype)
+    expected = [reference(p.detach().double().cpu().numpy(), p.grad.double().cpu().numpy())[0]
+                for p in params]
+    probe = params[2]
+    on_triton = cuda_dispatch.triton_takes(probe, probe.grad, torch.zeros_like(probe.grad,
+                                                                                dtype=torch.float32))
+    member(params, **options).step()
+    error = max(_check(p, theta, dtype) for p, theta in zip(params, expected))
+    return "triton_members" if on_triton else "torch ops", error
+
+
 def parity(device) -> list[dict]:
     rows = []
-    for name, (options, _) in DENSE_OPTIONS.items():
+    for name in MEMBERS:
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            kernel, error = _member_case(device, name, dtype)
+            rows.append(dict(case=f"dense {name}", dtype=str(dtype).split(".")[-1],
+                             kernel=kernel, error=error))
+    for name, (options, param_dtype) in DENSE_OPTIONS.items():
+        if param_dtype != torch.float32:  # the dtypes are swept here
+            continue
         for dtype in (torch.float32, torch.bfloat16, torch.float16):
             for force_foreach in (False, True):
                 available = cuda_dispatch.triton_available
