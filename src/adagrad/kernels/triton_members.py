@@ -15,7 +15,7 @@ import triton.language as tl
 from torch import Tensor
 
 from adagrad.kernels.rule import DualAveragingRule, FtrlRule, ProximalRule
-from adagrad.kernels.triton_dense import WARPS, supports  # noqa: F401 (the members' test)
+from adagrad.kernels.triton_dense import WARPS
 
 BLOCK = 2048
 

@@ -232,6 +232,7 @@ class Adagrad(AdagradFamily):
         if steps:
             torch._foreach_add_(steps, 1.0)
         cuda_dispatch.dense_adagrad_(on_device, group, partial(_step_rule, group))
+        # a host float only where the CPU kernels need one (a device lr would sync)
         lr = float(group["lr"]) if numba_or_portable or torch_fused else 0.0
         kernel = portable if group["differentiable"] else kernels
         for param, grad, state_sum, step in numba_or_portable:
