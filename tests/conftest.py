@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-import torch
+import os
+
+# Triton's interpreter (the CUDA paths' tests, tests/triton_support.py) must be on before
+# anything imports triton, and torch may import it while other test modules are collected.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 try:  # keep property tests fast and deterministic everywhere
     from hypothesis import HealthCheck, settings

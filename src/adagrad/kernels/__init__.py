@@ -19,7 +19,9 @@ Each kernel takes the tensors of one parameter and a `StepRule` and updates in p
   of some rows or of all recomputed from their sums (the lazy catch-up).
 
 The dispatchers here pick the numba CPU kernel (`dense_cpu`, `sparse_cpu`) where it
-applies and the torch-ops kernel (`portable`) everywhere else (CUDA, fp16, autograd). Both
+applies and the torch-ops kernel (`portable`) everywhere else (fp16, autograd); on CUDA,
+`cuda_dispatch` chooses between torch's fused kernel, Triton (`triton_dense`,
+`triton_sparse`) and foreach or torch ops (`foreach_dense`, `portable`). Both
 are public so that tests can hold each to the reference.
 """
 
@@ -29,6 +31,7 @@ from torch import Tensor
 
 from adagrad.kernels import (
     catch_up_cpu,
+    cuda_dispatch,
     dense_cpu,
     dual_averaging_cpu,
     ftrl_cpu,
@@ -56,7 +59,10 @@ flush_rows_ = portable.flush_rows_
 
 def dense_adagrad_(param: Tensor, grad: Tensor, state_sum: Tensor, rule: StepRule) -> None:
     """One dense Adagrad step, in place, on the fastest kernel that fits."""
-    if dense_cpu.supports(param, grad, state_sum):
+    if cuda_dispatch.triton_takes(param, grad, state_sum):  # imports Triton: only then
+        from adagrad.kernels import triton_dense
+        triton_dense.dense_adagrad_([param], [grad], [state_sum], rule)
+    elif dense_cpu.supports(param, grad, state_sum):
         dense_cpu.dense_adagrad_(param, grad, state_sum, rule)
     else:
         portable.dense_adagrad_(param, grad, state_sum, rule)
@@ -71,7 +77,9 @@ def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: T
     `portable.sparse_adagrad_`). Indices must lie in ``[0, rows)`` (the optimizer checks
     them before any write).
     """
-    kernel = sparse_cpu if sparse_cpu.supports(param, state_sum, values) else portable
+    kernel = cuda_dispatch.sparse_kernel(param, state_sum, values)  # None on the CPU
+    if kernel is None:
+        kernel = sparse_cpu if sparse_cpu.supports(param, state_sum, values) else portable
     kernel.sparse_adagrad_(param, state_sum, indices, values, rule, clocks, value_of, scale)
 
 
@@ -84,7 +92,9 @@ def catch_up_rows_(param: Tensor, state_sum: Tensor, rows: Tensor, clocks: RowCl
 
 def dense_ftrl_(param: Tensor, grad: Tensor, z: Tensor, n: Tensor, rule: FtrlRule) -> None:
     """One dense FTRL-Proximal step (§6), in place, on the fastest kernel that fits."""
-    kernel = ftrl_cpu if ftrl_cpu.supports(param, grad, z, n) else ftrl_portable
+    kernel = cuda_dispatch.member_kernel(param, grad, z, n)
+    if kernel is None:
+        kernel = ftrl_cpu if ftrl_cpu.supports(param, grad, z, n) else ftrl_portable
     kernel.dense_ftrl_(param, grad, z, n, rule)
 
 
@@ -125,7 +135,10 @@ def sparse_rowwise_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, v
 
 def dense_proximal_(param: Tensor, grad: Tensor, state_sum: Tensor, rule: ProximalRule) -> None:
     """One dense proximal Adagrad step, in place, on the fastest kernel that fits."""
-    kernel = proximal_cpu if dense_cpu.supports(param, grad, state_sum) else portable_proximal
+    kernel = cuda_dispatch.member_kernel(param, grad, state_sum)
+    if kernel is None:
+        on_cpu = dense_cpu.supports(param, grad, state_sum)
+        kernel = proximal_cpu if on_cpu else portable_proximal
     kernel.dense_proximal_(param, grad, state_sum, rule)
 
 
@@ -157,8 +170,10 @@ def catch_up_proximal_rows_(table: Tensor, state_sum: Tensor, rows: Tensor, row_
 def dense_dual_averaging_(param: Tensor, grad: Tensor, grad_sum: Tensor, state_sum: Tensor,
                           rule: DualAveragingRule) -> None:
     """One dense dual-averaging step, in place, on the fastest kernel that fits."""
-    on_cpu = dual_averaging_cpu.supports(param, grad, grad_sum, state_sum)
-    kernel = dual_averaging_cpu if on_cpu else portable_dual_averaging
+    kernel = cuda_dispatch.member_kernel(param, grad, grad_sum, state_sum)
+    if kernel is None:
+        on_cpu = dual_averaging_cpu.supports(param, grad, grad_sum, state_sum)
+        kernel = dual_averaging_cpu if on_cpu else portable_dual_averaging
     kernel.dense_dual_averaging_(param, grad, grad_sum, state_sum, rule)
 
 

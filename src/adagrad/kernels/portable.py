@@ -12,7 +12,7 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from adagrad.kernels.clocks import RowClocks
+from adagrad.kernels.clocks import RowClocks, factor_dtype
 from adagrad.kernels.rule import StepRule
 
 
@@ -50,12 +50,14 @@ def dense_adagrad_(param: Tensor, grad: Tensor, state_sum: Tensor, rule: StepRul
 
 
 def _row_factors(clock: float, snapshots: Tensor | None, rows: Tensor) -> Tensor | float:
-    """Pending decay factors ``exp(clock - snapshot[row])`` of ``rows``; snapshots advance."""
+    """Pending decay factors ``exp(clock - snapshot[row])`` of ``rows``, on ``rows``'
+    device (in float32 there if it has no float64); snapshots advance."""
     if snapshots is None:
         return 1.0
-    factors = torch.exp(clock - snapshots[rows])
-    snapshots[rows] = clock
-    return factors
+    at = rows.to(snapshots.device)
+    factors = torch.exp(clock - snapshots[at])
+    snapshots[at] = clock
+    return factors.to(device=rows.device, dtype=factor_dtype(rows.device))
 
 
 def summed_rows(indices: Tensor, values: Tensor, value_of: Tensor | None,
@@ -120,9 +122,10 @@ def catch_up_rows_(param: Tensor, state_sum: Tensor, rows: Tensor, clocks: RowCl
                                      (state_sum, clocks.sum_log, clocks.row_sum_log)):
         if snapshots is None:
             continue
-        stale = torch.unique(rows[snapshots[rows] != clock])
+        at = rows.to(snapshots.device)
+        stale = torch.unique(at[snapshots[at] != clock]).to(tensor.device)
         factors = _row_factors(clock, snapshots, stale)
-        caught_up = tensor.index_select(0, stale).to(torch.float64) * _broadcast(factors, tensor)
+        caught_up = tensor.index_select(0, stale).to(factors.dtype) * _broadcast(factors, tensor)
         tensor.index_copy_(0, stale, caught_up.to(tensor.dtype))
 
 

@@ -68,7 +68,7 @@ def sparse_rowwise_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, v
     row_param = param.index_select(0, rows)
     factor = _row_factors(clocks.param_log, clocks.row_param_log, rows)
     if isinstance(factor, Tensor):
-        row_param = row_param.to(torch.float64) * _broadcast(factor, row_param)
+        row_param = row_param.to(factor.dtype) * _broadcast(factor, row_param)
     row_sum = state_sum.index_select(0, rows)
     new_rows = _rowwise_rows(row_param.to(state_sum.dtype), grad, row_sum, rule)
     param.index_copy_(0, rows, new_rows.to(param.dtype))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import torch
@@ -12,7 +13,8 @@ from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
 from adagrad import kernels
-from adagrad.kernels import RowClocks, StepRule, portable
+from adagrad.kernels import RowClocks, StepRule, cuda_dispatch, portable
+from adagrad.kernels.clocks import clock_device
 from adagrad.kernels.elementwise import PARALLEL_MIN_ELEMENTS
 from adagrad.optim import checkpoint, conventions
 from adagrad.optim.base import (
@@ -204,10 +206,10 @@ class Adagrad(AdagradFamily):
         check_sparse_weight_decay(group, "L2 on the touched rows")
 
     def _step_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
-        lr = float(group["lr"])
         steps: list[Tensor] = []  # the dense parameters' counters, advanced in one op
         numba_or_portable: list[tuple[Tensor, Tensor, Tensor, float]] = []
         torch_fused: dict[tuple[torch.device, torch.dtype], list[list[Tensor]]] = {}
+        on_device: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # cuda_dispatch's
         for param in params:
             grad = param.grad
             if grad is None:
@@ -219,7 +221,9 @@ class Adagrad(AdagradFamily):
             self._flush_rows(param, state)
             steps.append(state["step"])
             param, grad, state_sum = as_real(param, grad, state["sum"])
-            if self._is_torch_fused_case(param, state_sum, group):
+            if cuda_dispatch.takes_dense(param, group):
+                on_device.append((param, grad, state_sum, state["step"]))
+            elif self._is_torch_fused_case(param, state_sum, group):
                 batch = torch_fused.setdefault((param.device, param.dtype), [[], [], [], []])
                 for tensors, tensor in zip(batch, (param, grad, state_sum, state["step"])):
                     tensors.append(tensor)
@@ -227,6 +231,9 @@ class Adagrad(AdagradFamily):
                 numba_or_portable.append((param, grad, state_sum, state["step"].item() + 1))
         if steps:
             torch._foreach_add_(steps, 1.0)
+        cuda_dispatch.dense_adagrad_(on_device, group, partial(_step_rule, group))
+        # a host float only where the CPU kernels need one (a device lr would sync)
+        lr = float(group["lr"]) if numba_or_portable or torch_fused else 0.0
         kernel = portable if group["differentiable"] else kernels
         for param, grad, state_sum, step in numba_or_portable:
             kernel.dense_adagrad_(param, grad, state_sum, _step_rule(group, lr, step))
@@ -241,11 +248,7 @@ class Adagrad(AdagradFamily):
         when the group asks for nothing else. (On small ones its thread pool costs more
         than the update, and far more on a busy machine: our serial kernel wins there.)"""
         return (param.device.type == "cpu" and param.numel() >= PARALLEL_MIN_ELEMENTS
-                and state_sum.dtype == param.dtype
-                and param.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-                and group["eps_placement"] == "outside" and group["accumulator_decay"] == 1.0
-                and (group["weight_decay"] == 0 or not group["decoupled_weight_decay"])
-                and not group["differentiable"])
+                and cuda_dispatch.is_torch_rule(param, state_sum, group))
 
     def _step_sparse(self, param: Tensor, sparse: SparseGrad, group: dict[str, Any]) -> None:
         state = self._state_for(param, group)
@@ -272,7 +275,8 @@ class Adagrad(AdagradFamily):
                               (SUM_DECAY, group["accumulator_decay"])):
             if factor != 1 and decay.clock not in state:
                 state[decay.clock] = torch.tensor(0.0, dtype=torch.float64)
-                state[decay.snapshots] = torch.zeros(rows, dtype=torch.float64, device=device)
+                state[decay.snapshots] = torch.zeros(rows, dtype=torch.float64,
+                                                     device=clock_device(device))
             now[decay] = state[decay.clock].item() + math.log(factor) \
                 if decay.clock in state else 0.0
         return RowClocks(now[PARAM_DECAY], state.get(PARAM_DECAY.snapshots), now[SUM_DECAY],

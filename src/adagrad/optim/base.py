@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype, _use_grad_for_differentiable
 
 from adagrad import distributed
+from adagrad.kernels.clocks import clock_device
 from adagrad.optim import checkpoint
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -188,8 +189,9 @@ class AdagradFamily(torch.optim.Optimizer):
             if key == "step" or not isinstance(value, Tensor) or value.dim() == 0:
                 continue
             wanted = dtype if key in self._accumulators else value.dtype
-            if value.device != param.device or value.dtype != wanted:
-                state[key] = value.to(device=param.device, dtype=wanted)
+            device = clock_device(param.device) if key in self._float64_state else param.device
+            if value.device != device or value.dtype != wanted:
+                state[key] = value.to(device=device, dtype=wanted)
         return state
 
     def _params_with_groups(self) -> Iterator[tuple[Tensor, dict[str, Any]]]:

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from adagrad.kernels.clocks import clock_device
+
 if TYPE_CHECKING:
     from adagrad.optim.base import AdagradFamily
 
@@ -174,6 +176,6 @@ def _loaded_value(optimizer: AdagradFamily, param: Tensor, group: dict[str, Any]
     if key == "step":
         return value.clone() if isinstance(value, Tensor) else value
     if key in optimizer._float64_state:  # 0-d clocks stay where they were saved
-        device = value.device if value.dim() == 0 else param.device
+        device = value.device if value.dim() == 0 else clock_device(param.device)
         return value.to(device=device, dtype=torch.float64, copy=True)
     return value.to(device=param.device, dtype=optimizer.state_dtype(param, group), copy=True)

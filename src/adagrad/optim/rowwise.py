@@ -12,6 +12,7 @@ from torch.optim.optimizer import ParamsT
 
 from adagrad import kernels
 from adagrad.kernels import RowClocks, StepRule
+from adagrad.kernels.clocks import clock_device
 from adagrad.optim import checkpoint, conventions
 from adagrad.optim.adagrad import PARAM_DECAY
 from adagrad.optim.base import (
@@ -261,7 +262,8 @@ def _advance_clock(state: dict[str, Tensor], factor: float, rows: int,
     created on first need (a factor other than 1)."""
     if factor != 1 and PARAM_DECAY.clock not in state:
         state[PARAM_DECAY.clock] = torch.tensor(0.0, dtype=torch.float64)
-        state[PARAM_DECAY.snapshots] = torch.zeros(rows, dtype=torch.float64, device=device)
+        state[PARAM_DECAY.snapshots] = torch.zeros(rows, dtype=torch.float64,
+                                                   device=clock_device(device))
     if PARAM_DECAY.clock not in state:
         return RowClocks()
     return RowClocks(state[PARAM_DECAY.clock].item() + math.log(factor),
