@@ -52,7 +52,6 @@ from adagrad import reference
 from adagrad.kernels import dual_averaging_cpu, portable_dual_averaging
 
 
-
 def _hp(kw: dict) -> dict:
     """The reference's keywords for ``AdagradDA(**kw)``."""
     return dict(lr=kw.get("lr", 1e-2), l1=kw.get("l1", 0.0), l2=kw.get("l2", 0.0),

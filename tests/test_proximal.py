@@ -54,7 +54,6 @@ from adagrad import reference
 from adagrad.kernels import ProximalRule, portable_proximal, proximal_cpu
 
 
-
 def _hp(kw: dict) -> dict:
     """The reference's keywords for ``ProximalAdagrad(**kw)``."""
     return dict(lr=kw.get("lr", 1e-2), l1=kw.get("l1", 0.0), l2=kw.get("l2", 0.0),

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 import torch.distributed as dist
 from torch import Tensor
 
+from adagrad.kernels import cuda_dispatch
+
 if TYPE_CHECKING:
     from adagrad.optim.base import AdagradFamily
 
@@ -54,12 +56,20 @@ def _difference(first: list[dict[str, Any]], other: list[dict[str, Any]]) -> str
     return None
 
 
+def _is_host_zero(lr: Any) -> bool:
+    """lr == 0 read without a device synchronisation: DCP's zero is a float or a CPU tensor,
+    so a learning rate on an accelerator is never it."""
+    if isinstance(lr, Tensor):
+        return cuda_dispatch.device_type(lr) == "cpu" and float(lr) == 0
+    return float(lr) == 0
+
+
 def is_state_initialising_step(optimizer: AdagradFamily) -> bool:
     """Whether this step is `torch.distributed.checkpoint`'s initialisation of empty state
     (``_init_optim_state``): no state yet, every group's lr 0 and every gradient zero."""
     if optimizer.state or not optimizer.param_groups:
         return False
-    if any(float(group["lr"]) != 0 for group in optimizer.param_groups):
+    if not all(_is_host_zero(group["lr"]) for group in optimizer.param_groups):
         return False
     params = [p for group in optimizer.param_groups for p in group["params"]]
     return all(p.grad is not None and not p.grad.is_sparse and not p.grad.any()

@@ -15,7 +15,6 @@ import numpy as np
 from torch import Tensor
 
 from adagrad.kernels.clocks import RowClocks
-from adagrad.kernels.sparse_cpu import first_out_of_range
 from adagrad.kernels.elementwise import (
     KERNEL_PARAM_DTYPES,
     KERNEL_STATE_DTYPES,
@@ -25,6 +24,7 @@ from adagrad.kernels.elementwise import (
     store_bf16,
     store_float,
 )
+from adagrad.kernels.sparse_cpu import first_out_of_range
 
 
 @numba.njit(inline="always", error_model="numpy")

@@ -16,7 +16,6 @@ import functools
 import math
 
 import numba
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -44,7 +43,6 @@ from adagrad.kernels.sparse_cpu import (
     update_rows_,
     update_rows_serial,
 )
-
 
 
 @functools.lru_cache(maxsize=256)

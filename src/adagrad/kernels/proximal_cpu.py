@@ -41,7 +41,6 @@ from adagrad.kernels.sparse_cpu import (
 )
 
 
-
 @functools.lru_cache(maxsize=256)
 def proximal_tuple(rule: ProximalRule, scalar) -> tuple:
     """`ProximalRule` as the coefficients `proximal_coordinate` takes, in the compute

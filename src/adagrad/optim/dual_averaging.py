@@ -13,8 +13,7 @@ from torch.optim.optimizer import ParamsT
 from adagrad import kernels
 from adagrad.kernels import DualAveragingRule, portable_dual_averaging
 from adagrad.optim import checkpoint, last_step
-from adagrad.optim.base import as_real
-from adagrad.optim.base import AdagradFamily, SparseGrad, sparse_rows
+from adagrad.optim.base import AdagradFamily, SparseGrad, as_real, sparse_rows
 from adagrad.optim.validation import (
     check_choice,
     check_non_negative,
