@@ -20,10 +20,14 @@ CLAIM_IDS = {"per-parameter-rates", "rare-features-get-larger-steps", "step-size
 DATASETS = ["fine-food", "ames", "cells"]
 DENSE_GRADIENTS = {"rmsprop", "adadelta", "adam", "full-matrix-adagrad", "dadapt-adagrad", "dog", "ldog"}
 
+# one worker builds the module fixtures (see pyproject: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("compare-cli")
+
 
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory) -> tuple[Path, str, int]:
-    """One real `adagrad compare --quick --json` run on two worker processes, on a sparse text,
+    """One real `adagrad compare --quick --json` run in this process (the worker pool is
+    tested in test_experiments_grid, slow pass), on a sparse text,
     a dense regression and a dense classification dataset (~30 s)."""
     import contextlib
     import io
@@ -31,7 +35,7 @@ def quick_report(tmp_path_factory) -> tuple[Path, str, int]:
     out = tmp_path_factory.mktemp("compare") / "report"
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        code = main(["compare", "--quick", "--json", "--jobs", "2", "--dataset", *DATASETS,
+        code = main(["compare", "--quick", "--json", "--jobs", "1", "--dataset", *DATASETS,
                      "--out", str(out)])
     return out, stdout.getvalue(), code
 

@@ -26,11 +26,14 @@ import pytest
 import torch
 from resume_worker import CONFIGS, ONE_THREAD, batch, build, capture, checkpoint, train
 
-pytestmark = pytest.mark.filterwarnings("ignore:Sparse invariant checks")
+pytestmark = [pytest.mark.filterwarnings("ignore:Sparse invariant checks"),
+              # one worker builds the module fixtures (see pyproject: --dist loadgroup)
+              pytest.mark.xdist_group("resume")]
 
 WORKER = Path(__file__).with_name("resume_worker.py")
 NAMES = list(CONFIGS)
 SPARSE_NAMES = [name for name in NAMES if CONFIGS[name].path != "dense"]
+
 
 
 # -- comparison -----------------------------------------------------------------------
