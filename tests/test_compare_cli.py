@@ -17,31 +17,33 @@ CLAIM_IDS = {"per-parameter-rates", "rare-features-get-larger-steps", "step-size
              "remedies-keep-step-size", "sparse-text-vs-sgd", "no-manual-tuning",
              "struggles-on-dense-data", "learns-from-rare-words", "adam-versatile",
              "lr-free-matches-tuned"}
-DATASETS = ["fine-food", "ames", "cells"]
 DENSE_GRADIENTS = {"rmsprop", "adadelta", "adam", "full-matrix-adagrad", "dadapt-adagrad", "dog", "ldog"}
 
 # one worker builds the module fixtures (see pyproject: --dist loadgroup)
 pytestmark = pytest.mark.xdist_group("compare-cli")
 
 
-@pytest.fixture(scope="module")
-def quick_report(tmp_path_factory) -> tuple[Path, str, int]:
+@pytest.fixture(scope="session", params=[
+    pytest.param(("ames", "cells"), id="tabular"),
+    # the text corpus compiles every member's sparse kernels: minutes on a fresh machine
+    pytest.param(("fine-food", "ames", "cells"), id="text", marks=pytest.mark.slow)])
+def quick_report(request, tmp_path_factory) -> tuple[Path, str, int, tuple[str, ...]]:
     """One real `adagrad compare --quick --json` run in this process (the worker pool is
-    tested in test_experiments_grid, slow pass), on a sparse text,
-    a dense regression and a dense classification dataset (~30 s)."""
+    tested in test_experiments_grid, slow pass): a dense regression and a dense
+    classification dataset, and in the slow pass a sparse text corpus too."""
     import contextlib
     import io
 
     out = tmp_path_factory.mktemp("compare") / "report"
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        code = main(["compare", "--quick", "--json", "--jobs", "1", "--dataset", *DATASETS,
+        code = main(["compare", "--quick", "--json", "--jobs", "1", "--dataset", *request.param,
                      "--out", str(out)])
-    return out, stdout.getvalue(), code
+    return out, stdout.getvalue(), code, request.param
 
 
 def test_quick_run_writes_a_complete_report(quick_report):
-    out, stdout, code = quick_report
+    out, stdout, code, datasets = quick_report
     assert code == 0
     assert (out / "index.html").is_file() and (out / "metrics.json").is_file()
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
@@ -55,25 +57,32 @@ def test_quick_run_writes_a_complete_report(quick_report):
     assert pngs and referenced == pngs  # every plot shown, by relative path, and exists
     for name in pngs:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for kind in ("loss_curves_fine-food", "loss_curves_ames", "effective_lr_vs_frequency_fine-food",
-                 "median_step_fine-food", "median_step_ames", "test_metrics", "lr_selection_cells",
-                 "loss_curves_fine-food-rare", "claim_dense_vs_sparse_gap", "claim_rare_words"):
+    expected = ["test_metrics", "claim_lr_free", "loss_curves_ames", "median_step_ames",
+                "lr_selection_cells"]
+    if "fine-food" in datasets:
+        expected += ["loss_curves_fine-food", "effective_lr_vs_frequency_fine-food",
+                     "median_step_fine-food", "loss_curves_fine-food-rare",
+                     "claim_dense_vs_sparse_gap", "claim_rare_words"]
+    for kind in expected:
         assert f"{kind}.png" in pngs
 
 
 def test_metrics_runs_have_the_documented_fields(quick_report):
-    metrics = json.loads((quick_report[0] / "metrics.json").read_text(encoding="utf-8"))
-    runs = metrics["runs"]
-    assert {r["dataset"] for r in runs} == {"fine-food", "fine-food-rare", "ames", "cells"}
-    tasks = {r["dataset"]: (r["task"], r["kind"]) for r in runs}
-    assert tasks == {"fine-food": ("classification", "text"), "fine-food-rare": ("classification", "text"),
-                     "ames": ("regression", "tabular"), "cells": ("classification", "tabular")}
-    by_dataset = {name: {r["optimizer"] for r in runs if r["dataset"] == name} for name in tasks}
+    out, _, _, datasets = quick_report
+    runs = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["runs"]
+    kinds = {"fine-food": ("classification", "text"), "fine-food-rare": ("classification", "text"),
+             "ames": ("regression", "tabular"), "cells": ("classification", "tabular")}
+    names = [*datasets, *(f"{d}-rare" for d in datasets if kinds[d][1] == "text")]
+    assert {r["dataset"]: (r["task"], r["kind"]) for r in runs} == {n: kinds[n] for n in names}
+    by_dataset = {name: {r["optimizer"] for r in runs if r["dataset"] == name} for name in names}
     family = {"adagrad-founding", "adagrad-torch", "adagrad-decay", "adagrad-warmup",
-              "proximal-adagrad", "adagrad-da", "adagrad-norm", "sgd", "rmsprop", "adadelta", "adam"}
-    assert family | {"rowwise-adagrad", "ftrl"} <= by_dataset["fine-food"]
+              "proximal-adagrad", "adagrad-da", "adagrad-norm", "sgd", "rmsprop", "adadelta", "adam",
+              "adagrad-lr-free", "dadapt-adagrad", "dog", "ldog"}
     assert family | {"full-matrix-adagrad"} <= by_dataset["ames"]
-    assert by_dataset["fine-food-rare"] == {"adagrad-founding", "sgd"}
+    assert family <= by_dataset["cells"] and "full-matrix-adagrad" not in by_dataset["cells"]
+    if "fine-food" in datasets:
+        assert family | {"rowwise-adagrad", "ftrl"} <= by_dataset["fine-food"]
+        assert by_dataset["fine-food-rare"] == {"adagrad-founding", "sgd"}
     for run in runs:
         metric = run["test_metric"]
         assert set(metric) >= {"name", "mean", "std", "values"}
@@ -110,7 +119,8 @@ def test_claims_have_the_ids_and_verdicts(quick_report):
     # facts that hold by construction must be measured as holding
     by_id = {c["id"]: c for c in claims}
     assert by_id["step-size-shrinks"]["holds"] is True
-    assert by_id["rare-features-get-larger-steps"]["holds"] is True
+    if "fine-food" in quick_report[3]:
+        assert by_id["rare-features-get-larger-steps"]["holds"] is True
 
 
 # --- error paths: each must fail before any training ------------------------------------------

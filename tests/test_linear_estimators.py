@@ -95,7 +95,7 @@ def test_default_penalty_l1_picks_proximal_and_adagrad_refuses_l1():
 
 
 @pytest.mark.parametrize("optimizer", [
-    pytest.param(name, marks=() if name in ("adagrad", "adagrad_da") else pytest.mark.slow)
+    pytest.param(name, marks=() if name == "adagrad" else pytest.mark.slow)
     for name in sorted(MEMBERS)])
 def test_every_member_trains_by_name(optimizer):
     full = optimizer == "full_matrix_adagrad"  # a (45 × 45) matrix root each step: few steps

@@ -134,6 +134,7 @@ def test_online_pass_matches_the_reference_on_random_configurations(seed):
     np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-11)
 
 
+@pytest.mark.slow  # compiles the minibatch engine's kernels: ~12 s on a fresh machine
 def test_minibatch_adagrad_matches_the_reference_on_the_mean_gradient():
     """batch_size 4, Adagrad with L2 on touched rows: sparse gradient of the mean loss."""
     K, lr, alpha, batch = 3, 0.2, 0.01, 4

@@ -139,13 +139,13 @@ def _first_half(name: str, path: Path) -> dict[str, Any]:
     return {}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: built once per worker, whatever the test order
 def uninterrupted() -> dict[str, dict[str, Any]]:
     """Every configuration's run from start to end, never stopped (this process)."""
     return {name: _attempt(_uninterrupted, name) for name in NAMES}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def runs(uninterrupted, tmp_path_factory) -> dict[str, dict[str, dict[str, Any]]]:
     """For every configuration: the uninterrupted run (this process), the run resumed from
     the step-k checkpoint in a new process, and that process's own uninterrupted run (a
