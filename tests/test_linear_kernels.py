@@ -18,6 +18,10 @@ from adagrad.linear.online import OnlineEngine
 
 pytest.importorskip("sklearn")
 
+# numba compiles a kernel per member and loss here: the slow pass (the estimator checks in
+# the default suite step the default member's kernel)
+pytestmark = pytest.mark.slow
+
 
 def autograd_slopes(loss: str, scores: np.ndarray, target: float, epsilon: float) -> np.ndarray:
     """dℓ/df of the loss written as a value (not as a derivative), by torch autograd."""
@@ -134,7 +138,6 @@ def test_online_pass_matches_the_reference_on_random_configurations(seed):
     np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-11)
 
 
-@pytest.mark.slow  # compiles the minibatch engine's kernels: ~12 s on a fresh machine
 def test_minibatch_adagrad_matches_the_reference_on_the_mean_gradient():
     """batch_size 4, Adagrad with L2 on touched rows: sparse gradient of the mean loss."""
     K, lr, alpha, batch = 3, 0.2, 0.01, 4

@@ -26,9 +26,7 @@ import pytest
 import torch
 from resume_worker import CONFIGS, ONE_THREAD, batch, build, capture, checkpoint, train
 
-pytestmark = [pytest.mark.filterwarnings("ignore:Sparse invariant checks"),
-              # one worker builds the module fixtures (see pyproject: --dist loadgroup)
-              pytest.mark.xdist_group("resume")]
+pytestmark = pytest.mark.filterwarnings("ignore:Sparse invariant checks")
 
 WORKER = Path(__file__).with_name("resume_worker.py")
 NAMES = list(CONFIGS)

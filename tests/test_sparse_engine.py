@@ -99,7 +99,7 @@ def _run(indices, values, value_of, scale):
     return out.numpy(), handed
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [1, pytest.param(2, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("nnz", [0, 1, 50, PARALLEL_MIN_ELEMENTS // WIDTH * 2],
                          ids=["empty", "one", "serial", "parallel"])
 @pytest.mark.parametrize("bags", [False, True], ids=["coo", "value_of+scale"])

@@ -20,8 +20,10 @@ SHAPES = [(0,), (1,), (3, 5), (triton_members.BLOCK + 1,)]
 # the interpreter computes masked-off lanes too (from zeros): numpy warns of their 0/0
 # float32 in the default suite, the half dtypes in the slow pass
 DTYPES = [torch.float32] + [pytest.param(d, marks=pytest.mark.slow) for d in KERNEL_DTYPES[1:]]
-pytestmark = pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning",
-                                        "ignore:invalid value:RuntimeWarning")
+# the slow pass: the default suite runs Adagrad's Triton kernels (test_triton_kernels.py)
+pytestmark = [pytest.mark.slow,
+              pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning",
+                                         "ignore:invalid value:RuntimeWarning")]
 
 
 def _tensors(shape, dtype, gen, states):
