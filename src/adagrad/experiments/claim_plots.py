@@ -27,11 +27,9 @@ def dense_sparse_gaps(datasets: list[DatasetResult], folder: Path) -> Plot | Non
     """Adagrad's relative shortfall from the best optimizer on each dataset."""
     rows = []
     for ds in primary(datasets):
-        ada = ds.result(SUBJECT)
-        finite = [r for r in ds.results if math.isfinite(r.mean)]
-        if ada is None or not finite or not math.isfinite(ada.mean):
+        ada, best = ds.result(SUBJECT), ds.best()
+        if ada is None or best is None or not math.isfinite(ada.mean):
             continue
-        best = (max if ds.metric.higher_is_better else min)(finite, key=lambda r: r.mean)
         gap, spread = _relative(ds, ada, best.mean)
         rows.append((ds.name, -gap, spread, ds.sparse, best.spec.label))
     if not rows:

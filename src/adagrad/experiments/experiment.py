@@ -189,6 +189,13 @@ class DatasetResult:
         """The result of optimizer ``key``, if it ran."""
         return next((r for r in self.results if r.spec.key == key), None)
 
+    def best(self) -> OptimizerResult | None:
+        """The result with the best mean test metric (None if every one diverged)."""
+        finite = [r for r in self.results if math.isfinite(r.mean)]
+        if not finite:
+            return None
+        return (max if self.metric.higher_is_better else min)(finite, key=lambda r: r.mean)
+
 
 Trainer = Callable[[float | None, int, bool], RunOutcome]  # (lr, seed, keep_rates) -> run
 

@@ -76,17 +76,10 @@ def _summary(res: OptimizerResult) -> dict:
             "seeds": len(res.runs)}
 
 
-def _best(ds: DatasetResult) -> OptimizerResult | None:
-    finite = [r for r in ds.results if math.isfinite(r.mean)]
-    if not finite:
-        return None
-    return (max if ds.metric.higher_is_better else min)(finite, key=lambda r: r.mean)
-
-
 def _gap_terms(ds: DatasetResult, weight: float, coefficients: dict) -> float:
     """Add ``weight × gap`` to the contrast, gap = Adagrad's relative shortfall from the best
     optimizer of ``ds`` (the best's mean fixes the scale); return the gap's estimate."""
-    best, ada = _best(ds), ds.result(SUBJECT)
+    best, ada = ds.best(), ds.result(SUBJECT)
     scale = weight * _sign(ds) / abs(best.mean)
     _add(coefficients, (ds.name, best.spec.key), scale)
     _add(coefficients, (ds.name, SUBJECT), -scale)
@@ -98,10 +91,10 @@ def struggles_on_dense(datasets: list[DatasetResult]) -> Claim:
     every sparse one (Welch on each pair's difference of gaps)."""
     samples, evidence, verdicts, notes = _samples(datasets), {}, [], []
     measured = [ds for ds in primary(datasets)
-                if ds.result(SUBJECT) is not None and _best(ds) is not None
+                if ds.result(SUBJECT) is not None and ds.best() is not None
                 and math.isfinite(ds.result(SUBJECT).mean)]
     gaps = {ds.name: _gap_terms(ds, 1.0, {}) for ds in measured}
-    evidence["relative_gap"] = {ds.name: {"gap": rounded(gaps[ds.name]), "best": _best(ds).spec.key,
+    evidence["relative_gap"] = {ds.name: {"gap": rounded(gaps[ds.name]), "best": ds.best().spec.key,
                                           "kind": "sparse" if ds.sparse else "dense"}
                                 for ds in measured}
     pairs = {}
