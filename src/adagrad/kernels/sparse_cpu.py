@@ -107,6 +107,7 @@ import torch
 from torch import Tensor
 
 from adagrad.kernels.clocks import RowClocks
+from adagrad.kernels.coordinates import splitmix64 as _mix
 from adagrad.kernels.elementwise import (
     KERNEL_PARAM_DTYPES,
     KERNEL_STATE_DTYPES,
@@ -153,17 +154,6 @@ def first_out_of_range(indices, num_rows):
 
 
 # ------------------------------------------------------------------ partitioning
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _mix(row):
-    """A 64-bit hash of a row id (the splitmix64 finaliser): every output bit depends on
-    every input bit, so the partition (high bits) and the hash-table slot (low bits) are
-    independent, and consecutive ids spread evenly."""
-    h = np.uint64(row)
-    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return h ^ (h >> np.uint64(31))
 
 
 @numba.njit(inline="always", error_model="numpy")

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from adagrad.kernels.elementwise import rule_tuple
-from adagrad.kernels.ftrl_cpu import ftrl_tuple
-from adagrad.kernels.proximal_cpu import proximal_tuple
+from adagrad.kernels.coordinates import ftrl_tuple, proximal_tuple, rule_tuple
 from adagrad.kernels.rule import FtrlRule, ProximalRule, StepRule
 
 MEMBERS = {  # name → class in `adagrad` (imported when the minibatch engine needs it)
