@@ -83,8 +83,19 @@ class LinearTables:
                 break
 
     def _table_scores(self, X) -> np.ndarray:
-        """The raw decision function ``X·W + b`` of checked ``X``, float64 ``(n, K)``."""
-        return np.asarray(X @ self._W[:-1], np.float64) + self._W[-1]
+        """The raw decision function ``X·W + b`` of checked ``X``, float64 ``(n, K)``.
+
+        For CSR rows, the product runs on the table's rows that ``X`` uses only (its
+        columns renumbered in order: the same sums in the same order), rather than on all
+        ``2**bits`` of them, which scipy would first copy in ``X``'s dtype."""
+        W = self._W[:-1]
+        if sp.issparse(X) and X.format == "csr" and X.nnz < W.shape[0]:
+            used = np.zeros(W.shape[0], bool)
+            used[X.indices] = True
+            renumbered = (np.cumsum(used) - 1)[X.indices]
+            X = sp.csr_matrix((X.data, renumbered, X.indptr), shape=(X.shape[0], used.sum()))
+            W = W[used]
+        return np.asarray(X @ W, np.float64) + self._W[-1]
 
 
 class ClassifierTables(LinearTables):
