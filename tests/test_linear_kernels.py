@@ -48,18 +48,25 @@ def autograd_slopes(loss: str, scores: np.ndarray, target: float, epsilon: float
 
 
 def reference_rule(member, theta, grad, state, lr, l1, l2):
-    """One step of ``member``'s float64 reference rule."""
+    """One step of ``member``'s float64 reference rule, with the documented defaults of its
+    optimizer (Adagrad: ε = 1e-10 outside the root; ProximalAdagrad: ε = 0; FTRL: β = 1)."""
     if member == "adagrad":
         return reference.adagrad(theta, grad, state, lr=lr, weight_decay=l2, eps=1e-10)
     if member == "proximal_adagrad":
-        return reference.proximal_adagrad(theta, grad, state, lr=lr, l1=l1, l2=l2, eps=1e-10)
+        return reference.proximal_adagrad(theta, grad, state, lr=lr, l1=l1, l2=l2, eps=0.0)
     return reference.ftrl(theta, grad, state, lr=lr, beta=1.0, l1=l1, l2=l2)
+
+
+#: each member's state at the start, from the reference's own initialisers (the documented
+#: defaults: G₀ = 0 for Adagrad and FTRL's n, 0.1 for ProximalAdagrad)
+REFERENCE_INIT = {"adagrad": reference.adagrad_init, "ftrl": reference.ftrl_init,
+                  "proximal_adagrad": reference.proximal_adagrad_init}
 
 
 def reference_online(member, X, targets, weights, order, loss, K, lr, l1, l2, epsilon):
     """The online pass, per example: the rule on the touched rows, unregularised on b."""
     W = np.zeros((X.shape[1] + 1, K))
-    init = reference.ftrl_init if member == "ftrl" else reference.adagrad_init
+    init = REFERENCE_INIT[member]
     states = [init(np.zeros(K)) for _ in range(X.shape[1] + 1)]
     for i in order:
         cols = X.indices[X.indptr[i]:X.indptr[i + 1]]
