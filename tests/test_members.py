@@ -83,7 +83,7 @@ def test_compare_lr_free_member_is_derived():
 
 
 def test_shard_error_names_the_shardable_members():
-    from adagrad.distributed import shards
+    from adagrad.optim import sharding as shards
 
     optimizer = adagrad.AdagradNorm([torch.nn.Parameter(torch.ones(2))])
 

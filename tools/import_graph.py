@@ -7,8 +7,9 @@ collects each import of an ``adagrad`` module, at module level or inside a funct
 import is still an arrow), with ``TYPE_CHECKING`` imports marked ``(typing)``. It prints
 
 - the rooms (the top-level modules and subpackages) with the rooms each imports, and
-- every circle between modules (a strongly connected set of two or more) and every arrow
-  that points up the layers below,
+- every circle between modules (a strongly connected set of two or more, over the imports
+  that run: a ``TYPE_CHECKING`` import closes no circle) and every arrow that points up the
+  layers below (typing imports included),
 
 and exits 1 if there is a circle or an upward arrow, else 0. The layers, from the bottom
 (DESIGN: reference, kernels → optim → nn → distributed / linear / textfiles /
@@ -23,8 +24,7 @@ experiments → fit_cli → cli)::
 
 A room may import its own layer's rooms (no circle) and any room below. The package root
 ``adagrad/__init__.py`` re-exports the optimizers lazily; an import of a name from it counts
-as an arrow to ``optim``. Imports for typing only count as arrows too: they are the same
-dependency, read by type checkers.
+as an arrow to ``optim``.
 """
 
 from __future__ import annotations
@@ -118,8 +118,9 @@ def build(src: Path) -> dict[tuple[str, str], bool]:
 def circles(arrows) -> list[list[str]]:
     """The strongly connected sets of two or more modules (Tarjan), sorted."""
     graph = defaultdict(list)
-    for a, b in arrows:
-        graph[a].append(b)
+    for (a, b), typing in arrows.items():
+        if not typing:  # an import for typing only runs under a type checker, not at import
+            graph[a].append(b)
     index, low, stack, on_stack, found = {}, {}, [], set(), []
 
     def visit(node):
