@@ -37,19 +37,51 @@ __all__ = ["DualAveragingRule", "FtrlRule", "ProximalRule", "RowClocks", "StepRu
            "sparse_adagrad_", "sparse_dual_averaging_", "sparse_ftrl_", "sparse_proximal_",
            "sparse_rowwise_adagrad_"]
 
-# Imported on first use (PEP 562): the dispatchers and the kernels need torch, and
-# `adagrad fit` imports the torch-free pieces (`rule`, `coordinates`) of this package.
-# A submodule read as an attribute (``kernels.dense_cpu``) is imported then.
+# The dispatchers (`dispatch`) and the kernels need torch: they are imported on first use
+# (PEP 562), so that `adagrad fit` imports the torch-free pieces of this package (the rules
+# of `engine.rule`, the per-coordinate bodies of `adagrad.coordinate`,
+# `proximal.coordinate`, `ftrl.coordinate`, `engine.splitmix`) without torch.
+
+# The flat modules of 0.x, by their new place (one release with a DeprecationWarning):
+# ``from adagrad.kernels import dense_cpu`` and ``adagrad.kernels.dense_cpu`` still work;
+# the statement ``import adagrad.kernels.dense_cpu`` does not (a module can alias an
+# attribute, not a submodule, without a second copy of each module).
+_MOVED = {
+    "rule": "engine.rule", "elementwise": "engine.elementwise", "clocks": "engine.clocks",
+    "bags": "engine.bags", "cuda_dispatch": "engine.cuda_dispatch",
+    "sparse_cpu": "engine.sparse_cpu", "catch_up_cpu": "engine.catch_up_cpu",
+    "triton_members": "engine.triton_members",
+    "dense_cpu": "adagrad.cpu", "portable": "adagrad.torch_ops",
+    "foreach_dense": "adagrad.foreach", "triton_dense": "adagrad.triton",
+    "triton_sparse": "adagrad.triton_sparse",
+    "rowwise_cpu": "rowwise.cpu", "rowwise_portable": "rowwise.torch_ops",
+    "proximal_cpu": "proximal.cpu", "portable_proximal": "proximal.torch_ops",
+    "dual_averaging_cpu": "dual_averaging.cpu",
+    "portable_dual_averaging": "dual_averaging.torch_ops",
+    "ftrl_cpu": "ftrl.cpu", "ftrl_portable": "ftrl.torch_ops",
+    "norm_cpu": "norm.cpu", "norm": "norm.torch_ops",
+    "dog_cpu": "dog.cpu", "dog": "dog.torch_ops",
+    "full_matrix": "full_matrix.torch_ops",
+}
 
 
 def __getattr__(name: str):
+    """A dispatcher or rule of `__all__` (imported on first use), a subpackage, or the old
+    flat module ``name`` from its new place, with a DeprecationWarning."""
     if name in __all__:
         from adagrad.kernels import dispatch
 
         return getattr(dispatch, name)
-    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module 'adagrad.kernels' has no attribute {name!r}")
+    if name not in _MOVED:
+        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}"):
+            return importlib.import_module(f"{__name__}.{name}")
+        raise AttributeError(f"module 'adagrad.kernels' has no attribute {name!r}")
+    import warnings
+
+    new = f"adagrad.kernels.{_MOVED[name]}"
+    warnings.warn(f"adagrad.kernels.{name} moved to {new}; the old path goes in the next "
+                  f"release", DeprecationWarning, stacklevel=2)
+    return importlib.import_module(new)
 
 
 def __dir__() -> list[str]:

@@ -5,23 +5,19 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from adagrad.kernels import (
-    catch_up_cpu,
-    cuda_dispatch,
-    dense_cpu,
-    dual_averaging_cpu,
-    ftrl_cpu,
-    ftrl_portable,
-    portable,
-    portable_dual_averaging,
-    portable_proximal,
-    proximal_cpu,
-    rowwise_cpu,
-    rowwise_portable,
-    sparse_cpu,
-)
-from adagrad.kernels.clocks import RowClocks
-from adagrad.kernels.rule import DualAveragingRule, FtrlRule, ProximalRule, StepRule
+from adagrad.kernels.adagrad import cpu as dense_cpu
+from adagrad.kernels.adagrad import torch_ops as portable
+from adagrad.kernels.dual_averaging import cpu as dual_averaging_cpu
+from adagrad.kernels.dual_averaging import torch_ops as portable_dual_averaging
+from adagrad.kernels.engine import catch_up_cpu, cuda_dispatch, sparse_cpu
+from adagrad.kernels.ftrl import cpu as ftrl_cpu
+from adagrad.kernels.ftrl import torch_ops as ftrl_portable
+from adagrad.kernels.proximal import cpu as proximal_cpu
+from adagrad.kernels.proximal import torch_ops as portable_proximal
+from adagrad.kernels.rowwise import cpu as rowwise_cpu
+from adagrad.kernels.rowwise import torch_ops as rowwise_portable
+from adagrad.kernels.engine.clocks import RowClocks
+from adagrad.kernels.engine.rule import DualAveragingRule, FtrlRule, ProximalRule, StepRule
 
 __all__ = ["DualAveragingRule", "FtrlRule", "ProximalRule", "RowClocks", "StepRule",
            "catch_up_proximal_rows_", "catch_up_rows_", "dense_adagrad_",
@@ -36,7 +32,7 @@ flush_rows_ = portable.flush_rows_
 def dense_adagrad_(param: Tensor, grad: Tensor, state_sum: Tensor, rule: StepRule) -> None:
     """One dense Adagrad step, in place, on the fastest kernel that fits."""
     if cuda_dispatch.triton_takes(param, grad, state_sum):  # imports Triton: only then
-        from adagrad.kernels import triton_dense
+        from adagrad.kernels.adagrad import triton as triton_dense
         triton_dense.dense_adagrad_([param], [grad], [state_sum], rule)
     elif dense_cpu.supports(param, grad, state_sum):
         dense_cpu.dense_adagrad_(param, grad, state_sum, rule)

@@ -10,9 +10,9 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
-from adagrad.kernels import dog as dog_ops
-from adagrad.kernels import dog_cpu
-from adagrad.kernels import norm as norm_ops
+from adagrad.kernels.dog import torch_ops as dog_ops
+from adagrad.kernels.dog import cpu as dog_cpu
+from adagrad.kernels.norm import torch_ops as norm_ops
 from adagrad.optim import checkpoint
 from adagrad.optim.base import AdagradFamily, SparseGrad, as_real, check_rows, sparse_rows
 from adagrad.optim.validation import check_choice, check_non_negative, check_positive
@@ -23,6 +23,16 @@ DISTANCE, MOVED, WEIGHT = "distance", "moved", "weight"
 
 #: One parameter's update: ``(state, rule) -> (moved, weight, is_change)``.
 Update = Callable[[dict[str, Tensor], dog_ops.DogStep], tuple[float, float, bool]]
+
+
+def _check_hyperparameters(group: dict[str, Any]) -> None:
+    for name in ("lr", "eps", "weight_decay"):
+        check_non_negative(name, group[name])
+    check_positive("reps_rel", group["reps_rel"])
+    check_choice("scope", group["scope"], SCOPES)
+    if group.get("differentiable"):
+        raise ValueError("Invalid differentiable value: True (argument `differentiable`: "
+                         "DoGAdagrad has no differentiable step)")
 
 
 class DoGAdagrad(AdagradFamily):
@@ -164,8 +174,7 @@ class DoGAdagrad(AdagradFamily):
 
     # -- checkpoints ----------------------------------------------------------------
 
-    def _check_group(self, group: dict[str, Any]) -> None:
-        _check_hyperparameters(group)
+    _validate = staticmethod(_check_hyperparameters)
 
     def _check_saved_state(self, label: str, param: Tensor, saved: dict[str, Any]) -> None:
         """r̄ and the two sums: present, 0-d, finite and ≥ 0 (r̄ > 0)."""
@@ -203,13 +212,3 @@ def _scale(states) -> float:
     weight = sum(s[WEIGHT].item() for s in states)
     distance = math.sqrt(moved / weight) if weight > 0 else 0.0
     return max(max(s[DISTANCE].item() for s in states), distance)
-
-
-def _check_hyperparameters(group: dict[str, Any]) -> None:
-    for name in ("lr", "eps", "weight_decay"):
-        check_non_negative(name, group[name])
-    check_positive("reps_rel", group["reps_rel"])
-    check_choice("scope", group["scope"], SCOPES)
-    if group.get("differentiable"):
-        raise ValueError("Invalid differentiable value: True (argument `differentiable`: "
-                         "DoGAdagrad has no differentiable step)")

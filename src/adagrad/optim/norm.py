@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
-from adagrad.kernels import norm as norm_ops
+from adagrad.kernels.norm import torch_ops as norm_ops
 from adagrad.optim.base import AdagradFamily, SparseGrad, sparse_rows
 from adagrad.optim.validation import check_choice, check_non_negative
 
@@ -33,6 +33,12 @@ class _Descent:
             norm_ops.descend_(self.target, self.grad, factor)
         else:
             norm_ops.descend_rows_(self.target, self.rows, self.grad, factor)
+
+
+def _check_hyperparameters(group: dict[str, Any]) -> None:
+    for name in ("lr", "initial_accumulator_value", "eps"):
+        check_non_negative(name, group[name])
+    check_choice("scope", group["scope"], SCOPES)
 
 
 class AdagradNorm(AdagradFamily):
@@ -198,11 +204,4 @@ class AdagradNorm(AdagradFamily):
 
     # -- checkpoints ----------------------------------------------------------------
 
-    def _check_group(self, group: dict[str, Any]) -> None:
-        _check_hyperparameters(group)
-
-
-def _check_hyperparameters(group: dict[str, Any]) -> None:
-    for name in ("lr", "initial_accumulator_value", "eps"):
-        check_non_negative(name, group[name])
-    check_choice("scope", group["scope"], SCOPES)
+    _validate = staticmethod(_check_hyperparameters)
