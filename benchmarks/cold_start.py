@@ -7,7 +7,8 @@ cache: every kernel the step runs is compiled) and warm (the cache filled by the
 For each member and gradient kind, one child process per measurement, with
 ``NUMBA_CACHE_DIR`` pointing to a folder of its own (empty for the cold run, then reused for
 the warm runs): it imports torch and adagrad, builds the model (dense: a 1,000 × 64 fp32
-parameter; sparse: ``nn.Embedding(1000, 64, sparse=True)`` looked up with 256 ids), and
+parameter; sparse: ``nn.Embedding(1000, 64, sparse=True)`` looked up with 256 ids;
+FullMatrixAdagrad with ``block_size=64``), and
 times the first ``step()`` (wall and CPU time: on a shared machine the CPU time, all
 threads, is the figure to read) and then the second (the steady state). The import time
 and the CPU time of the whole child (user + sys) are reported with them. Results go to
@@ -52,7 +53,8 @@ else:
     loss_of = lambda: table(ids).pow(2).sum()
     params = list(table.parameters())
 try:
-    optimizer = getattr(adagrad, name)(params, lr=0.01)
+    options = {"block_size": 64} if name == "FullMatrixAdagrad" else {}  # 64x64 blocks
+    optimizer = getattr(adagrad, name)(params, lr=0.01, **options)
 except AttributeError:
     print(json.dumps({"error": f"adagrad has no {name}"}))
     sys.exit(0)
