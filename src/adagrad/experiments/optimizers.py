@@ -210,7 +210,7 @@ REGISTRY: tuple[OptimizerSpec, ...] = (
     OptimizerSpec("adagrad-lr-free", "DoGAdagrad (no learning rate)",
                   _learning_rate_free("adagrad", _LR_FREE_CLASS), None, sparse=True, role=LR_FREE,
                   note="adagrad.DoGAdagrad with its defaults: Adagrad scaled by the distance "
-                       "travelled from the start (ALGORITHMS.md §10)",
+                       "travelled from the start (docs/algorithms.md, algo-dog)",
                   missing=f"adagrad.{_LR_FREE_CLASS} is not in this version"),
     OptimizerSpec("dadapt-adagrad", "D-Adaptation AdaGrad (dadaptation)",
                   _learning_rate_free("dadaptation", "DAdaptAdaGrad"), None, sparse=True,

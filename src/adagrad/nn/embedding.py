@@ -100,7 +100,7 @@ class _UpdateInBackward:
 
     def _catch_up(self, input: Tensor) -> None:
         """Bring the rows about to be read up to date on their pending lazy decay, so that
-        the forward reads what the dense algorithm would (ALGORITHMS.md §2). A training
+        the forward reads what the dense algorithm would (:ref:`algo-sparse`). A training
         lookup with a process group catches up every rank's ids, so that the replicas
         stay identical."""
         if self._optimizer is None:

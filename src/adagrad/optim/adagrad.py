@@ -1,5 +1,5 @@
 """`Adagrad`: a drop-in for `torch.optim.Adagrad`, exact, with the conventions users port
-from and sparse updates done right (ALGORITHMS.md §1-2)."""
+from and sparse updates done right (:ref:`algo-adagrad`, :ref:`algo-sparse`)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ SPARSE_WEIGHT_DECAY_MODES = (None, "lazy", "touched")
 
 @dataclass(frozen=True)
 class LazyDecay:
-    """Where one lazily applied decay (ALGORITHMS.md §2) keeps its clocks in the state:
+    """Where one lazily applied decay (:ref:`algo-sparse`) keeps its clocks in the state:
     ``clock`` the tensor's running log-product of factors (0-d), ``snapshots`` each row's
     value of it when the row was last brought up to date (``(rows,)``), both float64."""
 
@@ -54,7 +54,7 @@ class Adagrad(AdagradFamily):
     sum of squared gradients.
 
     With only `torch.optim.Adagrad`'s arguments it is that optimizer: same defaults, same
-    ``state_dict`` (state ``step`` and ``sum``), same results. The update (ALGORITHMS.md §1)::
+    ``state_dict`` (state ``step`` and ``sum``), same results. The update (:ref:`algo-adagrad`)::
 
         t ← t + 1;  lr_t = lr / (1 + (t-1)·lr_decay)
         g ← g + wd·θ                      (or θ ← θ·(1 - lr_t·wd) if decoupled_weight_decay)
@@ -63,7 +63,7 @@ class Adagrad(AdagradFamily):
         θ ← θ - lr_t·g / sqrt(G + ε)      (eps_placement="inside", the founding formula)
 
     Sparse gradients (``nn.Embedding(sparse=True)``) take a deduplicating row update
-    (ALGORITHMS.md §2), equal to the dense update with zero rows.
+    (:ref:`algo-sparse`), equal to the dense update with zero rows.
 
     Args:
       params: parameters or parameter groups; every keyword below may be set per group.
@@ -184,7 +184,7 @@ class Adagrad(AdagradFamily):
 
     def _check_saved_state(self, label: str, param: Tensor, saved: dict[str, Any]) -> None:
         """The lazy-decay clocks: both of a pair or neither, a finite 0-d clock and one
-        snapshot per row of the table the parameter is seen as (ALGORITHMS.md §2)."""
+        snapshot per row of the table the parameter is seen as (:ref:`algo-sparse`)."""
         table_rows = {math.prod(param.shape[:d]) for d in range(1, param.dim() + 1)}
         for decay in (PARAM_DECAY, SUM_DECAY):
             present = [key in saved for key in (decay.clock, decay.snapshots)]
@@ -266,7 +266,7 @@ class Adagrad(AdagradFamily):
     @staticmethod
     def _advance_clocks(state: dict[str, Tensor], group: dict[str, Any], lr_t: float,
                         rows: int, device: torch.device) -> RowClocks:
-        """This step's lazy-decay clocks (ALGORITHMS.md §2), not yet stored (the step does
+        """This step's lazy-decay clocks (:ref:`algo-sparse`), not yet stored (the step does
         that once its kernel has run); each pair is created on first need (a factor
         other than 1)."""
         weight_decay = group["weight_decay"] if group["sparse_weight_decay"] == "lazy" else 0.0

@@ -1,4 +1,4 @@
-"""The conventions users port Adagrad from (ALGORITHMS.md §1, the conventions table).
+"""The conventions users port Adagrad from (:ref:`algo-conventions`).
 
 Frameworks disagree on where ε sits, how large it is, what the accumulator starts at and
 how weight decay enters. A convention names one such choice; arguments given explicitly

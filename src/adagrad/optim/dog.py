@@ -1,4 +1,4 @@
-"""`DoGAdagrad`: diagonal Adagrad without a learning rate (ALGORITHMS.md §10)."""
+"""`DoGAdagrad`: diagonal Adagrad without a learning rate (:ref:`algo-dog`)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ Update = Callable[[dict[str, Tensor], dog_ops.DogStep], tuple[float, float, bool
 
 class DoGAdagrad(AdagradFamily):
     r"""Diagonal Adagrad whose learning rate is a DoG-style distance estimate: no
-    learning rate to tune (ALGORITHMS.md §10).
+    learning rate to tune (:ref:`algo-dog`).
 
     DoG (Ivgi, Carmon, Soudry, "DoG is SGD's Best Friend", ICML 2023) sets SGD's step to
     ``r̄_t / sqrt(Σ||g||²)`` with ``r̄_t`` the largest distance from the start so far. Here

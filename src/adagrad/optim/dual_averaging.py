@@ -1,5 +1,5 @@
 """`AdagradDA`: Adagrad with regularised dual averaging, whose θ is a closed form of the
-running sums, so that L1 gives exact zeros (ALGORITHMS.md §5; TensorFlow's
+running sums, so that L1 gives exact zeros (:ref:`algo-dual-averaging`; TensorFlow's
 ``ApplyAdagradDA``)."""
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ ROW_STEP = "row_step"  # float64 (rows,): the step each row's θ was last recomp
 
 class AdagradDA(AdagradFamily):
     r"""Adagrad with dual averaging (Xiao's regularised dual averaging with Adagrad's
-    proximal term; Duchi, Hazan & Singer 2011, §3), TensorFlow's ``ApplyAdagradDA``.
+    proximal term; Duchi, Hazan & Singer 2011, section 3), TensorFlow's ``ApplyAdagradDA``.
     Per coordinate, with T the step count after this step's increment
-    (ALGORITHMS.md §5)::
+    (:ref:`algo-dual-averaging`)::
 
         z ← z + g ;  G ← G + g²
         θ = -sign(z)·lr·max(|z| - l1·T, 0) / (l2·T·lr + sqrt(G))

@@ -1,4 +1,4 @@
-"""`FTRL`: FTRL-Proximal with per-coordinate Adagrad rates (ALGORITHMS.md §6), dense and
+"""`FTRL`: FTRL-Proximal with per-coordinate Adagrad rates (:ref:`algo-ftrl`), dense and
 sparse, on the numba and torch-ops kernels and in the fused `adagrad.nn` layers."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from adagrad.optim.validation import check_non_negative, check_positive, check_s
 
 class FTRL(AdagradFamily):
     r"""FTRL-Proximal (McMahan et al., "Ad Click Prediction: a View from the Trenches",
-    KDD 2013, Algorithm 1), per coordinate, ALGORITHMS.md §6, with α = ``lr``,
+    KDD 2013, Algorithm 1), per coordinate, :ref:`algo-ftrl`, with α = ``lr``,
     β = ``beta``, λ1 = ``l1``, λ2 = ``l2``::
 
         σ = (sqrt(n + g²) - sqrt(n)) / α

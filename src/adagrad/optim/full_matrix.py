@@ -1,5 +1,5 @@
 """`FullMatrixAdagrad`: Adagrad with the full (or block-diagonal) matrix of outer products
-(ALGORITHMS.md §8)."""
+(:ref:`algo-full-matrix`)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class FullMatrixAdagrad(AdagradFamily):
 
     Each parameter is flattened to its d real coordinates (a complex one to 2·numel), or
     cut into blocks of ``block_size`` consecutive coordinates, and each block
-    ``g_i`` of the gradient is preconditioned by its own matrix (ALGORITHMS.md §8)::
+    ``g_i`` of the gradient is preconditioned by its own matrix (:ref:`algo-full-matrix`)::
 
         S ← S + g·gᵀ
         H = δ·I + S^{1/2}            S^{1/2} by symmetric eigendecomposition, float64

@@ -1,5 +1,5 @@
 """`ProximalAdagrad`: Adagrad whose step ends with the proximal map of an L1 + L2 penalty,
-so that L1 gives exact zeros (ALGORITHMS.md §4; TensorFlow's ``ApplyProximalAdagrad``)."""
+so that L1 gives exact zeros (:ref:`algo-proximal`; TensorFlow's ``ApplyProximalAdagrad``)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ LAST_RULE = ("last_lr", "last_l1", "last_l2", "last_eps")  # the last step's Pro
 class ProximalAdagrad(AdagradFamily):
     r"""Proximal Adagrad (forward-backward splitting with Adagrad's per-coordinate rate;
     Duchi & Singer 2009, Duchi, Hazan & Singer 2011), TensorFlow's
-    ``ApplyProximalAdagrad``. Per coordinate (ALGORITHMS.md §4)::
+    ``ApplyProximalAdagrad``. Per coordinate (:ref:`algo-proximal`)::
 
         t ← t + 1;  lr_t = lr / (1 + (t-1)·lr_decay)
         G ← G + g²
