@@ -23,7 +23,7 @@ class StepRule:
     Attributes:
       lr: the step's learning rate ``lr_t = lr / (1 + (t-1)·lr_decay)``.
       eps: the ε of the denominator.
-      eps_inside: ε inside the square root (the founding formula, optax, Keras).
+      eps_inside: ε inside the square root (the textbook formula, optax, Keras).
       maximize: ascend instead of descend.
       weight_decay: the decay coefficient ``wd``.
       decoupled: decoupled decay (AdamW/Keras style) instead of L2 added to the gradient.

@@ -60,7 +60,7 @@ class Adagrad(AdagradFamily):
         g ← g + wd·θ                      (or θ ← θ·(1 - lr_t·wd) if decoupled_weight_decay)
         G ← ρ·G + g²
         θ ← θ - lr_t·g / (sqrt(G) + ε)    (eps_placement="outside", torch)
-        θ ← θ - lr_t·g / sqrt(G + ε)      (eps_placement="inside", the founding formula)
+        θ ← θ - lr_t·g / sqrt(G + ε)      (eps_placement="inside", the textbook formula)
 
     Sparse gradients (``nn.Embedding(sparse=True)``) take a deduplicating row update
     (:ref:`algo-sparse`), equal to the dense update with zero rows.
@@ -76,7 +76,7 @@ class Adagrad(AdagradFamily):
       maximize: ascend the objective. Default False.
       differentiable: let autograd through the step (torch ops, slower). Default False.
       eps_placement: ``"outside"`` (torch, TensorFlow, FBGEMM) or ``"inside"`` the square
-        root (optax, Keras, the founding formula). Default: the convention's ("outside").
+        root (optax, Keras, the textbook formula). Default: the convention's ("outside").
       decoupled_weight_decay: ``θ ← θ·(1 - lr_t·wd)`` instead of L2 added to ``g``.
         Default: the convention's (False).
       accumulator_decay: ρ in ``G ← ρ·G + g²``, in (0, 1]; below 1 the step no longer
@@ -138,7 +138,7 @@ class Adagrad(AdagradFamily):
         return {"sum": tuple(param.shape)}
 
     def reset_state(self) -> None:
-        """Put every accumulator back to its initial value (the founding document's
+        """Put every accumulator back to its initial value (the textbook remedy,
         remedy for the ever-shrinking step). Step counts and parameters are kept."""
         for param, group in self._params_with_groups():
             state = self.state.get(param)

@@ -24,7 +24,7 @@ CONVENTIONS: dict[str, Convention] = {
     # torch.optim.Adagrad, the default.
     "torch": Convention(eps=1e-10, eps_placement="outside", initial_accumulator_value=0.0,
                         decoupled_weight_decay=False),
-    # optax.adagrad: the founding formula, ε inside the root.
+    # optax.adagrad: the textbook formula, ε inside the root.
     "optax": Convention(eps=1e-7, eps_placement="inside", initial_accumulator_value=0.1,
                         decoupled_weight_decay=False),
     # keras.optimizers.Adagrad (Keras 3): decoupled decay θ -= θ·wd·lr.
