@@ -124,5 +124,30 @@ def _skip_member(app, what, name, obj, skip, options):
     return None
 
 
+def _claims() -> str:
+    """The compare's claims as the report words them, from the code that judges them."""
+    from adagrad.experiments.claims import judge
+
+    return "\n".join(f"- **`{claim.id}`**: {claim.claim}" for claim in judge([]))
+
+
+def _compare_results() -> str:
+    """The latest compare results, where `adagrad compare` wrote them for the site."""
+    results = DOCS / "results" / "compare.md"
+    if not results.exists():
+        return ""
+    return "## Latest results\n\n```{include} ../results/compare.md\n```\n"
+
+
+MARKERS = {"<!-- compare-claims -->": _claims, "<!-- compare-results -->": _compare_results}
+
+
+def _fill_markers(app, docname, source):
+    for marker, fill in MARKERS.items():
+        if marker in source[0]:
+            source[0] = source[0].replace(marker, fill())
+
+
 def setup(app):
     app.connect("autodoc-skip-member", _skip_member)
+    app.connect("source-read", _fill_markers)
