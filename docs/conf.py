@@ -78,7 +78,7 @@ intersphinx_mapping = {
 sphinx_gallery_conf = {
     "examples_dirs": str(ROOT / "examples"),
     "gallery_dirs": "auto_examples",
-    "filename_pattern": r"/(?!distributed_)[a-z_]+\.py$",
+    "filename_pattern": r"/(?!distributed_)[a-z0-9_]+\.py$",
     "ignore_pattern": r"__init__\.py",
     "reset_argv": lambda gallery_conf, script_vars: (
         ["--epochs", "1", "--seeds", "1"] if script_vars["src_file"].endswith("l1_sparsity.py") else []),
