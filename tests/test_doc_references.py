@@ -36,10 +36,12 @@ def _files() -> list[Path]:
 
 
 def _labels() -> set[str]:
+    """MyST targets of the pages, and the labels sphinx-gallery gives each example script."""
     labels: set[str] = set()
     for page in DOCS.rglob("*.md"):
-        if "_build" not in page.parts:
+        if "_build" not in page.parts and "auto_examples" not in page.parts:
             labels.update(LABEL.findall(page.read_text(encoding="utf-8")))
+    labels.update(f"sphx_glr_auto_examples_{script.name}" for script in (ROOT / "examples").glob("*.py"))
     return labels
 
 

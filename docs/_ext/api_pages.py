@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sphinx.application import Sphinx
+if TYPE_CHECKING:  # the tests import this module without Sphinx
+    from sphinx.application import Sphinx
+    from sphinx.config import Config
 
 FOLDER = "api/generated"
 
@@ -45,7 +48,7 @@ def module_page(module_name: str, documented: dict[int, str]) -> str:
     return "\n".join(lines)
 
 
-def write_pages(app: Sphinx, config) -> None:
+def write_pages(app: Sphinx, config: Config) -> None:
     folder = Path(app.srcdir) / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     documented: dict[int, str] = {}
