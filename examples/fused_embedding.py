@@ -7,7 +7,7 @@ A small click-prediction model: an embedding table of 100,000 rows looked up by 
 batches: once with torch's ``nn.EmbeddingBag(sparse=True)`` and ``optimizer.step()``, once
 with the fused `adagrad.nn.EmbeddingBag`, whose backward applies the optimizer's update to
 the touched rows directly (FBGEMM's data flow). The two runs compute the same update, so the
-losses agree; the fused one never builds the table's gradient. Run:
+losses agree; the fused one never builds the table's gradient. Run::
 
     .venv/bin/python examples/fused_embedding.py
 """

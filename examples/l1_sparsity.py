@@ -13,7 +13,7 @@ The learning rate of each method is chosen on the validation split at l1 = 0, th
 The word table takes sparse gradients (`nn.EmbeddingBag(sparse=True)`); ProximalAdagrad
 and AdagradDA run with ``sparse_catch_up=True``, so that rows a batch does not touch are
 shrunk as in the dense algorithm (`flush()` brings every row up to date before each
-evaluation). Run:
+evaluation). Run::
 
     .venv/bin/python examples/l1_sparsity.py [--epochs 5] [--seeds 3]
 

