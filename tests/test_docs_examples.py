@@ -64,6 +64,7 @@ def test_docstring_examples_run():
     finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     tests = [test for name in _public_modules()
              for test in finder.find(importlib.import_module(name)) if test.examples]
+    assert len(tests) >= 12, [test.name for test in tests]  # every public class has one
     for test in tests:
         runner.run(test)
     assert runner.failures == 0, f"{runner.failures} docstring examples failed (output above)"

@@ -93,6 +93,18 @@ class Adagrad(AdagradFamily):
         caught up per row when next touched and by `flush()`; equals dense decoupled
         decay) or ``"touched"`` (L2 on the touched rows only, as TensorFlow, Keras and
         FBGEMM). Default None: sparse gradients with weight_decay raise, as in torch.
+
+    Example:
+        The first step moves each coordinate by about ``lr`` against its gradient's sign
+        (``G = g²``, so ``g / sqrt(G) = ±1``):
+
+        >>> import torch, adagrad
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
+        >>> optimizer = adagrad.Adagrad([w], lr=0.1)
+        >>> w.grad = torch.tensor([2.0, -0.5])
+        >>> optimizer.step()
+        >>> w.data
+        tensor([0.9000, 1.1000])
     """
 
     _float64_state = (PARAM_DECAY.clock, PARAM_DECAY.snapshots, SUM_DECAY.clock,

@@ -77,6 +77,20 @@ class DoGAdagrad(AdagradFamily):
     bf16/fp16 parameters); ``distance`` (r̄), ``moved`` and ``weight`` (the two sums of
     d_t), 0-d float64 on the CPU. Each step reads the distance terms on the host (on CUDA,
     one sync per stepped parameter).
+
+    Example:
+        No learning rate to choose: the first step is of the order of ``reps_rel``, and the
+        steps grow with the distance travelled.
+
+        >>> import torch, adagrad
+        >>> w = torch.nn.Parameter(torch.ones(3))
+        >>> optimizer = adagrad.DoGAdagrad([w])
+        >>> for _ in range(3):
+        ...     optimizer.zero_grad()
+        ...     (w ** 2).sum().backward()
+        ...     optimizer.step()
+        >>> bool((w < 1).all())
+        True
     """
 
     _shardable = False  # the distance sums run over every coordinate of a tensor or group

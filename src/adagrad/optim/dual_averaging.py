@@ -70,6 +70,17 @@ class AdagradDA(AdagradFamily):
     (0-d float64) and, once a fused layer has looked rows up, ``row_step`` (float64,
     one per row: the step each row's θ was last recomputed at, so that a row is
     recomputed once per step however often it is looked up).
+
+    Example:
+        θ comes from the sums: a coordinate whose gradient stays below ``l1`` is exactly 0:
+
+        >>> import torch, adagrad
+        >>> w = torch.nn.Parameter(torch.zeros(2))
+        >>> optimizer = adagrad.AdagradDA([w], lr=0.1, l1=0.5)
+        >>> w.grad = torch.tensor([0.2, 2.0])
+        >>> optimizer.step()
+        >>> bool(w[0] == 0), bool(w[1] < 0)
+        (True, True)
     """
 
     _accumulators = ("sum", "grad_sum")

@@ -72,6 +72,15 @@ class FTRL(AdagradFamily):
         else the parameter's.
       differentiable: record the dense step for autograd (torch ops; as in
         `torch.optim`); not with sparse gradients.
+
+    Example:
+        >>> import torch, adagrad
+        >>> w = torch.nn.Parameter(torch.zeros(2))
+        >>> optimizer = adagrad.FTRL([w], lr=0.1, l1=0.5)
+        >>> w.grad = torch.tensor([0.2, 2.0])
+        >>> optimizer.step()
+        >>> bool(w[0] == 0), bool(w[1] < 0)
+        (True, True)
     """
 
     _accumulators = ("z", "n")

@@ -63,6 +63,15 @@ class FullMatrixAdagrad(AdagradFamily):
     ``precondition_every`` > 1 also ``h_inverse``, the ``H⁻¹`` in use, same shape, so a
     run resumed mid-interval is exact (a checkpoint without it recomputes ``H⁻¹`` at its
     next step).
+
+    Example:
+        >>> import torch, adagrad
+        >>> w = torch.nn.Parameter(torch.zeros(3))
+        >>> optimizer = adagrad.FullMatrixAdagrad([w], lr=0.1)
+        >>> w.grad = torch.tensor([1.0, 0.0, -1.0])
+        >>> optimizer.step()
+        >>> w.shape, bool(w[0] < 0 < w[2])
+        (torch.Size([3]), True)
     """
 
     _accumulators = ()

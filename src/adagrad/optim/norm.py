@@ -75,6 +75,17 @@ class AdagradNorm(AdagradFamily):
 
     State per parameter: ``step`` and ``sum`` (0-d, real; float32 for bf16/fp16
     parameters, the real dtype of complex ones, else the parameter's dtype).
+
+    Example:
+        One scalar accumulator for the whole tensor, ``b² = ||g||²`` after one step:
+
+        >>> import torch, adagrad
+        >>> w = torch.nn.Parameter(torch.zeros(2))
+        >>> optimizer = adagrad.AdagradNorm([w], lr=0.1)
+        >>> w.grad = torch.tensor([3.0, 4.0])
+        >>> optimizer.step()
+        >>> optimizer.state[w]["sum"]
+        tensor(25.)
     """
 
     _checkpoint_group_keys = ("lr", "eps", "initial_accumulator_value", "scope")

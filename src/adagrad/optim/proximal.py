@@ -69,6 +69,17 @@ class ProximalAdagrad(AdagradFamily):
     State per parameter: ``step`` and ``sum`` (G, θ's shape); with ``sparse_catch_up``
     after a sparse step also ``row_step`` (float64, one per row) and the last step's
     ``last_lr``, ``last_l1``, ``last_l2``, ``last_eps`` (0-d float64).
+
+    Example:
+        A large L1 penalty sets a weight to exactly zero:
+
+        >>> import torch, adagrad
+        >>> w = torch.nn.Parameter(torch.tensor([0.01, 1.0]))
+        >>> optimizer = adagrad.ProximalAdagrad([w], lr=0.1, l1=1.0)
+        >>> w.grad = torch.tensor([0.0, 0.0])
+        >>> optimizer.step()
+        >>> bool(w[0] == 0), bool(w[1] > 0)
+        (True, True)
     """
 
     _float64_state = (ROW_STEP, *LAST_RULE)

@@ -82,6 +82,17 @@ class RowWiseAdagrad(AdagradFamily):
         root (optax, Keras) or without a row-wise Adagrad (TensorFlow) are refused.
 
     Complex parameters are refused (FBGEMM and TorchRec have no complex tables).
+
+    Example:
+        One accumulator per row of a table:
+
+        >>> import torch, adagrad
+        >>> table = torch.nn.Parameter(torch.zeros(4, 3))
+        >>> optimizer = adagrad.RowWiseAdagrad([table], lr=0.1)
+        >>> table.grad = torch.ones(4, 3)
+        >>> optimizer.step()
+        >>> optimizer.state[table]["sum"]
+        tensor([1., 1., 1., 1.])
     """
 
     _float64_state = (PARAM_DECAY.clock, PARAM_DECAY.snapshots)
