@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-SCANNED = ("src", "tests", "benchmarks", "examples", "docs")
+SCANNED = ("src", "tests", "benchmarks", "examples", "docs", "tools")
 SUFFIXES = {".py", ".md", ".sh", ".rst", ".txt"}
 
 LABEL = re.compile(r"^\(([A-Za-z0-9_.:-]+)\)=\s*$", re.MULTILINE)
@@ -27,7 +27,7 @@ OLD_NOTES = re.compile("|".join(("ALGORITHMS" + r"\.md", "DESIGN" + r"\.md", "DA
 
 
 def _files() -> list[Path]:
-    files = [ROOT / "README.md"]
+    files = sorted(ROOT.glob("*.md"))  # README, CONTRIBUTING, CHANGELOG
     for top in SCANNED:
         files += [p for p in sorted((ROOT / top).rglob("*"))
                   if p.suffix in SUFFIXES and p.is_file() and "_build" not in p.parts
