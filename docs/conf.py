@@ -33,7 +33,7 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "**.ipynb_checkpoints", "auto_examples/*.md5",
+exclude_patterns = ["_build", "**.ipynb_checkpoints", "results/**", "auto_examples/*.md5",
                     "auto_examples/*.py", "auto_examples/*.zip", "auto_examples/*.json"]
 templates_path = ["_templates"]
 default_role = "py:obj"  # `name` in a docstring links where the name is known, else plain
@@ -148,6 +148,12 @@ def _fill_markers(app, docname, source):
             source[0] = source[0].replace(marker, fill())
 
 
+def _always_reread(app, env, added, changed, removed):
+    """The pages whose markers read files Sphinx does not track are read again every build."""
+    return ["guides/compare"]
+
+
 def setup(app):
     app.connect("autodoc-skip-member", _skip_member)
     app.connect("source-read", _fill_markers)
+    app.connect("env-get-outdated", _always_reread)
