@@ -29,7 +29,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     other commands are listed by name and help only."""
     parser = argparse.ArgumentParser(
         prog="adagrad",
-        description="Adagrad for PyTorch: measure the founding document's claims on real data.",
+        description="Adagrad for PyTorch: measure what Adagrad is commonly said to do, on real data.",
     )
     parser.add_argument("--version", action="version", version=f"adagrad {__version__}")
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -2,20 +2,20 @@
 
 Each kernel takes the tensors of one parameter and a `StepRule` and updates in place:
 
-- `dense_adagrad_(param, grad, state_sum, rule)`: ALGORITHMS.md §1.
-- `sparse_adagrad_(param, state_sum, indices, values, rule, clocks, value_of, scale)`: §2
+- `dense_adagrad_(param, grad, state_sum, rule)`: :ref:`algo-adagrad`.
+- `sparse_adagrad_(param, state_sum, indices, values, rule, clocks, value_of, scale)`: :ref:`algo-sparse`
   on a ``(rows, D)`` table, duplicates summed, lazy decay caught up through `RowClocks`.
-- `catch_up_rows_(param, state_sum, rows, clocks)`: §2's lazy decay of some rows brought
+- `catch_up_rows_(param, state_sum, rows, clocks)`: :ref:`algo-sparse`'s lazy decay of some rows brought
   up to date, as a fused layer's lookup needs; `flush_rows_` does it for every row.
 - `dense_ftrl_(param, grad, z, n, rule)` and `sparse_ftrl_(param, z, n, indices, values,
-  rule, value_of, scale)`: FTRL-Proximal, §6 (`FtrlRule`), dense and on table rows.
+  rule, value_of, scale)`: FTRL-Proximal, :ref:`algo-ftrl` (`FtrlRule`), dense and on table rows.
 - `dense_rowwise_adagrad_(param, grad, state_sum, rule)` and
   `sparse_rowwise_adagrad_(param, state_sum, indices, values, rule, clocks, value_of,
-  scale)`: row-wise Adagrad (§3), one accumulator per row.
-- `dense_proximal_`, `sparse_proximal_`, `catch_up_proximal_rows_`: §4 (`ProximalRule`),
+  scale)`: row-wise Adagrad (:ref:`algo-rowwise`), one accumulator per row.
+- `dense_proximal_`, `sparse_proximal_`, `catch_up_proximal_rows_`: :ref:`algo-proximal` (`ProximalRule`),
   dense, on a table's rows, and the lazy catch-up of untouched rows.
 - `dense_dual_averaging_`, `sparse_dual_averaging_`, `dual_averaging_weights_of_rows_`,
-  `dual_averaging_weights_`: §5 (`DualAveragingRule`), dense, on a table's rows, and θ
+  `dual_averaging_weights_`: :ref:`algo-dual-averaging` (`DualAveragingRule`), dense, on a table's rows, and θ
   of some rows or of all recomputed from their sums (the lazy catch-up).
 
 The dispatchers here pick the numba CPU kernel (`dense_cpu`, `sparse_cpu`) where it

@@ -1,4 +1,4 @@
-"""Adagrad (ALGORITHMS.md §1) on one coordinate: `adagrad_coordinate`, the body every
+"""Adagrad (:ref:`algo-adagrad`) on one coordinate: `adagrad_coordinate`, the body every
 Adagrad kernel runs (dense, on table rows, and the online linear kernel of
 `adagrad.linear.online`), and `rule_tuple`, the coefficients it takes. Numba only, no
 torch: `adagrad fit` imports it without torch."""
@@ -32,7 +32,7 @@ def rule_tuple(rule: StepRule, scalar) -> tuple:
 
 @numba.njit(inline="always", error_model="numpy")
 def adagrad_coordinate(p, g, s, rule):
-    """§1 on one coordinate; returns the new (θ, G). ``rule`` is a `rule_tuple`.
+    """:ref:`algo-adagrad` on one coordinate; returns the new (θ, G). ``rule`` is a `rule_tuple`.
 
     Scalars come in the accumulator's dtype, so float32 arithmetic stays float32.
     """

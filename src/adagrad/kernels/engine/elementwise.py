@@ -1,6 +1,6 @@
 """Per-coordinate pieces shared by the numba CPU kernels.
 
-`adagrad_coordinate` is ALGORITHMS.md §1 on one coordinate; the `load_*`/`store_*` pairs
+`adagrad_coordinate` is :ref:`algo-adagrad` on one coordinate; the `load_*`/`store_*` pairs
 let one kernel body serve float32/float64 parameters and bfloat16 parameters (held as raw
 16-bit words, since numba has no bfloat16 type), with arithmetic in float32.
 """

@@ -1,4 +1,4 @@
-"""FTRL-Proximal (ALGORITHMS.md §6) on one coordinate: `ftrl_coordinate`, the body every
+"""FTRL-Proximal (:ref:`algo-ftrl`) on one coordinate: `ftrl_coordinate`, the body every
 FTRL kernel runs (dense, on table rows, and the online linear kernel), and `ftrl_tuple`,
 the coefficients it takes. Numba only, no torch."""
 
@@ -22,7 +22,7 @@ def ftrl_tuple(rule: FtrlRule, scalar) -> tuple:
 
 @numba.njit(inline="always", error_model="numpy")
 def ftrl_coordinate(p, g, z, n, rule):
-    """§6 on one coordinate; returns the new (θ, z, n). ``rule`` is an `ftrl_tuple`.
+    """:ref:`algo-ftrl` on one coordinate; returns the new (θ, z, n). ``rule`` is an `ftrl_tuple`.
 
     Every argument comes in the accumulators' dtype (the callers cast θ and g), so
     float32 arithmetic stays float32: mixed with a float64 θ, sqrt(n) would be a float32

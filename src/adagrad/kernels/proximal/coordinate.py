@@ -1,4 +1,4 @@
-"""Proximal Adagrad (ALGORITHMS.md §4) on one coordinate: `proximal_coordinate`, the body
+"""Proximal Adagrad (:ref:`algo-proximal`) on one coordinate: `proximal_coordinate`, the body
 every ProximalAdagrad kernel runs (dense, on table rows, and the online linear kernel), and
 `proximal_tuple`, the coefficients it takes. Numba only, no torch."""
 
@@ -22,7 +22,7 @@ def proximal_tuple(rule: ProximalRule, scalar) -> tuple:
 
 @numba.njit(inline="always", error_model="numpy")
 def proximal_coordinate(p, g, s, rule):
-    """§4 on one coordinate; returns the new (θ, G). ``rule`` is a `proximal_tuple`;
+    """:ref:`algo-proximal` on one coordinate; returns the new (θ, G). ``rule`` is a `proximal_tuple`;
     scalars come in the accumulator's dtype."""
     lr, sign, l1, l2, eps, zero, one = rule
     g = sign * g
