@@ -84,6 +84,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-fbgemm", action="store_true")
     p.add_argument("--no-ours", action="store_true")
+    p.add_argument("--only", default="", help="comma-separated candidate names to time "
+                   "(default: all)")
     p.add_argument("--quick", action="store_true", help="small smoke run")
     p.add_argument("--json", default="sparse_embedding", help="results/NAME.json ('' = none)")
     a = p.parse_args(argv)
@@ -508,6 +510,9 @@ def main(argv=None) -> int:
     init = torch.randn(a.rows, a.dim) * 0.1
     info = print_header(a)
     cands = build_candidates(a, init, ours_pkg, make_tbe)
+    if a.only:
+        keep = a.only.split(",")
+        cands = {n: c for n, c in cands.items() if n in keep}
     results = {"config": vars(a), "machine": info, "distributions": {}}
     for gi, dist in enumerate(("uniform", "zipf")):
         results["distributions"][dist] = run_distribution(a, gi, dist, init, cands, ours_pkg,

@@ -49,6 +49,7 @@ from torch.utils.hooks import RemovableHandle
 
 from adagrad import distributed
 from adagrad.kernels.bags import bag_of_positions
+from adagrad.kernels.huge_pages import huge_page_empty_like, move_to_huge_pages_
 from adagrad.optim.base import AdagradFamily, SparseGrad, sparse_rows
 
 
@@ -61,6 +62,28 @@ class _UpdateInBackward:
     _hook: RemovableHandle | None = None
     _pending: list[tuple[int, SparseGrad]]  # (the backward pass's graph task, row gradient)
     _process_group: Any = None  # the data-parallel ranks whose gradients are averaged
+    _placed_state: tuple[int, ...] = ()  # addresses of the state already in huge pages
+
+    def reset_parameters(self) -> None:
+        """torch's initialisation (the same random values), of a table placed in huge pages
+        (`adagrad.kernels.huge_pages`: a large CPU table's scattered rows then cost far
+        fewer TLB misses). Called by the constructor when no ``_weight`` is given."""
+        fresh = huge_page_empty_like(self.weight.detach())
+        if fresh is not None:
+            self.weight.data = fresh
+        super().reset_parameters()
+
+    def _place_state(self, weight: Tensor) -> None:
+        """Move the optimizer's per-row state of the table (tensors with its rows) into
+        huge pages, once per state tensor (values unchanged)."""
+        tensors = [value for value in self._optimizer.state[weight].values()
+                   if isinstance(value, Tensor) and value.dim() >= 1
+                   and value.shape[0] == weight.shape[0]]
+        placed = tuple(value.data_ptr() for value in tensors)
+        if placed != self._placed_state:
+            for value in tensors:
+                move_to_huge_pages_(value)
+            self._placed_state = tuple(value.data_ptr() for value in tensors)
 
     def update_in_backward(self, optimizer: AdagradFamily | None,
                            process_group: Any = None) -> _UpdateInBackward:
@@ -145,10 +168,11 @@ class _UpdateInBackward:
         if pending and (grad is None or (grad.is_sparse and grad._nnz() == 0)):
             weight.grad = None
             self._optimizer.step_rows(weight, _concatenate(pending))
-            return
-        if pending:
-            weight.grad = grad + _as_coo(_concatenate(pending), weight)
-        self._optimizer.step_parameter(weight)
+        else:
+            if pending:
+                weight.grad = grad + _as_coo(_concatenate(pending), weight)
+            self._optimizer.step_parameter(weight)
+        self._place_state(weight)
 
     def _average_over_ranks(self, pending: list[SparseGrad], weight: Tensor) -> list[SparseGrad]:
         """This backward's gradient of ``weight`` (``pending`` lookups and ``weight.grad``)
