@@ -1,4 +1,4 @@
-"""Tables in huge pages (`adagrad.kernels.huge_pages`) and the fused layers that use them.
+"""Tables in huge pages (`adagrad.kernels.engine.huge_pages`) and the fused layers that use them.
 
 Oracles: the tensor that was copied (values, dtype, shape), torch's own `nn.EmbeddingBag`
 and `nn.Embedding` (the same random initial weights for the same seed), and
@@ -14,7 +14,7 @@ import torch
 
 import adagrad.nn
 from adagrad import Adagrad
-from adagrad.kernels import huge_pages
+from adagrad.kernels.engine import huge_pages
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse invariant checks")
 

@@ -48,8 +48,8 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from adagrad import distributed
-from adagrad.kernels.bags import bag_of_positions
-from adagrad.kernels.huge_pages import huge_page_empty_like, move_to_huge_pages_
+from adagrad.kernels.engine.bags import bag_of_positions
+from adagrad.kernels.engine.huge_pages import huge_page_empty_like, move_to_huge_pages_
 from adagrad.optim.base import AdagradFamily, SparseGrad, sparse_rows
 
 
@@ -66,7 +66,7 @@ class _UpdateInBackward:
 
     def reset_parameters(self) -> None:
         """torch's initialisation (the same random values), of a table placed in huge pages
-        (`adagrad.kernels.huge_pages`: a large CPU table's scattered rows then cost far
+        (`adagrad.kernels.engine.huge_pages`: a large CPU table's scattered rows then cost far
         fewer TLB misses). Called by the constructor when no ``_weight`` is given."""
         fresh = huge_page_empty_like(self.weight.detach())
         if fresh is not None:
