@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype, _use_grad_for_differentiable
 
-from adagrad import distributed
+from adagrad.optim import ranks, sharding
 from adagrad.kernels.engine.clocks import clock_device
 from adagrad.optim import checkpoint
 
@@ -244,11 +244,11 @@ class AdagradFamily(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if distributed.is_state_initialising_step(self):  # DCP creating state: no step
+        if ranks.is_state_initialising_step(self):  # DCP creating state: no step
             self._create_state()
             return loss
-        distributed.check_ranks_agree(self)
-        with distributed.local_shards(self):
+        ranks.check_ranks_agree(self)
+        with sharding.local_shards(self):
             self._step_all()
         return loss
 
@@ -316,7 +316,7 @@ class AdagradFamily(torch.optim.Optimizer):
 
     def _create_state(self) -> None:
         """Give every parameter its state now (fresh where it has none)."""
-        with distributed.local_shards(self):
+        with sharding.local_shards(self):
             for param, group in self._params_with_groups():
                 self._state_for(param, group)
 
