@@ -7,6 +7,9 @@ and `nn.Embedding` (the same random initial weights for the same seed), and
 
 from __future__ import annotations
 
+import copy
+import io
+import pickle
 import sys
 
 import pytest
@@ -69,6 +72,12 @@ def test_layers_start_from_torchs_weights_in_huge_pages(layer):
     theirs = getattr(torch.nn, layer)(ROWS, WIDTH)
     assert _aligned(ours.weight) and isinstance(ours.weight, torch.nn.Parameter)
     assert torch.equal(ours.weight, theirs.weight)
+    buffer = io.BytesIO()  # such a table saves, loads, copies and pickles as any other
+    torch.save(ours.state_dict(), buffer)
+    buffer.seek(0)
+    assert torch.equal(torch.load(buffer)["weight"], theirs.weight)
+    assert torch.equal(copy.deepcopy(ours).weight, theirs.weight)
+    assert torch.equal(pickle.loads(pickle.dumps(ours)).weight, theirs.weight)
     given = torch.randn(ROWS, WIDTH)  # a weight given by the caller stays shared
     shared = getattr(adagrad.nn, layer).from_pretrained(given, freeze=False)
     assert shared.weight.data_ptr() == given.data_ptr()
