@@ -125,3 +125,17 @@ def test_members_imports_neither_torch_nor_numba():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_old_flat_kernel_modules_resolve_with_a_deprecation_warning():
+    from adagrad import kernels
+    from adagrad.kernels.adagrad import cpu
+    from adagrad.kernels.ftrl import torch_ops
+
+    with pytest.warns(DeprecationWarning, match="adagrad.kernels.adagrad.cpu"):
+        assert kernels.dense_cpu is cpu
+    with pytest.warns(DeprecationWarning, match="adagrad.kernels.ftrl.torch_ops"):
+        from adagrad.kernels import ftrl_portable
+    assert ftrl_portable is torch_ops
+    with pytest.raises(AttributeError, match="no_such_module"):
+        kernels.no_such_module

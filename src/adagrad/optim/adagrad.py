@@ -1,5 +1,5 @@
 """`Adagrad`: a drop-in for `torch.optim.Adagrad`, exact, with the conventions users port
-from and sparse updates done right (ALGORITHMS.md §1-2)."""
+from and sparse updates done right (:ref:`algo-adagrad`, :ref:`algo-sparse`)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from adagrad.optim.base import (
     SparseGrad,
     as_real,
     check_sparse_weight_decay,
-    sparse_rows,
 )
 from adagrad.optim.validation import (
     check_choice,
@@ -39,7 +38,7 @@ SPARSE_WEIGHT_DECAY_MODES = (None, "lazy", "touched")
 
 @dataclass(frozen=True)
 class LazyDecay:
-    """Where one lazily applied decay (ALGORITHMS.md §2) keeps its clocks in the state:
+    """Where one lazily applied decay (:ref:`algo-sparse`) keeps its clocks in the state:
     ``clock`` the tensor's running log-product of factors (0-d), ``snapshots`` each row's
     value of it when the row was last brought up to date (``(rows,)``), both float64."""
 
@@ -51,21 +50,30 @@ PARAM_DECAY = LazyDecay("param_log", "row_param_log")  # decoupled weight decay 
 SUM_DECAY = LazyDecay("sum_log", "row_sum_log")  # accumulator decay ρ of G
 
 
+def _check_hyperparameters(group: dict[str, Any]) -> None:
+    for name in ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps"):
+        check_non_negative(name, group[name])
+    check_choice("eps_placement", group["eps_placement"], EPS_PLACEMENTS)
+    check_in_unit_interval("accumulator_decay", group["accumulator_decay"])
+    check_state_dtype(group["state_dtype"])
+    check_choice("sparse_weight_decay", group["sparse_weight_decay"], SPARSE_WEIGHT_DECAY_MODES)
+
+
 class Adagrad(AdagradFamily):
     r"""Adagrad (Duchi, Hazan, Singer, JMLR 2011): per-coordinate steps from the running
     sum of squared gradients.
 
     With only `torch.optim.Adagrad`'s arguments it is that optimizer: same defaults, same
-    ``state_dict`` (state ``step`` and ``sum``), same results. The update (ALGORITHMS.md §1)::
+    ``state_dict`` (state ``step`` and ``sum``), same results. The update (:ref:`algo-adagrad`)::
 
         t ← t + 1;  lr_t = lr / (1 + (t-1)·lr_decay)
         g ← g + wd·θ                      (or θ ← θ·(1 - lr_t·wd) if decoupled_weight_decay)
         G ← ρ·G + g²
         θ ← θ - lr_t·g / (sqrt(G) + ε)    (eps_placement="outside", torch)
-        θ ← θ - lr_t·g / sqrt(G + ε)      (eps_placement="inside", the founding formula)
+        θ ← θ - lr_t·g / sqrt(G + ε)      (eps_placement="inside", the textbook formula)
 
     Sparse gradients (``nn.Embedding(sparse=True)``) take a deduplicating row update
-    (ALGORITHMS.md §2), equal to the dense update with zero rows.
+    (:ref:`algo-sparse`), equal to the dense update with zero rows.
 
     Args:
       params: parameters or parameter groups; every keyword below may be set per group.
@@ -78,7 +86,7 @@ class Adagrad(AdagradFamily):
       maximize: ascend the objective. Default False.
       differentiable: let autograd through the step (torch ops, slower). Default False.
       eps_placement: ``"outside"`` (torch, TensorFlow, FBGEMM) or ``"inside"`` the square
-        root (optax, Keras, the founding formula). Default: the convention's ("outside").
+        root (optax, Keras, the textbook formula). Default: the convention's ("outside").
       decoupled_weight_decay: ``θ ← θ·(1 - lr_t·wd)`` instead of L2 added to ``g``.
         Default: the convention's (False).
       accumulator_decay: ρ in ``G ← ρ·G + g²``, in (0, 1]; below 1 the step no longer
@@ -93,6 +101,18 @@ class Adagrad(AdagradFamily):
         caught up per row when next touched and by `flush()`; equals dense decoupled
         decay) or ``"touched"`` (L2 on the touched rows only, as TensorFlow, Keras and
         FBGEMM). Default None: sparse gradients with weight_decay raise, as in torch.
+
+    Example:
+        The first step moves each coordinate by about ``lr`` against its gradient's sign
+        (``G = g²``, so ``g / sqrt(G) = ±1``):
+
+        >>> import torch, adagrad
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
+        >>> optimizer = adagrad.Adagrad([w], lr=0.1)
+        >>> w.grad = torch.tensor([2.0, -0.5])
+        >>> optimizer.step()
+        >>> w.data
+        tensor([0.9000, 1.1000])
     """
 
     _float64_state = (PARAM_DECAY.clock, PARAM_DECAY.snapshots, SUM_DECAY.clock,
@@ -128,19 +148,11 @@ class Adagrad(AdagradFamily):
 
     # -- state ----------------------------------------------------------------------
 
-    def _init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
-        value = group["initial_accumulator_value"]
-        if param.is_complex():
-            value = complex(value, value)
-        initial = torch.full_like(param, value, dtype=self.state_dtype(param, group),
-                                  memory_format=torch.preserve_format)
-        return {"step": self._new_step(), "sum": initial}
-
     def _state_shapes(self, param: Tensor) -> dict[str, tuple[int, ...]]:
         return {"sum": tuple(param.shape)}
 
     def reset_state(self) -> None:
-        """Put every accumulator back to its initial value (the founding document's
+        """Put every accumulator back to its initial value (the textbook remedy,
         remedy for the ever-shrinking step). Step counts and parameters are kept."""
         for param, group in self._params_with_groups():
             state = self.state.get(param)
@@ -181,12 +193,11 @@ class Adagrad(AdagradFamily):
 
     # -- checkpoints ----------------------------------------------------------------
 
-    def _check_group(self, group: dict[str, Any]) -> None:
-        _check_hyperparameters(group)
+    _validate = staticmethod(_check_hyperparameters)
 
     def _check_saved_state(self, label: str, param: Tensor, saved: dict[str, Any]) -> None:
         """The lazy-decay clocks: both of a pair or neither, a finite 0-d clock and one
-        snapshot per row of the table the parameter is seen as (ALGORITHMS.md §2)."""
+        snapshot per row of the table the parameter is seen as (:ref:`algo-sparse`)."""
         table_rows = {math.prod(param.shape[:d]) for d in range(1, param.dim() + 1)}
         for decay in (PARAM_DECAY, SUM_DECAY):
             present = [key in saved for key in (decay.clock, decay.snapshots)]
@@ -207,18 +218,16 @@ class Adagrad(AdagradFamily):
         super()._check_sparse(sparse, group)
         check_sparse_weight_decay(group, "L2 on the touched rows")
 
-    def _step_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
+    def _step_dense(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        """The dense parameters of ``group`` together: batched per kernel (torch's fused
+        CPU kernel, `cuda_dispatch`, numba or torch ops), their counters advanced in one
+        op."""
         steps: list[Tensor] = []  # the dense parameters' counters, advanced in one op
         numba_or_portable: list[tuple[Tensor, Tensor, Tensor, float]] = []
         torch_fused: dict[tuple[torch.device, torch.dtype], list[list[Tensor]]] = {}
         on_device: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # cuda_dispatch's
         for param in params:
             grad = param.grad
-            if grad is None:
-                continue
-            if grad.is_sparse:
-                self._step_sparse(param, sparse_rows(param.detach(), grad), group)
-                continue
             state = self._state_for(param, group)
             self._flush_rows(param, state)
             steps.append(state["step"])
@@ -268,7 +277,7 @@ class Adagrad(AdagradFamily):
     @staticmethod
     def _advance_clocks(state: dict[str, Tensor], group: dict[str, Any], lr_t: float,
                         rows: int, device: torch.device) -> RowClocks:
-        """This step's lazy-decay clocks (ALGORITHMS.md §2), not yet stored (the step does
+        """This step's lazy-decay clocks (:ref:`algo-sparse`), not yet stored (the step does
         that once its kernel has run); each pair is created on first need (a factor
         other than 1)."""
         weight_decay = group["weight_decay"] if group["sparse_weight_decay"] == "lazy" else 0.0
@@ -306,12 +315,3 @@ def _step_rule(group: dict[str, Any], lr: float, step: float) -> StepRule:
                     weight_decay=group["weight_decay"],
                     decoupled=bool(group["decoupled_weight_decay"]),
                     accumulator_decay=group["accumulator_decay"])
-
-
-def _check_hyperparameters(group: dict[str, Any]) -> None:
-    for name in ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps"):
-        check_non_negative(name, group[name])
-    check_choice("eps_placement", group["eps_placement"], EPS_PLACEMENTS)
-    check_in_unit_interval("accumulator_decay", group["accumulator_decay"])
-    check_state_dtype(group["state_dtype"])
-    check_choice("sparse_weight_decay", group["sparse_weight_decay"], SPARSE_WEIGHT_DECAY_MODES)

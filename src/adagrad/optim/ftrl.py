@@ -1,4 +1,4 @@
-"""`FTRL`: FTRL-Proximal with per-coordinate Adagrad rates (ALGORITHMS.md §6), dense and
+"""`FTRL`: FTRL-Proximal with per-coordinate Adagrad rates (:ref:`algo-ftrl`), dense and
 sparse, on the numba and torch-ops kernels and in the fused `adagrad.nn` layers."""
 
 from __future__ import annotations
@@ -12,13 +12,20 @@ from torch.optim.optimizer import ParamsT
 from adagrad import kernels
 from adagrad.kernels import FtrlRule
 from adagrad.kernels.ftrl import torch_ops as ftrl_portable
-from adagrad.optim.base import AdagradFamily, SparseGrad, as_real, sparse_rows
+from adagrad.optim.base import AdagradFamily, SparseGrad, as_real
 from adagrad.optim.validation import check_non_negative, check_positive, check_state_dtype
+
+
+def _check_hyperparameters(group: dict[str, Any]) -> None:
+    check_positive("lr", group["lr"])
+    for name in ("beta", "l1", "l2", "initial_accumulator_value"):
+        check_non_negative(name, group[name])
+    check_state_dtype(group["state_dtype"])
 
 
 class FTRL(AdagradFamily):
     r"""FTRL-Proximal (McMahan et al., "Ad Click Prediction: a View from the Trenches",
-    KDD 2013, Algorithm 1), per coordinate, ALGORITHMS.md §6, with α = ``lr``,
+    KDD 2013, Algorithm 1), per coordinate, :ref:`algo-ftrl`, with α = ``lr``,
     β = ``beta``, λ1 = ``l1``, λ2 = ``l2``::
 
         σ = (sqrt(n + g²) - sqrt(n)) / α
@@ -30,7 +37,7 @@ class FTRL(AdagradFamily):
     of squared gradients, from ``initial_accumulator_value``), each the parameter's size;
     float32 for fp16/bf16 parameters (``state_dtype``). After a coordinate's first step θ
     is the closed form of (z, n): the starting θ only enters through σ·θ of that step. L1
-    gives exact zeros, wherever |z| ≤ λ1.
+    gives exact zeros, wherever ``|z| ≤ λ1``.
 
     Sparse gradients (``nn.Embedding(sparse=True)``, ``EmbeddingBag``, the fused
     `adagrad.nn` layers): the duplicates of a row are summed, the touched rows get the
@@ -54,7 +61,7 @@ class FTRL(AdagradFamily):
     - TF's denominator is ``sqrt(n)/lr + 2·l2`` (no β; Keras 3 adds ``β/lr``): TF's
       ``ApplyFtrl(lr, l1, l2)`` with accumulators starting at ``a`` is
       ``FTRL(lr=lr, beta=0, l1=l1, l2=2*l2, initial_accumulator_value=a)`` (Keras 3's
-      ``Ftrl(beta=b)``: ``beta=b``). Their σ, z and the |z| ≤ λ1 test are ours.
+      ``Ftrl(beta=b)``: ``beta=b``). Their σ, z and the ``|z| ≤ λ1`` test are ours.
     - TF starts n at 0.1 (``initial_accumulator_value``); ours at 0, the paper's.
       Keras's default lr is 1e-3, ours 1e-2.
     - Not supported: ``lr_power`` other than -0.5, ``l2_shrinkage`` (``ApplyFtrlV2``,
@@ -65,13 +72,22 @@ class FTRL(AdagradFamily):
       params: parameters or parameter groups, as for `torch.optim.Optimizer`.
       lr: α, > 0 (it divides). Default 1e-2.
       beta: β, >= 0; larger β damps the first steps of a coordinate. Default 1.0.
-      l1: λ1, >= 0: coordinates with |z| ≤ λ1 are exactly 0. Default 0.0.
+      l1: λ1, >= 0: coordinates with ``|z| ≤ λ1`` are exactly 0. Default 0.0.
       l2: λ2, >= 0 (TF's ``2·l2``). Default 0.0.
       initial_accumulator_value: n₀, >= 0 (TF's default is 0.1). Default 0.0.
       state_dtype: dtype of ``z`` and ``n``. Default: float32 for fp16/bf16 parameters,
         else the parameter's.
       differentiable: record the dense step for autograd (torch ops; as in
         `torch.optim`); not with sparse gradients.
+
+    Example:
+        >>> import torch, adagrad
+        >>> w = torch.nn.Parameter(torch.zeros(2))
+        >>> optimizer = adagrad.FTRL([w], lr=0.1, l1=0.5)
+        >>> w.grad = torch.tensor([0.2, 2.0])
+        >>> optimizer.step()
+        >>> bool(w[0] == 0), bool(w[1] < 0)
+        (True, True)
     """
 
     _accumulators = ("z", "n")
@@ -89,21 +105,10 @@ class FTRL(AdagradFamily):
 
     # -- state ----------------------------------------------------------------------
 
-    def _init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
-        dtype = self.state_dtype(param, group)
-        value = group["initial_accumulator_value"]
-        if param.is_complex():
-            value = complex(value, value)
-        return {"step": self._new_step(),
-                "z": torch.zeros_like(param, dtype=dtype, memory_format=torch.preserve_format),
-                "n": torch.full_like(param, value, dtype=dtype,
-                                     memory_format=torch.preserve_format)}
-
     def _state_shapes(self, param: Tensor) -> dict[str, tuple[int, ...]]:
         return {"z": tuple(param.shape), "n": tuple(param.shape)}
 
-    def _check_group(self, group: dict[str, Any]) -> None:
-        _check_hyperparameters(group)
+    _validate = staticmethod(_check_hyperparameters)
 
     # -- stepping -------------------------------------------------------------------
 
@@ -113,19 +118,11 @@ class FTRL(AdagradFamily):
             raise RuntimeError("FTRL with differentiable=True does not support sparse "
                                "gradients")
 
-    def _step_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
-        rule = _rule(group)
+    def _step_dense_one(self, param: Tensor, grad: Tensor, state: dict[str, Tensor],
+                        group: dict[str, Any]) -> None:
         kernel = ftrl_portable if group["differentiable"] else kernels
-        for param in params:
-            grad = param.grad
-            if grad is None:
-                continue
-            if grad.is_sparse:
-                self._step_sparse(param, sparse_rows(param.detach(), grad), group)
-                continue
-            state = self._state_for(param, group)
-            state["step"] += 1
-            kernel.dense_ftrl_(*as_real(param, grad, state["z"], state["n"]), rule)
+        state["step"] += 1
+        kernel.dense_ftrl_(*as_real(param, grad, state["z"], state["n"]), _rule(group))
 
     def _step_sparse(self, param: Tensor, sparse: SparseGrad, group: dict[str, Any]) -> None:
         state = self._state_for(param, group)
@@ -138,10 +135,3 @@ class FTRL(AdagradFamily):
 def _rule(group: dict[str, Any]) -> FtrlRule:
     return FtrlRule(lr=float(group["lr"]), beta=float(group["beta"]), l1=float(group["l1"]),
                     l2=float(group["l2"]))
-
-
-def _check_hyperparameters(group: dict[str, Any]) -> None:
-    check_positive("lr", group["lr"])
-    for name in ("beta", "l1", "l2", "initial_accumulator_value"):
-        check_non_negative(name, group[name])
-    check_state_dtype(group["state_dtype"])

@@ -1,5 +1,5 @@
 """`FullMatrixAdagrad`: Adagrad with the full (or block-diagonal) matrix of outer products
-(ALGORITHMS.md §8)."""
+(:ref:`algo-full-matrix`)."""
 
 from __future__ import annotations
 
@@ -21,13 +21,32 @@ MAX_UNBLOCKED = 4096
 d×d float64: 128 MiB at 4096)."""
 
 
+def _check_hyperparameters(group: dict[str, Any]) -> None:
+    check_non_negative("lr", group["lr"])
+    check_positive("eps", group["eps"])
+    check_positive_int("block_size", group["block_size"], allow_none=True)
+    check_positive_int("precondition_every", group["precondition_every"])
+    if group["block_size"] is not None:
+        return
+    for param in group.get("params", ()):
+        numel = _real_numel(param)
+        if numel > MAX_UNBLOCKED:
+            gib = numel * numel * 8 / 2 ** 30
+            raise ValueError(
+                f"FullMatrixAdagrad: a parameter of shape {tuple(param.shape)} has {numel} "
+                f"real coordinates (more than {MAX_UNBLOCKED}): its full matrix would be "
+                f"{numel}×{numel} float64 ({gib:.1f} GiB). Set block_size (argument "
+                f"`block_size`, e.g. block_size=1024) to precondition blocks of that many "
+                f"consecutive coordinates")
+
+
 class FullMatrixAdagrad(AdagradFamily):
     r"""Full-matrix Adagrad (Duchi, Hazan, Singer, JMLR 2011, the update with the full
     matrix ``G_t = Σ g·gᵀ``), optionally block-diagonal over consecutive coordinates.
 
     Each parameter is flattened to its d real coordinates (a complex one to 2·numel), or
     cut into blocks of ``block_size`` consecutive coordinates, and each block
-    ``g_i`` of the gradient is preconditioned by its own matrix (ALGORITHMS.md §8)::
+    ``g_i`` of the gradient is preconditioned by its own matrix (:ref:`algo-full-matrix`)::
 
         S ← S + g·gᵀ
         H = δ·I + S^{1/2}            S^{1/2} by symmetric eigendecomposition, float64
@@ -63,6 +82,15 @@ class FullMatrixAdagrad(AdagradFamily):
     ``precondition_every`` > 1 also ``h_inverse``, the ``H⁻¹`` in use, same shape, so a
     run resumed mid-interval is exact (a checkpoint without it recomputes ``H⁻¹`` at its
     next step).
+
+    Example:
+        >>> import torch, adagrad
+        >>> w = torch.nn.Parameter(torch.zeros(3))
+        >>> optimizer = adagrad.FullMatrixAdagrad([w], lr=0.1)
+        >>> w.grad = torch.tensor([1.0, 0.0, -1.0])
+        >>> optimizer.step()
+        >>> w.shape, bool(w[0] < 0 < w[2])
+        (torch.Size([3]), True)
     """
 
     _accumulators = ()
@@ -106,13 +134,8 @@ class FullMatrixAdagrad(AdagradFamily):
                            "of one row moves every coordinate of its block (use "
                            "adagrad.Adagrad or AdagradNorm for embedding tables)")
 
-    def _step_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
-        for param in params:
-            if param.grad is not None:
-                self._step_param(param, group)
-
-    def _step_param(self, param: Tensor, group: dict[str, Any]) -> None:
-        state = self._state_for(param, group)
+    def _step_dense_one(self, param: Tensor, grad: Tensor, state: dict[str, Tensor],
+                        group: dict[str, Any]) -> None:
         blocks = _layout(param, group["block_size"])
         outer_sum = state["sum"]
         if tuple(outer_sum.shape) != blocks.shape:
@@ -145,8 +168,7 @@ class FullMatrixAdagrad(AdagradFamily):
 
     # -- checkpoints ----------------------------------------------------------------
 
-    def _check_group(self, group: dict[str, Any]) -> None:
-        _check_hyperparameters(group)
+    _validate = staticmethod(_check_hyperparameters)
 
     def _check_saved_state(self, label: str, param: Tensor, saved: dict[str, Any]) -> None:
         """``sum`` (required) and ``h_inverse`` (optional): finite float tensors of a block
@@ -190,22 +212,3 @@ def _is_layout(numel: int, shape: torch.Size) -> bool:
     if numel == 0:
         return count == 0
     return 1 <= size <= numel and count == math.ceil(numel / size)
-
-
-def _check_hyperparameters(group: dict[str, Any]) -> None:
-    check_non_negative("lr", group["lr"])
-    check_positive("eps", group["eps"])
-    check_positive_int("block_size", group["block_size"], allow_none=True)
-    check_positive_int("precondition_every", group["precondition_every"])
-    if group["block_size"] is not None:
-        return
-    for param in group.get("params", ()):
-        numel = _real_numel(param)
-        if numel > MAX_UNBLOCKED:
-            gib = numel * numel * 8 / 2 ** 30
-            raise ValueError(
-                f"FullMatrixAdagrad: a parameter of shape {tuple(param.shape)} has {numel} "
-                f"real coordinates (more than {MAX_UNBLOCKED}): its full matrix would be "
-                f"{numel}×{numel} float64 ({gib:.1f} GiB). Set block_size (argument "
-                f"`block_size`, e.g. block_size=1024) to precondition blocks of that many "
-                f"consecutive coordinates")
