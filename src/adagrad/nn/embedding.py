@@ -33,6 +33,12 @@ may then differ by float rounding). Every rank must run the same lookups. Leave 
 (`adagrad.distributed.ignore_fused_tables(model)` before wrapping); a fused table inside
 DDP's forward without a process group, or still among DDP's parameters, is refused.
 
+Memory: on Linux a table of 16 MiB or more that the layer allocates itself (no ``_weight``)
+lives in transparent huge pages (``madvise(MADV_HUGEPAGE)`` before its first touch), and
+once fused, the optimizer's per-row state of the table is moved there after its first step
+(`adagrad.kernels.engine.huge_pages`): scattered rows then cost far fewer TLB misses. Values
+never change; a table passed in (``from_pretrained``) keeps its memory.
+
 Configurations the fused backward does not cover (``mode="max"``,
 ``scale_grad_by_freq=True``) take torch's own gradient, and the same hook steps the
 weight from it.
