@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import Any
 
 import torch
@@ -14,6 +13,7 @@ from torch.optim.optimizer import ParamsT
 
 from adagrad import kernels
 from adagrad.kernels import RowClocks, StepRule
+from adagrad.kernels.engine.rule import AdagradGroupRule
 from adagrad.kernels.engine import cuda_dispatch
 from adagrad.kernels.adagrad import torch_ops as portable
 from adagrad.kernels.engine.clocks import clock_device
@@ -222,6 +222,7 @@ class Adagrad(AdagradFamily):
         """The dense parameters of ``group`` together: batched per kernel (torch's fused
         CPU kernel, `cuda_dispatch`, numba or torch ops), their counters advanced in one
         op."""
+        rule = group_rule(group)
         steps: list[Tensor] = []  # the dense parameters' counters, advanced in one op
         numba_or_portable: list[tuple[Tensor, Tensor, Tensor, float]] = []
         torch_fused: dict[tuple[torch.device, torch.dtype], list[list[Tensor]]] = {}
@@ -232,9 +233,9 @@ class Adagrad(AdagradFamily):
             self._flush_rows(param, state)
             steps.append(state["step"])
             param, grad, state_sum = as_real(param, grad, state["sum"])
-            if cuda_dispatch.takes_dense(param, group):
+            if cuda_dispatch.takes_dense(param, rule):
                 on_device.append((param, grad, state_sum, state["step"]))
-            elif self._is_torch_fused_case(param, state_sum, group):
+            elif self._is_torch_fused_case(param, state_sum, rule):
                 batch = torch_fused.setdefault((param.device, param.dtype), [[], [], [], []])
                 for tensors, tensor in zip(batch, (param, grad, state_sum, state["step"])):
                     tensors.append(tensor)
@@ -242,24 +243,24 @@ class Adagrad(AdagradFamily):
                 numba_or_portable.append((param, grad, state_sum, state["step"].item() + 1))
         if steps:
             torch._foreach_add_(steps, 1.0)
-        cuda_dispatch.dense_adagrad_(on_device, group, partial(_step_rule, group))
+        cuda_dispatch.dense_adagrad_(on_device, rule)
         # a host float only where the CPU kernels need one (a device lr would sync)
         lr = float(group["lr"]) if numba_or_portable or torch_fused else 0.0
         kernel = portable if group["differentiable"] else kernels
         for param, grad, state_sum, step in numba_or_portable:
-            kernel.dense_adagrad_(param, grad, state_sum, _step_rule(group, lr, step))
+            kernel.dense_adagrad_(param, grad, state_sum, rule.at(lr, step))
         for params, grads, sums, counters in torch_fused.values():
-            torch._fused_adagrad_(params, grads, sums, counters, lr=lr, lr_decay=group["lr_decay"],
-                                  weight_decay=group["weight_decay"], eps=group["eps"],
-                                  maximize=group["maximize"])
+            torch._fused_adagrad_(params, grads, sums, counters, lr=lr, lr_decay=rule.lr_decay,
+                                  weight_decay=rule.weight_decay, eps=rule.eps,
+                                  maximize=rule.maximize)
 
     @staticmethod
-    def _is_torch_fused_case(param: Tensor, state_sum: Tensor, group: dict[str, Any]) -> bool:
+    def _is_torch_fused_case(param: Tensor, state_sum: Tensor, rule: AdagradGroupRule) -> bool:
         """torch's fused CPU kernel computes exactly torch's rule: use it for large tensors
         when the group asks for nothing else. (On small ones its thread pool costs more
         than the update, and far more on a busy machine: our serial kernel wins there.)"""
         return (param.device.type == "cpu" and param.numel() >= PARALLEL_MIN_ELEMENTS
-                and cuda_dispatch.is_torch_rule(param, state_sum, group))
+                and cuda_dispatch.is_torch_rule(param, state_sum, rule))
 
     def _step_sparse(self, param: Tensor, sparse: SparseGrad, group: dict[str, Any]) -> None:
         state = self._state_for(param, group)
@@ -309,9 +310,15 @@ def _row_clocks(state: dict[str, Tensor]) -> RowClocks:
                      state.get(SUM_DECAY.snapshots))
 
 
+def group_rule(group: dict[str, Any]) -> AdagradGroupRule:
+    """``group``'s hyperparameters as the kernels' dispatch takes them (frozen)."""
+    return AdagradGroupRule(lr=group["lr"], lr_decay=group["lr_decay"], eps=group["eps"],
+                            eps_inside=group["eps_placement"] == "inside",
+                            maximize=group["maximize"], weight_decay=group["weight_decay"],
+                            decoupled=bool(group["decoupled_weight_decay"]),
+                            accumulator_decay=group["accumulator_decay"],
+                            differentiable=bool(group["differentiable"]))
+
+
 def _step_rule(group: dict[str, Any], lr: float, step: float) -> StepRule:
-    return StepRule(lr=lr / (1 + (step - 1) * group["lr_decay"]), eps=group["eps"],
-                    eps_inside=group["eps_placement"] == "inside", maximize=group["maximize"],
-                    weight_decay=group["weight_decay"],
-                    decoupled=bool(group["decoupled_weight_decay"]),
-                    accumulator_decay=group["accumulator_decay"])
+    return group_rule(group).at(lr, step)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,39 @@ class StepRule:
     weight_decay: float = 0.0
     decoupled: bool = False
     accumulator_decay: float = 1.0
+
+
+@dataclass(frozen=True)
+class AdagradGroupRule:
+    """Adagrad's hyperparameters of one parameter group, before a step's learning-rate
+    decay: what the device dispatch (`cuda_dispatch`) takes instead of the group itself.
+    `at` gives the `StepRule` of one step.
+
+    Attributes:
+      lr: the learning rate (a float, or a 0-d tensor, possibly on an accelerator).
+      lr_decay: ``lr_t = lr / (1 + (t-1)·lr_decay)``.
+      eps, eps_inside, maximize, weight_decay, decoupled, accumulator_decay: as in
+        `StepRule`.
+      differentiable: the step must be traced by autograd (torch ops only).
+    """
+
+    lr: Any
+    lr_decay: float
+    eps: float
+    eps_inside: bool = False
+    maximize: bool = False
+    weight_decay: float = 0.0
+    decoupled: bool = False
+    accumulator_decay: float = 1.0
+    differentiable: bool = False
+
+    def at(self, lr: float, step: float) -> StepRule:
+        """The rule of step ``step`` (1-based) for the learning rate ``lr`` (a host float:
+        the group's, or 1.0 where a device ``lr`` multiplies the decay factor)."""
+        return StepRule(lr=lr / (1 + (step - 1) * self.lr_decay), eps=self.eps,
+                        eps_inside=self.eps_inside, maximize=self.maximize,
+                        weight_decay=self.weight_decay, decoupled=self.decoupled,
+                        accumulator_decay=self.accumulator_decay)
 
 
 @dataclass(frozen=True)
