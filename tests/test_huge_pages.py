@@ -78,6 +78,9 @@ def test_layers_start_from_torchs_weights_in_huge_pages(layer):
     assert torch.equal(torch.load(buffer)["weight"], theirs.weight)
     assert torch.equal(copy.deepcopy(ours).weight, theirs.weight)
     assert torch.equal(pickle.loads(pickle.dumps(ours)).weight, theirs.weight)
+    view = ours.weight.detach()[:2]  # a later reset is in place, as torch's
+    ours.reset_parameters()
+    assert view.data_ptr() == ours.weight.data_ptr() and torch.equal(view, ours.weight[:2])
     given = torch.randn(ROWS, WIDTH)  # a weight given by the caller stays shared
     shared = getattr(adagrad.nn, layer).from_pretrained(given, freeze=False)
     assert shared.weight.data_ptr() == given.data_ptr()

@@ -70,14 +70,18 @@ class _UpdateInBackward:
     _pending: list[tuple[int, SparseGrad]]  # (the backward pass's graph task, row gradient)
     _process_group: Any = None  # the data-parallel ranks whose gradients are averaged
     _placed_state: tuple[int, ...] = ()  # addresses of the state already in huge pages
+    _constructed = False  # whether the table was allocated (reset_parameters' first call)
 
     def reset_parameters(self) -> None:
         """torch's initialisation (the same random values), of a table placed in huge pages
         (`adagrad.kernels.engine.huge_pages`: a large CPU table's scattered rows then cost far
-        fewer TLB misses). Called by the constructor when no ``_weight`` is given."""
-        fresh = huge_page_empty_like(self.weight.detach())
-        if fresh is not None:
-            self.weight.data = fresh
+        fewer TLB misses). Called by the constructor when no ``_weight`` is given; a later
+        call re-initialises in place, as torch's does."""
+        if not self._constructed:
+            self._constructed = True
+            fresh = huge_page_empty_like(self.weight.detach())
+            if fresh is not None:
+                self.weight.data = fresh
         super().reset_parameters()
 
     def _place_state(self, weight: Tensor) -> None:

@@ -14,7 +14,8 @@ advised ``MADV_HUGEPAGE`` before its first touch.
 tensor's data there in place (``Tensor.set_``: the same tensor object, new storage). They
 leave the tensor as it is (`huge_page_empty_like`: None) where huge pages cannot help or
 cannot be had: not Linux, not CPU, not contiguous, under `MIN_BYTES`, or a requires-grad
-leaf for `move_to_huge_pages_` (autograd forbids ``set_`` on it; assign ``.data``). Values are never changed: only where they live.
+leaf for `move_to_huge_pages_` (autograd forbids ``set_`` on it; assign ``.data``).
+Values are never changed: only where they live.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def _eligible(tensor: Tensor) -> bool:
             and _libc_madvise() is not None)
 
 
-def huge_page_empty_like(tensor: Tensor) -> Tensor:
+def huge_page_empty_like(tensor: Tensor) -> Tensor | None:
     """An uninitialised tensor of ``tensor``'s shape and dtype in memory advised for huge
     pages (not yet touched), or None where that cannot help (see the module docstring)."""
     if not _eligible(tensor):
