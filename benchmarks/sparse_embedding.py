@@ -1,4 +1,4 @@
-"""Sparse embedding step, the headline benchmark (shared/BENCHMARKS.md, issue 3).
+"""Sparse embedding step, the headline benchmark (targets: benchmarks/README.md, "Targets"; issue 3).
 
 Table V x D float32 (default 1,000,000 x 64), a batch of B bags x L ids (16,384 x 4), sum
 pooling, loss = sum of the outputs; ids (a) uniform, (b) Zipf(1.05) over a random permutation

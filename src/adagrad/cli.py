@@ -11,7 +11,7 @@ from adagrad import __version__
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adagrad",
-        description="Adagrad for PyTorch: measure the founding document's claims on real data.",
+        description="Adagrad for PyTorch: measure what Adagrad is commonly said to do, on real data.",
     )
     parser.add_argument("--version", action="version", version=f"adagrad {__version__}")
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")

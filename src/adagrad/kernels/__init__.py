@@ -2,20 +2,20 @@
 
 Each kernel takes the tensors of one parameter and a `StepRule` and updates in place:
 
-- `dense_adagrad_(param, grad, state_sum, rule)`: ALGORITHMS.md §1.
-- `sparse_adagrad_(param, state_sum, indices, values, rule, clocks, value_of, scale)`: §2
+- `dense_adagrad_(param, grad, state_sum, rule)`: :ref:`algo-adagrad`.
+- `sparse_adagrad_(param, state_sum, indices, values, rule, clocks, value_of, scale)`: :ref:`algo-sparse`
   on a ``(rows, D)`` table, duplicates summed, lazy decay caught up through `RowClocks`.
-- `catch_up_rows_(param, state_sum, rows, clocks)`: §2's lazy decay of some rows brought
+- `catch_up_rows_(param, state_sum, rows, clocks)`: :ref:`algo-sparse`'s lazy decay of some rows brought
   up to date, as a fused layer's lookup needs; `flush_rows_` does it for every row.
 - `dense_ftrl_(param, grad, z, n, rule)` and `sparse_ftrl_(param, z, n, indices, values,
-  rule, value_of, scale)`: FTRL-Proximal, §6 (`FtrlRule`), dense and on table rows.
+  rule, value_of, scale)`: FTRL-Proximal, :ref:`algo-ftrl` (`FtrlRule`), dense and on table rows.
 - `dense_rowwise_adagrad_(param, grad, state_sum, rule)` and
   `sparse_rowwise_adagrad_(param, state_sum, indices, values, rule, clocks, value_of,
-  scale)`: row-wise Adagrad (§3), one accumulator per row.
-- `dense_proximal_`, `sparse_proximal_`, `catch_up_proximal_rows_`: §4 (`ProximalRule`),
+  scale)`: row-wise Adagrad (:ref:`algo-rowwise`), one accumulator per row.
+- `dense_proximal_`, `sparse_proximal_`, `catch_up_proximal_rows_`: :ref:`algo-proximal` (`ProximalRule`),
   dense, on a table's rows, and the lazy catch-up of untouched rows.
 - `dense_dual_averaging_`, `sparse_dual_averaging_`, `dual_averaging_weights_of_rows_`,
-  `dual_averaging_weights_`: §5 (`DualAveragingRule`), dense, on a table's rows, and θ
+  `dual_averaging_weights_`: :ref:`algo-dual-averaging` (`DualAveragingRule`), dense, on a table's rows, and θ
   of some rows or of all recomputed from their sums (the lazy catch-up).
 
 The dispatchers here pick the numba CPU kernel (`dense_cpu`, `sparse_cpu`) where it
@@ -89,7 +89,7 @@ def catch_up_rows_(param: Tensor, state_sum: Tensor, rows: Tensor, clocks: RowCl
 
 
 def dense_ftrl_(param: Tensor, grad: Tensor, z: Tensor, n: Tensor, rule: FtrlRule) -> None:
-    """One dense FTRL-Proximal step (§6), in place, on the fastest kernel that fits."""
+    """One dense FTRL-Proximal step (:ref:`algo-ftrl`), in place, on the fastest kernel that fits."""
     kernel = _cuda_dispatch.member_kernel(param, grad, z, n)
     if kernel is None:
         kernel = _ftrl_cpu if _ftrl_cpu.supports(param, grad, z, n) else _ftrl_ops
@@ -99,7 +99,7 @@ def dense_ftrl_(param: Tensor, grad: Tensor, z: Tensor, n: Tensor, rule: FtrlRul
 def sparse_ftrl_(param: Tensor, z: Tensor, n: Tensor, indices: Tensor, values: Tensor,
                  rule: FtrlRule, value_of: Tensor | None = None,
                  scale: Tensor | None = None) -> None:
-    """One sparse FTRL-Proximal step on a ``(rows, D)`` table (duplicates summed, then §6
+    """One sparse FTRL-Proximal step on a ``(rows, D)`` table (duplicates summed, then :ref:`algo-ftrl`
     on the touched rows), in place, on the fastest kernel. Indices must lie in
     ``[0, rows)``."""
     kernel = _ftrl_cpu if _ftrl_cpu.supports_rows(param, z, n, values) else _ftrl_ops
@@ -108,7 +108,7 @@ def sparse_ftrl_(param: Tensor, z: Tensor, n: Tensor, indices: Tensor, values: T
 
 def dense_rowwise_adagrad_(param: Tensor, grad: Tensor, state_sum: Tensor,
                            rule: StepRule) -> None:
-    """One dense row-wise Adagrad step (§3) of ``param`` (rows along dim 0, one
+    """One dense row-wise Adagrad step (:ref:`algo-rowwise`) of ``param`` (rows along dim 0, one
     accumulator each in ``state_sum``), in place, on the fastest kernel that fits."""
     if _rowwise_cpu.supports(param, grad, state_sum):
         _rowwise_cpu.dense_rowwise_adagrad_(param, grad, state_sum, rule)
@@ -119,7 +119,7 @@ def dense_rowwise_adagrad_(param: Tensor, grad: Tensor, state_sum: Tensor,
 def sparse_rowwise_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: Tensor,
                             rule: StepRule, clocks: RowClocks, value_of: Tensor | None = None,
                             scale: Tensor | None = None) -> None:
-    """One sparse row-wise Adagrad step (§2-3) on a ``(rows, D)`` table with one
+    """One sparse row-wise Adagrad step (:ref:`algo-sparse`, :ref:`algo-rowwise`) on a ``(rows, D)`` table with one
     accumulator per row, in place, on the fastest kernel (see
     `rowwise_portable.sparse_rowwise_adagrad_`)."""
     kernel = (_rowwise_cpu if _rowwise_cpu.sparse_supports(param, state_sum, values)
@@ -128,7 +128,7 @@ def sparse_rowwise_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, v
                                    scale)
 
 
-# -- §4 proximal Adagrad --------------------------------------------------------------
+# -- :ref:`algo-proximal` proximal Adagrad --------------------------------------------------------------
 
 
 def dense_proximal_(param: Tensor, grad: Tensor, state_sum: Tensor, rule: ProximalRule) -> None:
@@ -162,7 +162,7 @@ def catch_up_proximal_rows_(table: Tensor, state_sum: Tensor, rows: Tensor, row_
     kernel.catch_up_rows_(table, state_sum, rows, row_step, up_to, rule)
 
 
-# -- §5 Adagrad with dual averaging ---------------------------------------------------
+# -- :ref:`algo-dual-averaging` Adagrad with dual averaging ---------------------------------------------------
 
 
 def dense_dual_averaging_(param: Tensor, grad: Tensor, grad_sum: Tensor, state_sum: Tensor,

@@ -168,6 +168,13 @@ class AdagradClassifier(ClassifierMixin, _AdagradLinearModel):
       class_weight: None, ``"balanced"`` or ``{class: weight}``, multiplying sample weights.
       early_stopping: hold out ``validation_fraction`` of `fit`'s data and stop when its
         accuracy has not improved by ``tol`` for ``n_iter_no_change`` passes.
+
+    Example:
+        >>> from adagrad.linear import AdagradClassifier
+        >>> X = [[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]]
+        >>> model = AdagradClassifier(random_state=0).fit(X, ["a", "a", "b", "b"])
+        >>> model.predict([[1.0, 0.0], [0.0, 1.0]]).tolist()
+        ['a', 'b']
     """
 
     _FITTED = (*_AdagradLinearModel._FITTED, "classes_")
@@ -295,6 +302,14 @@ class AdagradRegressor(RegressorMixin, _AdagradLinearModel):
       loss: ``"squared_error"`` or ``"huber"`` (``epsilon``: where it turns linear, in
         standard deviations of the target).
       The others as `AdagradClassifier`; ``early_stopping`` watches R².
+
+    Example:
+        >>> import numpy as np
+        >>> from adagrad.linear import AdagradRegressor
+        >>> X = np.random.default_rng(0).normal(size=(200, 2))
+        >>> model = AdagradRegressor(random_state=0, epochs=20).fit(X, X @ [2.0, -1.0])
+        >>> np.round(model.coef_, 1).tolist()
+        [2.0, -1.0]
     """
 
     _numeric_target = True

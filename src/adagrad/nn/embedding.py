@@ -101,7 +101,7 @@ class _UpdateInBackward:
 
     def _catch_up(self, input: Tensor) -> None:
         """Bring the rows about to be read up to date on their pending lazy decay, so that
-        the forward reads what the dense algorithm would (ALGORITHMS.md §2). A training
+        the forward reads what the dense algorithm would (:ref:`algo-sparse`). A training
         lookup with a process group catches up every rank's ids, so that the replicas
         stay identical."""
         if self._optimizer is None:
@@ -204,7 +204,18 @@ def _as_coo(rows: SparseGrad, weight: Tensor) -> Tensor:
 
 class Embedding(_UpdateInBackward, nn.Embedding):
     """`torch.nn.Embedding` whose update can run inside backward (see the module
-    docstring and `update_in_backward`)."""
+    docstring and `update_in_backward`).
+
+    Example:
+        >>> import torch, adagrad, adagrad.nn
+        >>> table = adagrad.nn.Embedding(10, 4)
+        >>> optimizer = adagrad.Adagrad(table.parameters(), lr=0.1)
+        >>> table.update_in_backward(optimizer)   # returns the table
+        Embedding(10, 4)
+        >>> table(torch.tensor([1, 1, 3])).sum().backward()   # rows 1 and 3 step here
+        >>> table.weight.grad is None, int(optimizer.state[table.weight]["step"])
+        (True, 1)
+    """
 
     def forward(self, input: Tensor) -> Tensor:
         self._catch_up(input)
@@ -217,7 +228,19 @@ class EmbeddingBag(_UpdateInBackward, nn.EmbeddingBag):
     """`torch.nn.EmbeddingBag` whose update can run inside backward (see the module
     docstring and `update_in_backward`). Modes ``"sum"`` and ``"mean"`` (with
     ``per_sample_weights``, ``padding_idx``, ``include_last_offset``) take the fused
-    backward; ``"max"`` updates from torch's gradient."""
+    backward; ``"max"`` updates from torch's gradient.
+
+    Example:
+        >>> import torch, adagrad, adagrad.nn
+        >>> table = adagrad.nn.EmbeddingBag(100, 8, mode="sum")
+        >>> optimizer = adagrad.RowWiseAdagrad(table.parameters(), lr=0.1)
+        >>> table.update_in_backward(optimizer)   # returns the table
+        EmbeddingBag(100, 8, mode='sum')
+        >>> ids, offsets = torch.tensor([3, 14, 15, 92, 65]), torch.tensor([0, 2])
+        >>> table(ids, offsets).sum().backward()   # the touched rows step here
+        >>> int(optimizer.state[table.weight]["sum"].count_nonzero())
+        5
+    """
 
     def forward(self, input: Tensor, offsets: Tensor | None = None,
                 per_sample_weights: Tensor | None = None) -> Tensor:

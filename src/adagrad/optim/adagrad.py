@@ -1,5 +1,5 @@
 """`Adagrad`: a drop-in for `torch.optim.Adagrad`, exact, with the conventions users port
-from and sparse updates done right (ALGORITHMS.md §1-2)."""
+from and sparse updates done right (:ref:`algo-adagrad`, :ref:`algo-sparse`)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ SPARSE_WEIGHT_DECAY_MODES = (None, "lazy", "touched")
 
 @dataclass(frozen=True)
 class LazyDecay:
-    """Where one lazily applied decay (ALGORITHMS.md §2) keeps its clocks in the state:
+    """Where one lazily applied decay (:ref:`algo-sparse`) keeps its clocks in the state:
     ``clock`` the tensor's running log-product of factors (0-d), ``snapshots`` each row's
     value of it when the row was last brought up to date (``(rows,)``), both float64."""
 
@@ -64,16 +64,16 @@ class Adagrad(AdagradFamily):
     sum of squared gradients.
 
     With only `torch.optim.Adagrad`'s arguments it is that optimizer: same defaults, same
-    ``state_dict`` (state ``step`` and ``sum``), same results. The update (ALGORITHMS.md §1)::
+    ``state_dict`` (state ``step`` and ``sum``), same results. The update (:ref:`algo-adagrad`)::
 
         t ← t + 1;  lr_t = lr / (1 + (t-1)·lr_decay)
         g ← g + wd·θ                      (or θ ← θ·(1 - lr_t·wd) if decoupled_weight_decay)
         G ← ρ·G + g²
         θ ← θ - lr_t·g / (sqrt(G) + ε)    (eps_placement="outside", torch)
-        θ ← θ - lr_t·g / sqrt(G + ε)      (eps_placement="inside", the founding formula)
+        θ ← θ - lr_t·g / sqrt(G + ε)      (eps_placement="inside", the textbook formula)
 
     Sparse gradients (``nn.Embedding(sparse=True)``) take a deduplicating row update
-    (ALGORITHMS.md §2), equal to the dense update with zero rows.
+    (:ref:`algo-sparse`), equal to the dense update with zero rows.
 
     Args:
       params: parameters or parameter groups; every keyword below may be set per group.
@@ -86,7 +86,7 @@ class Adagrad(AdagradFamily):
       maximize: ascend the objective. Default False.
       differentiable: let autograd through the step (torch ops, slower). Default False.
       eps_placement: ``"outside"`` (torch, TensorFlow, FBGEMM) or ``"inside"`` the square
-        root (optax, Keras, the founding formula). Default: the convention's ("outside").
+        root (optax, Keras, the textbook formula). Default: the convention's ("outside").
       decoupled_weight_decay: ``θ ← θ·(1 - lr_t·wd)`` instead of L2 added to ``g``.
         Default: the convention's (False).
       accumulator_decay: ρ in ``G ← ρ·G + g²``, in (0, 1]; below 1 the step no longer
@@ -101,6 +101,18 @@ class Adagrad(AdagradFamily):
         caught up per row when next touched and by `flush()`; equals dense decoupled
         decay) or ``"touched"`` (L2 on the touched rows only, as TensorFlow, Keras and
         FBGEMM). Default None: sparse gradients with weight_decay raise, as in torch.
+
+    Example:
+        The first step moves each coordinate by about ``lr`` against its gradient's sign
+        (``G = g²``, so ``g / sqrt(G) = ±1``):
+
+        >>> import torch, adagrad
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
+        >>> optimizer = adagrad.Adagrad([w], lr=0.1)
+        >>> w.grad = torch.tensor([2.0, -0.5])
+        >>> optimizer.step()
+        >>> w.data
+        tensor([0.9000, 1.1000])
     """
 
     _float64_state = (PARAM_DECAY.clock, PARAM_DECAY.snapshots, SUM_DECAY.clock,
@@ -140,7 +152,7 @@ class Adagrad(AdagradFamily):
         return {"sum": tuple(param.shape)}
 
     def reset_state(self) -> None:
-        """Put every accumulator back to its initial value (the founding document's
+        """Put every accumulator back to its initial value (the textbook remedy,
         remedy for the ever-shrinking step). Step counts and parameters are kept."""
         for param, group in self._params_with_groups():
             state = self.state.get(param)
@@ -185,7 +197,7 @@ class Adagrad(AdagradFamily):
 
     def _check_saved_state(self, label: str, param: Tensor, saved: dict[str, Any]) -> None:
         """The lazy-decay clocks: both of a pair or neither, a finite 0-d clock and one
-        snapshot per row of the table the parameter is seen as (ALGORITHMS.md §2)."""
+        snapshot per row of the table the parameter is seen as (:ref:`algo-sparse`)."""
         table_rows = {math.prod(param.shape[:d]) for d in range(1, param.dim() + 1)}
         for decay in (PARAM_DECAY, SUM_DECAY):
             present = [key in saved for key in (decay.clock, decay.snapshots)]
@@ -266,7 +278,7 @@ class Adagrad(AdagradFamily):
     @staticmethod
     def _advance_clocks(state: dict[str, Tensor], group: dict[str, Any], lr_t: float,
                         rows: int, device: torch.device) -> RowClocks:
-        """This step's lazy-decay clocks (ALGORITHMS.md §2), not yet stored (the step does
+        """This step's lazy-decay clocks (:ref:`algo-sparse`), not yet stored (the step does
         that once its kernel has run); each pair is created on first need (a factor
         other than 1)."""
         weight_decay = group["weight_decay"] if group["sparse_weight_decay"] == "lazy" else 0.0

@@ -65,7 +65,7 @@ def sparse_text_vs_sgd(datasets: list[DatasetResult]) -> Claim:
                      f"(p = {fmt(test.p_greater)})")
     return claim("sparse-text-vs-sgd",
                  "On sparse text Adagrad does well: with each optimizer's learning rate tuned on "
-                 "the validation split, Adagrad's (founding formula, sparse gradients) mean test "
+                 "the validation split, Adagrad's (textbook formula, sparse gradients) mean test "
                  "accuracy is significantly above SGD's on every text dataset.",
                  all_of(verdicts), evidence, notes, "no text dataset with both SGD and Adagrad",
                  comparative=True, test=WELCH)
@@ -201,7 +201,7 @@ def adam_versatile(datasets: list[DatasetResult]) -> Claim:
 
 _ADAM_TEXT = ("Adam generally works better than Adagrad and RMSprop: ranking every optimizer "
               "that ran on all datasets by mean test metric, Adam's mean rank is better than "
-              "Adagrad's (founding formula) and RMSprop's in at least 95 % of bootstrap "
+              "Adagrad's (textbook formula) and RMSprop's in at least 95 % of bootstrap "
               "resamples of the seeds.")
 
 

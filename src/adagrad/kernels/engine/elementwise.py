@@ -1,6 +1,6 @@
 """Per-coordinate pieces shared by the numba CPU kernels.
 
-`adagrad_coordinate` is ALGORITHMS.md §1 on one coordinate; the `load_*`/`store_*` pairs
+`adagrad_coordinate` is :ref:`algo-adagrad` on one coordinate; the `load_*`/`store_*` pairs
 let one kernel body serve float32/float64 parameters and bfloat16 parameters (held as raw
 16-bit words, since numba has no bfloat16 type), with arithmetic in float32.
 """
@@ -57,7 +57,7 @@ def rule_tuple(rule: StepRule, scalar) -> tuple:
 
 @numba.njit(inline="always", error_model="numpy")
 def adagrad_coordinate(p, g, s, rule):
-    """§1 on one coordinate; returns the new (θ, G). ``rule`` is a `rule_tuple`.
+    """:ref:`algo-adagrad` on one coordinate; returns the new (θ, G). ``rule`` is a `rule_tuple`.
 
     Scalars come in the accumulator's dtype, so float32 arithmetic stays float32.
     """

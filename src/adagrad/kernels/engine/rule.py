@@ -1,5 +1,6 @@
 """The hyperparameters of one step on one tensor, as every kernel receives them: `StepRule`
-(Adagrad, §1), `ProximalRule` (§4), `DualAveragingRule` (§5)."""
+(Adagrad, :ref:`algo-adagrad`), `ProximalRule` (:ref:`algo-proximal`), `DualAveragingRule`
+(:ref:`algo-dual-averaging`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class StepRule:
-    """One step of ALGORITHMS.md §1 on one tensor, with the learning rate already decayed.
+    """One step of :ref:`algo-adagrad` on one tensor, with the learning rate already decayed.
 
     Per coordinate, in this order::
 
@@ -23,7 +24,7 @@ class StepRule:
     Attributes:
       lr: the step's learning rate ``lr_t = lr / (1 + (t-1)·lr_decay)``.
       eps: the ε of the denominator.
-      eps_inside: ε inside the square root (the founding formula, optax, Keras).
+      eps_inside: ε inside the square root (the textbook formula, optax, Keras).
       maximize: ascend instead of descend.
       weight_decay: the decay coefficient ``wd``.
       decoupled: decoupled decay (AdamW/Keras style) instead of L2 added to the gradient.
@@ -75,7 +76,7 @@ class AdagradGroupRule:
 
 @dataclass(frozen=True)
 class FtrlRule:
-    """One FTRL-Proximal step (ALGORITHMS.md §6) on one tensor, per coordinate::
+    """One FTRL-Proximal step (:ref:`algo-ftrl`) on one tensor, per coordinate::
 
         σ = (sqrt(n + g²) - sqrt(n)) / lr ;  z ← z + g - σ·θ ;  n ← n + g²
         θ ← 0                                            if |z| ≤ l1
@@ -96,7 +97,7 @@ class FtrlRule:
 
 @dataclass(frozen=True)
 class ProximalRule:
-    """One step of ALGORITHMS.md §4 (proximal Adagrad) on one tensor, the learning rate
+    """One step of :ref:`algo-proximal` (proximal Adagrad) on one tensor, the learning rate
     already decayed. Per coordinate::
 
         g ← -g                               if maximize
@@ -126,7 +127,7 @@ class ProximalRule:
 
 @dataclass(frozen=True)
 class DualAveragingRule:
-    """One step ``T`` of ALGORITHMS.md §5 (Adagrad with dual averaging) on one tensor.
+    """One step ``T`` of :ref:`algo-dual-averaging` (Adagrad with dual averaging) on one tensor.
     Per coordinate::
 
         g ← -g                               if maximize

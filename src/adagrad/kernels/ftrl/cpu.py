@@ -1,6 +1,6 @@
 """FTRL-Proximal on the CPU: one numba pass over θ, g, z and n, no temporaries.
 
-Implements `FtrlRule` (ALGORITHMS.md §6) for contiguous float32/float64/bfloat16
+Implements `FtrlRule` (:ref:`algo-ftrl`) for contiguous float32/float64/bfloat16
 parameters with float32 or float64 accumulators (z and n of one dtype, the compute type).
 Dense: each element is read once and written once; large tensors are split over the
 threads. Sparse: a client of the row engine of `sparse_cpu` (duplicates summed, each
@@ -50,7 +50,7 @@ def ftrl_tuple(rule: FtrlRule, scalar) -> tuple:
 
 @numba.njit(inline="always", error_model="numpy")
 def ftrl_coordinate(p, g, z, n, rule):
-    """§6 on one coordinate; returns the new (θ, z, n). ``rule`` is an `ftrl_tuple`.
+    """:ref:`algo-ftrl` on one coordinate; returns the new (θ, z, n). ``rule`` is an `ftrl_tuple`.
 
     Every argument comes in the accumulators' dtype (the callers cast θ and g), so
     float32 arithmetic stays float32: mixed with a float64 θ, sqrt(n) would be a float32
@@ -117,7 +117,7 @@ def supports(param: Tensor, grad: Tensor, z: Tensor, n: Tensor) -> bool:
 
 
 def dense_ftrl_(param: Tensor, grad: Tensor, z: Tensor, n: Tensor, rule: FtrlRule) -> None:
-    """One dense FTRL step (ALGORITHMS.md §6), in place; see `supports` for the inputs."""
+    """One dense FTRL step (:ref:`algo-ftrl`), in place; see `supports` for the inputs."""
     parallel = param.numel() >= PARALLEL_MIN_ELEMENTS
     if parallel:
         start_thread_pool()
@@ -131,7 +131,7 @@ def dense_ftrl_(param: Tensor, grad: Tensor, z: Tensor, n: Tensor, rule: FtrlRul
 
 @numba.njit(inline="always", error_model="numpy")
 def _ftrl_row(tables, row, grad_row, factor, coefficients, load, store):
-    """§6 on one touched row with its summed gradient ``grad_row[d]·factor``; ``tables``
+    """:ref:`algo-ftrl` on one touched row with its summed gradient ``grad_row[d]·factor``; ``tables``
     is ``(param, z, n)``, ``coefficients`` ``(ftrl_tuple,)`` (indexed, not unpacked: see
     `sparse_cpu`)."""
     param = tables[0]
@@ -200,7 +200,7 @@ def supports_rows(param: Tensor, z: Tensor, n: Tensor, values: Tensor) -> bool:
 def sparse_ftrl_(param: Tensor, z: Tensor, n: Tensor, indices: Tensor, values: Tensor,
                  rule: FtrlRule, value_of: Tensor | None = None,
                  scale: Tensor | None = None) -> None:
-    """One sparse FTRL step (ALGORITHMS.md §2, §6) on a ``(rows, D)`` table, in place;
+    """One sparse FTRL step (:ref:`algo-sparse`, :ref:`algo-ftrl`) on a ``(rows, D)`` table, in place;
     see `supports_rows` for the inputs. Same contract as
     `adagrad.kernels.ftrl_portable.sparse_ftrl_`, except that indices are validated here,
     before anything is written (IndexError)."""
