@@ -31,6 +31,7 @@ from adagrad.kernels.engine.elementwise import (
     as_numpy,
     load_bf16,
     load_float,
+    prefetch_entry,
     prefetch_row,
     rule_tuple,
     scalar_type,
@@ -176,7 +177,7 @@ def _sparse_row(tables, row, grad_row, factor, coefficients, load, store):
 @numba.njit(inline="always", error_model="numpy")
 def _sparse_prefetch(tables, row):
     prefetch_row(tables[0], row)
-    prefetch_row(tables[1].reshape((tables[1].size, 1)), row)
+    prefetch_entry(tables[1], row)
 
 
 @numba.njit(cache=True, error_model="numpy")
