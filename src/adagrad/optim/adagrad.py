@@ -13,7 +13,7 @@ from torch.optim.optimizer import ParamsT
 
 from adagrad import kernels
 from adagrad.kernels import RowClocks, StepRule
-from adagrad.kernels.engine.rule import AdagradGroupRule
+from adagrad.kernels.engine.rule import AdagradGroupRule, decayed_step_rule
 from adagrad.kernels.engine import cuda_dispatch
 from adagrad.kernels.adagrad import torch_ops as portable
 from adagrad.kernels.engine.clocks import clock_device
@@ -321,4 +321,7 @@ def group_rule(group: dict[str, Any]) -> AdagradGroupRule:
 
 
 def _step_rule(group: dict[str, Any], lr: float, step: float) -> StepRule:
-    return group_rule(group).at(lr, step)
+    return decayed_step_rule(lr, step, group["lr_decay"], group["eps"],
+                             group["eps_placement"] == "inside", group["maximize"],
+                             group["weight_decay"], bool(group["decoupled_weight_decay"]),
+                             group["accumulator_decay"])

@@ -68,10 +68,19 @@ class AdagradGroupRule:
     def at(self, lr: float, step: float) -> StepRule:
         """The rule of step ``step`` (1-based) for the learning rate ``lr`` (a host float:
         the group's, or 1.0 where a device ``lr`` multiplies the decay factor)."""
-        return StepRule(lr=lr / (1 + (step - 1) * self.lr_decay), eps=self.eps,
-                        eps_inside=self.eps_inside, maximize=self.maximize,
-                        weight_decay=self.weight_decay, decoupled=self.decoupled,
-                        accumulator_decay=self.accumulator_decay)
+        return decayed_step_rule(lr, step, self.lr_decay, self.eps, self.eps_inside,
+                                 self.maximize, self.weight_decay, self.decoupled,
+                                 self.accumulator_decay)
+
+
+def decayed_step_rule(lr: float, step: float, lr_decay: float, eps: float, eps_inside: bool,
+                      maximize: bool, weight_decay: float, decoupled: bool,
+                      accumulator_decay: float) -> StepRule:
+    """Adagrad's `StepRule` of step ``step`` (1-based): the learning rate decayed to
+    ``lr / (1 + (step-1)·lr_decay)``, the other fields as given."""
+    return StepRule(lr=lr / (1 + (step - 1) * lr_decay), eps=eps, eps_inside=eps_inside,
+                    maximize=maximize, weight_decay=weight_decay, decoupled=decoupled,
+                    accumulator_decay=accumulator_decay)
 
 
 @dataclass(frozen=True)
