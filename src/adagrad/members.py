@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+__all__ = ["Member", "MEMBERS", "BY_NAME", "BY_KEY", "of", "names", "keys"]
+
 
 @dataclass(frozen=True)
 class Member:
@@ -70,6 +72,7 @@ def _frozen(**defaults: Any) -> MappingProxyType:
     return MappingProxyType(defaults)
 
 
+#: Every member, in the order the package lists them.
 MEMBERS: tuple[Member, ...] = (
     Member("Adagrad", "adagrad", "adagrad.optim.adagrad", "adagrad.kernels.adagrad",
            ("cpu", "torch_ops", "foreach", "triton", "triton_sparse"),
@@ -99,7 +102,9 @@ MEMBERS: tuple[Member, ...] = (
            lr_free=True),
 )
 
+#: Each member by its class name (``"FTRL"``).
 BY_NAME = MappingProxyType({member.name: member for member in MEMBERS})
+#: Each member by its snake-case key (``"ftrl"``).
 BY_KEY = MappingProxyType({member.key: member for member in MEMBERS})
 
 
