@@ -172,3 +172,26 @@ def test_old_flat_kernel_modules_resolve_with_a_deprecation_warning():
     assert ftrl_portable is torch_ops
     with pytest.raises(AttributeError, match="no_such_module"):
         kernels.no_such_module
+
+
+def test_member_triton_kernels_are_found_by_name_in_their_packages():
+    """The dispatch's index (`kernels.engine.triton_members`, also the deprecated
+    ``adagrad.kernels.triton_members``) holds no kernel: each name is the function in its
+    member's own ``triton`` module, for exactly the members written out here."""
+    pytest.importorskip("triton")
+    from adagrad.kernels.engine import triton_members
+
+    with_triton = ["adagrad", "proximal_adagrad", "adagrad_da", "ftrl"]
+    assert [m.key for m in members.MEMBERS if "triton" in m.paths] == with_triton
+    for package in ("proximal", "dual_averaging", "ftrl"):
+        module = importlib.import_module(f"adagrad.kernels.{package}.triton")
+        name = f"dense_{package}_"
+        assert getattr(triton_members, name) is getattr(module, name)
+    for missing in ("dense_norm_", "dense_rowwise_", "_proximal", "BLOCKS"):
+        with pytest.raises(AttributeError, match=missing):
+            getattr(triton_members, missing)
+    with pytest.warns(DeprecationWarning):
+        import adagrad.kernels as kernels
+
+        old = kernels.triton_members
+    assert old.dense_ftrl_ is importlib.import_module("adagrad.kernels.ftrl.triton").dense_ftrl_
