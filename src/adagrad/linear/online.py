@@ -21,9 +21,9 @@ import numba
 import numpy as np
 
 from adagrad import members as family
-from adagrad.kernels.engine.elementwise import adagrad_coordinate
-from adagrad.kernels.ftrl.cpu import ftrl_coordinate
-from adagrad.kernels.proximal.cpu import proximal_coordinate
+from adagrad.kernels.adagrad.coordinate import adagrad_coordinate
+from adagrad.kernels.ftrl.coordinate import ftrl_coordinate
+from adagrad.kernels.proximal.coordinate import proximal_coordinate
 from adagrad.linear.losses import slopes
 from adagrad.linear.members import online_rules, online_state
 
