@@ -56,7 +56,8 @@ napoleon_numpy_docstring = False
 napoleon_use_rtype = False
 
 #: the public modules whose ``__all__`` gets an API page (docs/_ext/api_pages.py)
-api_modules = ["adagrad", "adagrad.optim", "adagrad.nn", "adagrad.linear", "adagrad.distributed"]
+api_modules = ["adagrad", "adagrad.optim", "adagrad.nn", "adagrad.linear", "adagrad.distributed",
+              "adagrad.members"]
 
 # -- links to other projects' documentation ------------------------------------------------
 # The build machines reach no documentation site, so the inventories are shipped: each

@@ -18,7 +18,8 @@ sys.path.insert(0, str(DOCS / "_ext"))
 
 import api_pages  # noqa: E402
 
-MODULES = ["adagrad", "adagrad.optim", "adagrad.nn", "adagrad.linear", "adagrad.distributed"]
+MODULES = ["adagrad", "adagrad.optim", "adagrad.nn", "adagrad.linear", "adagrad.distributed",
+           "adagrad.members"]
 
 
 def test_conf_documents_the_public_modules():

@@ -95,6 +95,39 @@ def test_shard_error_names_the_shardable_members():
     assert f"(use {', '.join(SHARDABLE)})" in str(error.value)
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_shard_check_follows_the_description(name):
+    """`_local_shard` refuses exactly the members written out as not shardable, and a
+    subclass of a member is that member."""
+    from adagrad.optim import sharding as shards
+
+    local = torch.ones(4, 2)
+
+    class FakeDTensor:
+        shape = (4, 2)
+        placements = ()
+        grad = None
+
+        def to_local(self):
+            return local
+
+    cls = getattr(adagrad, name)
+    subclass = type(f"My{name}", (cls,), {})
+    assert members.of(subclass) is members.BY_NAME[name]
+    for optimizer in (cls([torch.nn.Parameter(torch.ones(4, 2))]),
+                      subclass([torch.nn.Parameter(torch.ones(4, 2))])):
+        if name in SHARDABLE:
+            assert shards._local_shard(optimizer, FakeDTensor()) is not local  # detached
+        else:
+            with pytest.raises(NotImplementedError, match="cannot step a sharded"):
+                shards._local_shard(optimizer, FakeDTensor())
+
+
+def test_a_class_outside_the_family_is_no_member():
+    assert members.of(torch.optim.Adagrad) is None
+    assert members.of(type("Adagrad", (), {})) is None  # same name, another module
+
+
 @pytest.mark.parametrize("member", members.MEMBERS, ids=lambda m: m.name)
 def test_description_matches_the_member(member):
     cls = member.load()
@@ -104,7 +137,7 @@ def test_description_matches_the_member(member):
     group = cls([param]).param_groups[0]
     for name, value in member.defaults.items():  # the defaults, as a group holds them
         assert group[name] == value, name
-    assert cls._shardable is member.shardable
+    assert members.of(cls) is member
     for path in member.paths:
         if "triton" in path and importlib.util.find_spec("triton") is None:
             continue
@@ -139,3 +172,26 @@ def test_old_flat_kernel_modules_resolve_with_a_deprecation_warning():
     assert ftrl_portable is torch_ops
     with pytest.raises(AttributeError, match="no_such_module"):
         kernels.no_such_module
+
+
+def test_member_triton_kernels_are_found_by_name_in_their_packages():
+    """The dispatch's index (`kernels.engine.triton_members`, also the deprecated
+    ``adagrad.kernels.triton_members``) holds no kernel: each name is the function in its
+    member's own ``triton`` module, for exactly the members written out here."""
+    pytest.importorskip("triton")
+    from adagrad.kernels.engine import triton_members
+
+    with_triton = ["adagrad", "proximal_adagrad", "adagrad_da", "ftrl"]
+    assert [m.key for m in members.MEMBERS if "triton" in m.paths] == with_triton
+    for package in ("proximal", "dual_averaging", "ftrl"):
+        module = importlib.import_module(f"adagrad.kernels.{package}.triton")
+        name = f"dense_{package}_"
+        assert getattr(triton_members, name) is getattr(module, name)
+    for missing in ("dense_norm_", "dense_rowwise_", "_proximal", "BLOCKS"):
+        with pytest.raises(AttributeError, match=missing):
+            getattr(triton_members, missing)
+    with pytest.warns(DeprecationWarning):
+        import adagrad.kernels as kernels
+
+        old = kernels.triton_members
+    assert old.dense_ftrl_ is importlib.import_module("adagrad.kernels.ftrl.triton").dense_ftrl_

@@ -1,4 +1,4 @@
-"""The family members' dense Triton kernels (issue 13; `triton_members`) in Triton's
+"""The family members' dense Triton kernels (issue 13; each in ``kernels/<member>/triton.py``) in Triton's
 interpreter against the float64 reference, and their dispatch on CPU tensors seen as
 CUDA ones: proximal Adagrad (:ref:`algo-proximal`), dual averaging
 (:ref:`algo-dual-averaging`), FTRL (:ref:`algo-ftrl`), and row-wise Adagrad's 1-D tensors (the Adagrad kernel)."""
@@ -14,10 +14,13 @@ from triton_support import ATOL, KERNEL_DTYPES, RTOL, Recorder, fake_cuda
 import adagrad
 from adagrad import reference as ref
 from adagrad.kernels.adagrad import triton as triton_dense
-from adagrad.kernels.engine import triton_members
+from adagrad.kernels.dual_averaging import triton as triton_dual_averaging
 from adagrad.kernels.engine.rule import DualAveragingRule, FtrlRule, ProximalRule
+from adagrad.kernels.engine.triton_launch import BLOCK
+from adagrad.kernels.ftrl import triton as triton_ftrl
+from adagrad.kernels.proximal import triton as triton_proximal
 
-SHAPES = [(0,), (1,), (3, 5), (triton_members.BLOCK + 1,)]
+SHAPES = [(0,), (1,), (3, 5), (BLOCK + 1,)]
 # the interpreter computes masked-off lanes too (from zeros): numpy warns of their 0/0
 # float32 in the default suite, the half dtypes in the slow pass
 DTYPES = [torch.float32] + [pytest.param(d, marks=pytest.mark.slow) for d in KERNEL_DTYPES[1:]]
@@ -56,7 +59,7 @@ def test_triton_proximal(dtype, maximize):
         theta, state = ref.proximal_adagrad(to64(param), to64(grad),
                                             {"step": 0, "sum": to64(sums[0])}, lr=0.1, l1=0.05,
                                             l2=0.2, eps=1e-8, maximize=maximize)
-        triton_members.dense_proximal_(param, grad, sums[0], rule)
+        triton_proximal.dense_proximal_(param, grad, sums[0], rule)
         return theta, state["sum"]
     _each_shape(dtype, 1, step)
 
@@ -71,7 +74,7 @@ def test_triton_dual_averaging(dtype, l1):
         theta, state = ref.adagrad_da(to64(param), to64(grad),
                                       {"step": 3, "sum": to64(G), "grad_sum": to64(z)},
                                       lr=0.1, l1=l1, l2=0.1, maximize=l1 > 0)
-        triton_members.dense_dual_averaging_(param, grad, z, G, rule)
+        triton_dual_averaging.dense_dual_averaging_(param, grad, z, G, rule)
         return theta, state["grad_sum"], state["sum"]
     _each_shape(dtype, 2, step)
 
@@ -86,7 +89,7 @@ def test_triton_ftrl(dtype, l1):
         theta, state = ref.ftrl(to64(param), to64(grad),
                                 {"step": 0, "z": to64(z), "n": to64(n)}, lr=0.1, beta=1.0,
                                 l1=l1, l2=0.1)
-        triton_members.dense_ftrl_(param, grad, z, n, rule)
+        triton_ftrl.dense_ftrl_(param, grad, z, n, rule)
         return theta, state["z"], state["n"]
     _each_shape(dtype, 2, step)
 
@@ -106,12 +109,13 @@ def test_triton_members_dispatch_on_cuda(monkeypatch, member, options, kernel):
     the CPU kernels (themselves held to the reference by the members' own tests) after
     three steps."""
     recorder = Recorder(monkeypatch)
-    for name in ("dense_proximal_", "dense_dual_averaging_", "dense_ftrl_"):
-        recorder.watch(triton_members, name, name[len("dense_"):-1])
+    for module in (triton_proximal, triton_dual_averaging, triton_ftrl):
+        name = module.__name__.split(".")[-2]  # the member's package
+        recorder.watch(module, f"dense_{name}_", name)
     recorder.watch(triton_dense, "dense_adagrad_", "adagrad")
     gen = torch.Generator().manual_seed(0)
     start = [torch.randn(s, generator=gen).to(dt) for s, dt in
-             [((7,), torch.float32), ((triton_members.BLOCK + 3,), torch.float32),
+             [((7,), torch.float32), ((BLOCK + 3,), torch.float32),
               ((5,), torch.bfloat16)]]
     grads = [[torch.randn(p.shape, generator=gen).to(p.dtype) for p in start]
              for _ in range(3)]

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+__all__ = ["Member", "MEMBERS", "BY_NAME", "BY_KEY", "of", "names", "keys"]
+
 
 @dataclass(frozen=True)
 class Member:
@@ -36,7 +38,9 @@ class Member:
       fused_layers: `adagrad.nn`'s layers can run its update in backward.
       l1: has a proximal L1 step (``l1`` / ``l2`` in its own rule).
       online: the estimators' one-example-a-step kernel (`adagrad.linear.online`) runs it.
-      shardable: a step of a DTensor's local shard alone is the step of the whole.
+      shardable: a step of a DTensor's local shard alone is the step of the whole (its
+        state is elementwise or per row); `adagrad.optim.sharding` reads it here, the one
+        place it is said.
       lr_free: ``lr`` is a multiplier of a step size the member finds itself (its default,
         not a tuned rate, is the place to start).
     """
@@ -68,6 +72,7 @@ def _frozen(**defaults: Any) -> MappingProxyType:
     return MappingProxyType(defaults)
 
 
+#: Every member, in the order the package lists them.
 MEMBERS: tuple[Member, ...] = (
     Member("Adagrad", "adagrad", "adagrad.optim.adagrad", "adagrad.kernels.adagrad",
            ("cpu", "torch_ops", "foreach", "triton", "triton_sparse"),
@@ -76,26 +81,41 @@ MEMBERS: tuple[Member, ...] = (
            "adagrad.kernels.rowwise", ("cpu", "torch_ops"),
            _frozen(lr=1e-2, eps=1e-10, initial_accumulator_value=0.0)),
     Member("ProximalAdagrad", "proximal_adagrad", "adagrad.optim.proximal",
-           "adagrad.kernels.proximal", ("cpu", "torch_ops"),
+           "adagrad.kernels.proximal", ("cpu", "torch_ops", "triton"),
            _frozen(lr=1e-2, eps=0.0, initial_accumulator_value=0.1), l1=True, online=True),
     Member("AdagradDA", "adagrad_da", "adagrad.optim.dual_averaging",
-           "adagrad.kernels.dual_averaging", ("cpu", "torch_ops"),
+           "adagrad.kernels.dual_averaging", ("cpu", "torch_ops", "triton"),
            _frozen(lr=1e-2, initial_accumulator_value=0.1), l1=True),
-    Member("FTRL", "ftrl", "adagrad.optim.ftrl", "adagrad.kernels.ftrl", ("cpu", "torch_ops"),
+    Member("FTRL", "ftrl", "adagrad.optim.ftrl", "adagrad.kernels.ftrl", ("cpu", "torch_ops", "triton"),
            _frozen(lr=1e-2, beta=1.0, initial_accumulator_value=0.0), l1=True, online=True),
+    # Not shardable: ||g||² is over the whole parameter.
     Member("AdagradNorm", "adagrad_norm", "adagrad.optim.norm", "adagrad.kernels.norm",
            ("cpu", "torch_ops"), _frozen(lr=1e-2, eps=1e-10, initial_accumulator_value=0.0),
            shardable=False),
+    # Not shardable: a block spans rows of several shards.
     Member("FullMatrixAdagrad", "full_matrix_adagrad", "adagrad.optim.full_matrix",
            "adagrad.kernels.full_matrix", ("torch_ops",), _frozen(lr=1e-2, eps=1e-6),
            sparse_rows=False, fused_layers=False, shardable=False),
+    # Not shardable: the distance sums run over every coordinate of a tensor or group.
     Member("DoGAdagrad", "dog_adagrad", "adagrad.optim.dog", "adagrad.kernels.dog",
            ("cpu", "torch_ops"), _frozen(lr=1.0, reps_rel=1e-4, eps=1e-8), shardable=False,
            lr_free=True),
 )
 
+#: Each member by its class name (``"FTRL"``).
 BY_NAME = MappingProxyType({member.name: member for member in MEMBERS})
+#: Each member by its snake-case key (``"ftrl"``).
 BY_KEY = MappingProxyType({member.key: member for member in MEMBERS})
+
+
+def of(cls: type) -> Member | None:
+    """The member ``cls`` is or derives from (the nearest in its method resolution order),
+    or None for a class outside the family."""
+    for base in cls.__mro__:
+        member = BY_NAME.get(base.__name__)
+        if member is not None and base.__module__ == member.module:
+            return member
+    return None
 
 
 def names(**wanted: bool) -> tuple[str, ...]:

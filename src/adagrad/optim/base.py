@@ -137,9 +137,6 @@ class AdagradFamily(torch.optim.Optimizer):
     #: keys of `_state_shapes` that may hold negative values (a sum of gradients, not of
     #: squares); a checkpoint's other accumulators must be >= 0.
     _signed_state: tuple[str, ...] = ()
-    #: whether a step of each shard of a parameter alone is the step of the whole (state
-    #: elementwise or per row), so that DTensor parameters step on their local shards.
-    _shardable: bool = True
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

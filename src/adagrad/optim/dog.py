@@ -103,7 +103,6 @@ class DoGAdagrad(AdagradFamily):
         True
     """
 
-    _shardable = False  # the distance sums run over every coordinate of a tensor or group
     _accumulators = ("sum", "initial")
     _signed_state = ("initial",)
     _float64_state = (DISTANCE, MOVED, WEIGHT)

@@ -96,7 +96,6 @@ class FullMatrixAdagrad(AdagradFamily):
     _accumulators = ()
     _float64_state = ("sum", "h_inverse")
     _checkpoint_group_keys = ("lr", "eps", "block_size", "precondition_every")
-    _shardable = False  # a block spans rows of several shards
 
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-2, eps: float = 1e-6,
                  block_size: int | None = None, precondition_every: int = 1) -> None:

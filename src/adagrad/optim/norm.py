@@ -95,7 +95,6 @@ class AdagradNorm(AdagradFamily):
     """
 
     _checkpoint_group_keys = ("lr", "eps", "initial_accumulator_value", "scope")
-    _shardable = False  # ||g||² is over the whole parameter
 
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-2,
                  initial_accumulator_value: float = 0.0, eps: float = 1e-10,

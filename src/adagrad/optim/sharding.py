@@ -56,7 +56,9 @@ def _local_shard(optimizer: AdagradFamily, param: Tensor) -> Tensor:
     Raises NotImplementedError, before anything is written, if a step of the shard alone
     is not the step of the whole."""
     name = type(optimizer).__name__
-    if not optimizer._shardable:
+    member = members.of(type(optimizer))
+    # A class outside the family keeps the base's contract (state elementwise or per row).
+    if member is not None and not member.shardable:
         raise NotImplementedError(
             f"{name} cannot step a sharded (DTensor) parameter of shape "
             f"{tuple(param.shape)}: its state spans the whole parameter, which the shards do "

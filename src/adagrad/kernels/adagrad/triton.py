@@ -27,17 +27,17 @@ import triton.language as tl
 from torch import Tensor
 
 from adagrad.kernels.engine.rule import StepRule
+from adagrad.kernels.engine.triton_launch import WARPS
 
 #: parameter dtypes the kernel takes (the accumulator is float32).
 PARAM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 BLOCK = 4096  # elements per program: 16 per thread of 8 warps (untuned: no GPU measured yet)
-WARPS = 8
 MAX_TENSORS = 256  # tensors per launch (the block search reads this many first-block numbers)
 _TL_DTYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
 
 def supports(param: Tensor, grad: Tensor, *states: Tensor) -> bool:
-    """Whether the Triton kernels take this tensor (here and in `triton_members`):
+    """Whether the Triton kernels take this tensor (here and in the members' ``triton`` modules):
     contiguous, the gradient in the parameter's dtype (a kernel dtype), float32 state."""
     return (param.dtype in PARAM_DTYPES and grad.dtype == param.dtype
             and all(s.dtype == torch.float32 and s.is_contiguous() for s in states)

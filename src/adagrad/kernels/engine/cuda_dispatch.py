@@ -12,7 +12,8 @@ dtypes and step count, and each batch takes the first path that fits:
 
 Sparse row updates on CUDA take `triton_sparse` where Triton is installed and the table
 fits, else the torch-ops kernel (`portable`). The family members' dense steps, one tensor
-at a time, take `triton_members` (proximal, dual averaging, FTRL) or `triton_dense`
+at a time, take their member's Triton kernel (``kernels/<member>/triton.py``, found by name
+through `triton_members`: proximal, dual averaging, FTRL) or `triton_dense`
 (row-wise Adagrad's 1-D tensors) in the same cases (`member_kernel`).
 
 No path reads a device tensor on the host: step counts are host tensors (as in
