@@ -13,6 +13,7 @@ import pytest
 sklearn = pytest.importorskip("sklearn")
 import scipy.optimize  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
+from sklearn.base import clone  # noqa: E402
 from sklearn.utils.estimator_checks import check_estimator  # noqa: E402
 
 from adagrad.linear import AdagradClassifier, AdagradRegressor  # noqa: E402
@@ -104,6 +105,27 @@ def test_every_member_trains_by_name(optimizer):
     model = AdagradClassifier(optimizer=optimizer, lr=lr, batch_size=30 if full else 4,
                               epochs=5 if full else 10, random_state=0).fit(X, y)
     assert model.score(X, y) > 0.9
+
+
+@pytest.mark.parametrize("optimizer,own_lr", [
+    ("adagrad", 0.1), (None, 0.1),
+    # DoGAdagrad's lr multiplies the step size it finds itself: its own default is 1, not
+    # the tuned rate 0.1 (the minibatch engine: compiles its kernel, so in the slow pass)
+    pytest.param("dog_adagrad", 1.0, marks=pytest.mark.slow)])
+def test_lr_none_is_the_members_own_default(optimizer, own_lr):
+    X, y = sparse_problem(d=20)
+    settings = dict(optimizer=optimizer, batch_size=1 if optimizer != "dog_adagrad" else 8,
+                    epochs=2, random_state=0)
+    default = AdagradClassifier(**settings)
+    assert default.get_params()["lr"] is None
+    assert clone(default).get_params()["lr"] is None
+    default.fit(X, y)
+    assert default.get_params()["lr"] is None  # stored as given
+    given = AdagradClassifier(lr=own_lr, **settings).fit(X, y)
+    other = AdagradClassifier(lr=own_lr / 2, **settings).fit(X, y)
+    assert np.array_equal(default.coef_, given.coef_)
+    assert np.array_equal(default.intercept_, given.intercept_)
+    assert not np.array_equal(default.coef_, other.coef_)  # lr does move the weights
 
 
 def test_partial_fit_continues_where_it_stopped():

@@ -41,7 +41,7 @@ _COMMON_CONSTRAINTS = {
     "alpha": [Interval(numbers.Real, 0, None, closed="left")],
     "l1_ratio": [Interval(numbers.Real, 0, 1, closed="both")],
     "optimizer": [StrOptions(set(MEMBERS)), None],
-    "lr": [Interval(numbers.Real, 0, None, closed="neither")],
+    "lr": [Interval(numbers.Real, 0, None, closed="neither"), None],
     "epochs": [Interval(numbers.Integral, 1, None, closed="left")],
     "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
     "random_state": ["random_state"],
@@ -127,7 +127,10 @@ class AdagradClassifier(ClassifierMixin, ClassifierTables, _AdagradLinearModel):
       l1_ratio: the share of L1 in ``"elasticnet"``.
       optimizer: a member of the family by name (`members.MEMBERS`); None picks Adagrad for
         ``"l2"`` and ProximalAdagrad where there is L1 (exact zeros).
-      lr: the learning rate.
+      lr: the learning rate; a multiplier of the step size for a learning-rate-free member
+        (DoGAdagrad). None (the default): the member's own default for a learning-rate-free
+        member (DoGAdagrad's 1, `adagrad.members`), else 0.1 (`members.default_lr`); kept
+        as None in ``get_params()``.
       epochs: passes over the data in `fit`.
       batch_size: examples a step (1: the online kernel, for the members it runs).
       random_state: seeds the order of the examples.
@@ -149,7 +152,7 @@ class AdagradClassifier(ClassifierMixin, ClassifierTables, _AdagradLinearModel):
                               "class_weight": [StrOptions({"balanced"}), dict, None]}
 
     def __init__(self, loss="log_loss", *, penalty="l2", alpha=1e-6, l1_ratio=0.15,
-                 optimizer=None, lr=0.1, epochs=10, batch_size=1, random_state=None,
+                 optimizer=None, lr=None, epochs=10, batch_size=1, random_state=None,
                  class_weight=None, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=2, tol=1e-4):
         self._keep_params(locals())
@@ -258,7 +261,7 @@ class AdagradRegressor(RegressorMixin, RegressorTables, _AdagradLinearModel):
                               "epsilon": [Interval(numbers.Real, 0, None, closed="left")]}
 
     def __init__(self, loss="squared_error", *, penalty="l2", alpha=1e-6, l1_ratio=0.15,
-                 epsilon=1.0, optimizer=None, lr=0.1, epochs=10, batch_size=1,
+                 epsilon=1.0, optimizer=None, lr=None, epochs=10, batch_size=1,
                  random_state=None, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=2, tol=1e-4):
         self._keep_params(locals())

@@ -29,6 +29,16 @@ MEMBERS = {member.key: member.name for member in family.MEMBERS}
 L1_MEMBERS = family.keys(l1=True)
 ONLINE_MEMBERS = family.keys(online=True)
 DENSE_ONLY_MEMBERS = family.keys(sparse_rows=False)
+#: The learning rate of the estimators and `adagrad fit` where none is given, for a member
+#: with a tuned rate (a learning-rate-free member starts from its own default instead).
+DEFAULT_LR = 0.1
+
+
+def default_lr(member: str) -> float:
+    """``lr`` where none is given: a learning-rate-free member's own default (DoGAdagrad's
+    multiplier 1, from `adagrad.members`), else `DEFAULT_LR`."""
+    own = family.BY_KEY[member]
+    return own.defaults["lr"] if own.lr_free else DEFAULT_LR
 
 
 def l1_ratio_of(penalty: str, l1_ratio: float) -> float:

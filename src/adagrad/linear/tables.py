@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from adagrad.linear.losses import loss_code
-from adagrad.linear.members import ONLINE_MEMBERS, l1_ratio_of, resolve_member
+from adagrad.linear.members import ONLINE_MEMBERS, default_lr, l1_ratio_of, resolve_member
 
 TABLE_DTYPE = np.float32
 
@@ -41,7 +41,7 @@ def softmax(scores: np.ndarray) -> np.ndarray:
 
 class LinearTables:
     """The tables and the passes. Uses the hyperparameters as attributes (``optimizer``,
-    ``penalty``, ``alpha``, ``l1_ratio``, ``lr``, ``batch_size``, ``loss``, ``epsilon``
+    ``penalty``, ``alpha``, ``l1_ratio``, ``lr`` (None: `members.default_lr`), ``batch_size``, ``loss``, ``epsilon``
     where the loss has one) and keeps ``_member``, ``_random``, ``_W``, ``_state``,
     ``n_iter_`` and ``t_``."""
 
@@ -60,7 +60,8 @@ class LinearTables:
             from adagrad.linear.online import OnlineEngine as cls
         else:
             from adagrad.linear.minibatch import MinibatchEngine as cls
-        return cls(self._member, self._W, float(self.lr), float(self.alpha), rho, self._state)
+        lr = default_lr(self._member) if self.lr is None else self.lr
+        return cls(self._member, self._W, float(lr), float(self.alpha), rho, self._state)
 
     def _passes(self, X, targets, weights, epochs: int, validation=None) -> None:
         """``epochs`` passes over ``X`` (an `engine_input`), stopping early on

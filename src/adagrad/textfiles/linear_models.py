@@ -17,7 +17,7 @@ from adagrad.linear.tables import ClassifierTables, RegressorTables, engine_inpu
 #: `AdagradClassifier`'s parameters and their defaults (its ``get_params()``, by name)
 CLASSIFIER_PARAMS = {"alpha": 1e-6, "batch_size": 1, "class_weight": None,
                      "early_stopping": False, "epochs": 10, "l1_ratio": 0.15, "loss": "log_loss",
-                     "lr": 0.1, "n_iter_no_change": 2, "optimizer": None, "penalty": "l2",
+                     "lr": None, "n_iter_no_change": 2, "optimizer": None, "penalty": "l2",
                      "random_state": None, "tol": 1e-4, "validation_fraction": 0.1}
 #: `AdagradRegressor`'s
 REGRESSOR_PARAMS = {**{k: v for k, v in CLASSIFIER_PARAMS.items() if k != "class_weight"},
