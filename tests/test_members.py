@@ -56,7 +56,39 @@ def test_linear_lists_are_derived():
     assert list(linear.L1_MEMBERS) == ["proximal_adagrad", "adagrad_da", "ftrl"]
     assert list(linear.ONLINE_MEMBERS) == ONLINE
     assert list(linear.DENSE_ONLY_MEMBERS) == DENSE_ONLY
+    assert list(online.ONLINE) == ONLINE
     assert sorted(online.PASSES) == sorted(ONLINE)
+
+
+def test_online_rules_are_the_optimizers_defaults_written_out():
+    """The online kernel's rules, derived from the descriptions, against the rules written
+    out from each optimizer's constructor defaults (lr given, alpha 0.3, ρ 0.25)."""
+    pytest.importorskip("scipy")
+    import numpy as np
+
+    from adagrad.kernels.adagrad.coordinate import rule_tuple
+    from adagrad.kernels.engine.rule import FtrlRule, ProximalRule, StepRule
+    from adagrad.kernels.ftrl.coordinate import ftrl_tuple
+    from adagrad.kernels.proximal.coordinate import proximal_tuple
+    from adagrad.linear.online import online_rules, online_state
+
+    l1, l2 = 0.3 * 0.25, 0.3 * 0.75
+    written = {
+        "adagrad": (rule_tuple(StepRule(lr=0.5, eps=1e-10, weight_decay=0.3), np.float32),
+                    rule_tuple(StepRule(lr=0.5, eps=1e-10), np.float32), [0.0]),
+        "proximal_adagrad": (
+            proximal_tuple(ProximalRule(lr=0.5, l1=l1, l2=l2, eps=0.0), np.float32),
+            proximal_tuple(ProximalRule(lr=0.5, eps=0.0), np.float32), [0.1]),
+        "ftrl": (ftrl_tuple(FtrlRule(lr=0.5, beta=1.0, l1=l1, l2=l2), np.float32),
+                 ftrl_tuple(FtrlRule(lr=0.5, beta=1.0), np.float32), [0.0, 0.0]),
+    }
+    assert sorted(written) == sorted(ONLINE)
+    for key, (features, intercept, state) in written.items():
+        rho = 0.0 if key == "adagrad" else 0.25  # Adagrad has no L1 step
+        assert online_rules(key, 0.5, 0.3, rho, np.float32) == (features, intercept), key
+        tables = online_state(key, (3, 2), np.float32)
+        assert [t.dtype for t in tables] == [np.float32] * len(state)
+        assert [np.unique(t).tolist() for t in tables] == [[np.float32(v)] for v in state], key
 
 
 def test_fit_offers_every_member():

@@ -10,11 +10,11 @@ import importlib.util
 import sys
 
 from adagrad.linear.losses import CLASSIFICATION_LOSSES, REGRESSION_LOSSES
+from adagrad.linear.members import DEFAULT_LR, default_lr
 from adagrad import members
 from adagrad.textfiles.readers import FORMATS, InputError
 
 EXTRA = ("sklearn", "scipy")  # the `linear` extra: pip install 'adagrad[linear]'
-DEFAULT_LR = 0.1  # `adagrad.linear.members.DEFAULT_LR` (which imports numba)
 
 
 def add_fit_commands(subcommands) -> None:
@@ -96,8 +96,6 @@ def _resolve_member_options(args) -> str | None:
     refuses, or None."""
     member = members.BY_KEY.get(args.optimizer) if args.optimizer else None
     if args.lr is None:
-        from adagrad.linear.members import default_lr
-
         args.lr = default_lr(member.key) if member is not None else DEFAULT_LR
     if member is not None and not member.l1 and args.l1 > 0:
         return (f"--l1 needs an optimizer with an L1 step ({', '.join(members.keys(l1=True))}); "

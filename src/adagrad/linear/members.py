@@ -1,7 +1,7 @@
 """The family's members by name, and how `adagrad.linear` regularises each.
 
 Two engines train the linear models. The online kernel (`adagrad.linear.online`) takes one
-example a step and runs the coordinate rules of `ONLINE_MEMBERS`; the minibatch engine
+example a step and runs the coordinate rules of `ONLINE_MEMBERS` (its `ONLINE` table); the minibatch engine
 (`adagrad.linear.minibatch`) steps any member's optimizer on sparse gradients (dense for
 FullMatrixAdagrad) of ``batch_size`` examples.
 
@@ -11,16 +11,11 @@ for ``"l1"``): members with a proximal L1 step (`L1_MEMBERS`) take ``l1 = alphaÂ
 the L2 part as ``alphaÂ·w`` added to the gradient of the touched rows (coupled weight decay
 on the features an example has, as Vowpal Wabbit does) and refuse L1. The intercept is
 never regularised.
+
+Neither torch nor numba is imported here (`adagrad fit`'s parser reads `DEFAULT_LR`).
 """
 
 from __future__ import annotations
-
-import numpy as np
-
-from adagrad.kernels.adagrad.coordinate import rule_tuple
-from adagrad.kernels.engine.rule import FtrlRule, ProximalRule, StepRule
-from adagrad.kernels.ftrl.coordinate import ftrl_tuple
-from adagrad.kernels.proximal.coordinate import proximal_tuple
 
 from adagrad import members as family
 
@@ -57,36 +52,6 @@ def resolve_member(optimizer: str | None, penalty: str) -> str:
         raise ValueError(f"penalty={penalty!r} needs an optimizer with an L1 proximal step "
                          f"({', '.join(L1_MEMBERS)}); optimizer={optimizer!r} has none")
     return optimizer
-
-
-def online_rules(member: str, lr: float, alpha: float, rho: float, dtype) -> tuple[tuple, tuple]:
-    """The online kernel's coefficient tuples (features, intercept) for ``member``, with the
-    member's own defaults (`adagrad.members`) for all but ``lr``: the rules its optimizer
-    steps with in the minibatch engine."""
-    scalar = np.dtype(dtype).type
-    l1, l2 = alpha * rho, alpha * (1.0 - rho)
-    defaults = family.BY_KEY[member].defaults
-    if member == "adagrad":
-        eps = defaults["eps"]
-        return (rule_tuple(StepRule(lr=lr, eps=eps, weight_decay=l2), scalar),
-                rule_tuple(StepRule(lr=lr, eps=eps), scalar))
-    if member == "proximal_adagrad":
-        eps = defaults["eps"]
-        return (proximal_tuple(ProximalRule(lr=lr, l1=l1, l2=l2, eps=eps), scalar),
-                proximal_tuple(ProximalRule(lr=lr, eps=eps), scalar))
-    beta = defaults["beta"]
-    return (ftrl_tuple(FtrlRule(lr=lr, beta=beta, l1=l1, l2=l2), scalar),
-            ftrl_tuple(FtrlRule(lr=lr, beta=beta), scalar))
-
-
-def online_state(member: str, shape: tuple[int, int], dtype) -> tuple[np.ndarray, ...]:
-    """The initial state tables of ``member`` in the online kernel, as its optimizer creates
-    them: (G,) or FTRL's (z, n), the accumulator at the member's
-    ``initial_accumulator_value``."""
-    initial = np.full(shape, family.BY_KEY[member].defaults["initial_accumulator_value"], dtype)
-    if member == "ftrl":
-        return np.zeros(shape, dtype), initial
-    return (initial,)
 
 
 def build_optimizer(member: str, weights, bias, lr: float, alpha: float, rho: float):

@@ -17,15 +17,18 @@ the intercept's. Arithmetic of the rule in the tables' dtype; the scores and slo
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import numba
 import numpy as np
 
 from adagrad import members as family
-from adagrad.kernels.adagrad.coordinate import adagrad_coordinate
-from adagrad.kernels.ftrl.coordinate import ftrl_coordinate
-from adagrad.kernels.proximal.coordinate import proximal_coordinate
+from adagrad.kernels.adagrad.coordinate import adagrad_coordinate, rule_tuple
+from adagrad.kernels.engine.rule import FtrlRule, ProximalRule, StepRule
+from adagrad.kernels.ftrl.coordinate import ftrl_coordinate, ftrl_tuple
+from adagrad.kernels.proximal.coordinate import proximal_coordinate, proximal_tuple
 from adagrad.linear.losses import slopes
-from adagrad.linear.members import online_rules, online_state
 
 
 @numba.njit(inline="always", error_model="numpy")
@@ -108,10 +111,57 @@ def _ftrl_pass(W, Z, N, indptr, indices, data, targets, weights, order, code, ep
          bias_rule, _ftrl_update)
 
 
-_PASS_OF = {"adagrad": _adagrad_pass, "proximal_adagrad": _proximal_pass, "ftrl": _ftrl_pass}
-#: the pass of each member `adagrad.members` says the online kernel runs (a member marked
-#: ``online`` without a pass here fails at import, not at its first fit)
-PASSES = {key: _PASS_OF[key] for key in family.keys(online=True)}
+@dataclasses.dataclass(frozen=True)
+class OnlineMember:
+    """What the online kernel needs of one member: its pass, its frozen rule and the
+    coefficient tuple of that rule, and its state tables (named, the accumulator last)."""
+
+    run: Callable
+    rule: type
+    coefficients: Callable
+    state: tuple[str, ...]
+
+
+#: Each member the online kernel has, by key: the one place this module names a member.
+_ONLINE_OF = {
+    "adagrad": OnlineMember(_adagrad_pass, StepRule, rule_tuple, ("G",)),
+    "proximal_adagrad": OnlineMember(_proximal_pass, ProximalRule, proximal_tuple, ("G",)),
+    "ftrl": OnlineMember(_ftrl_pass, FtrlRule, ftrl_tuple, ("z", "n")),
+}
+#: the online kernel of each member `adagrad.members` marks ``online`` (one without an entry
+#: in `_ONLINE_OF` fails at import, not at its first fit)
+ONLINE = {key: _ONLINE_OF[key] for key in family.keys(online=True)}
+#: the pass of each of them
+PASSES = {key: online.run for key, online in ONLINE.items()}
+
+
+def online_rules(member: str, lr: float, alpha: float, rho: float, dtype) -> tuple[tuple, tuple]:
+    """The online kernel's coefficient tuples (features, intercept) for ``member``: its rule
+    with the member's own defaults (`adagrad.members`) for all but ``lr``, the rules its
+    optimizer steps with in the minibatch engine. Regularisation as `adagrad.linear.members`
+    says: ``l1 = alpha·ρ``, ``l2 = alpha·(1-ρ)`` in the rule of a member with an L1 step,
+    else ``weight_decay = alpha·(1-ρ)`` (coupled); none for the intercept."""
+    scalar = np.dtype(dtype).type
+    own = family.BY_KEY[member]
+    online = ONLINE[member]
+    fields = {field.name for field in dataclasses.fields(online.rule)}
+    settings = {name: value for name, value in own.defaults.items() if name in fields}
+    settings["lr"] = lr
+    if own.l1:
+        penalty = {"l1": alpha * rho, "l2": alpha * (1.0 - rho)}
+    else:
+        penalty = {"weight_decay": alpha * (1.0 - rho)}
+    return (online.coefficients(online.rule(**settings, **penalty), scalar),
+            online.coefficients(online.rule(**settings), scalar))
+
+
+def online_state(member: str, shape: tuple[int, int], dtype) -> tuple[np.ndarray, ...]:
+    """The initial state tables of ``member`` in the online kernel, as its optimizer creates
+    them: zeros, and the accumulator (the last) at the member's
+    ``initial_accumulator_value``."""
+    names = ONLINE[member].state
+    initial = family.BY_KEY[member].defaults["initial_accumulator_value"]
+    return (*(np.zeros(shape, dtype) for _ in names[:-1]), np.full(shape, initial, dtype))
 
 
 def online_pass(member: str, tables: tuple[np.ndarray, ...], X, targets: np.ndarray,
@@ -126,7 +176,7 @@ def online_pass(member: str, tables: tuple[np.ndarray, ...], X, targets: np.ndar
 
 class OnlineEngine:
     """The online kernel over the ``(n_features + 1, K)`` table ``W`` and ``member``'s state
-    tables, with the coefficients of `members.online_rules`."""
+    tables, with the coefficients of `online_rules`."""
 
     def __init__(self, member: str, W: np.ndarray, lr: float, alpha: float, rho: float,
                  state: tuple[np.ndarray, ...] | None = None) -> None:
