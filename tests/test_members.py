@@ -206,6 +206,30 @@ def test_old_flat_kernel_modules_resolve_with_a_deprecation_warning():
         kernels.no_such_module
 
 
+def test_device_dispatch_takes_each_members_own_triton_module(monkeypatch):
+    """`cuda_dispatch.member_kernel` returns the Triton module of the member named by its
+    key, for exactly the members written out here with a dense Triton kernel;
+    None for the others and off CUDA."""
+    pytest.importorskip("triton")
+    from adagrad.kernels.engine import cuda_dispatch
+
+    own_triton = {"adagrad": "adagrad", "proximal_adagrad": "proximal",
+                  "adagrad_da": "dual_averaging", "ftrl": "ftrl"}
+    tensor = torch.zeros(4)
+    for key in KEYS:
+        assert cuda_dispatch.member_kernel(key, tensor, tensor, tensor) is None  # on the CPU
+    monkeypatch.setattr(cuda_dispatch, "device_type", lambda t: "cuda")
+    monkeypatch.setattr(cuda_dispatch, "triton_available", lambda: True)
+    for key in KEYS:
+        found = cuda_dispatch.member_kernel(key, tensor, tensor, tensor)
+        if key in own_triton:
+            package = own_triton[key]
+            module = importlib.import_module(f"adagrad.kernels.{package}.triton")
+            assert found is module and callable(getattr(found, f"dense_{package}_")), key
+        else:
+            assert found is None, key
+
+
 def test_member_triton_kernels_are_found_by_name_in_their_packages():
     """The dispatch's index (`kernels.engine.triton_members`, also the deprecated
     ``adagrad.kernels.triton_members``) holds no kernel: each name is the function in its
@@ -218,7 +242,8 @@ def test_member_triton_kernels_are_found_by_name_in_their_packages():
     for package in ("proximal", "dual_averaging", "ftrl"):
         module = importlib.import_module(f"adagrad.kernels.{package}.triton")
         name = f"dense_{package}_"
-        assert getattr(triton_members, name) is getattr(module, name)
+        with pytest.warns(DeprecationWarning, match=f"adagrad.kernels.{package}.triton"):
+            assert getattr(triton_members, name) is getattr(module, name)
     for missing in ("dense_norm_", "dense_rowwise_", "_proximal", "BLOCKS"):
         with pytest.raises(AttributeError, match=missing):
             getattr(triton_members, missing)
@@ -226,4 +251,5 @@ def test_member_triton_kernels_are_found_by_name_in_their_packages():
         import adagrad.kernels as kernels
 
         old = kernels.triton_members
-    assert old.dense_ftrl_ is importlib.import_module("adagrad.kernels.ftrl.triton").dense_ftrl_
+    with pytest.warns(DeprecationWarning):
+        assert old.dense_ftrl_ is importlib.import_module("adagrad.kernels.ftrl.triton").dense_ftrl_

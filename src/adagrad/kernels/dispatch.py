@@ -66,7 +66,7 @@ def catch_up_rows_(param: Tensor, state_sum: Tensor, rows: Tensor, clocks: RowCl
 
 def dense_ftrl_(param: Tensor, grad: Tensor, z: Tensor, n: Tensor, rule: FtrlRule) -> None:
     """One dense FTRL-Proximal step (:ref:`algo-ftrl`), in place, on the fastest kernel that fits."""
-    kernel = _cuda_dispatch.member_kernel(param, grad, z, n)
+    kernel = _cuda_dispatch.member_kernel("ftrl", param, grad, z, n)
     if kernel is None:
         kernel = _ftrl_cpu if _ftrl_cpu.supports(param, grad, z, n) else _ftrl_ops
     kernel.dense_ftrl_(param, grad, z, n, rule)
@@ -109,7 +109,7 @@ def sparse_rowwise_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, v
 
 def dense_proximal_(param: Tensor, grad: Tensor, state_sum: Tensor, rule: ProximalRule) -> None:
     """One dense proximal Adagrad step, in place, on the fastest kernel that fits."""
-    kernel = _cuda_dispatch.member_kernel(param, grad, state_sum)
+    kernel = _cuda_dispatch.member_kernel("proximal_adagrad", param, grad, state_sum)
     if kernel is None:
         on_cpu = _adagrad_cpu.supports(param, grad, state_sum)
         kernel = _proximal_cpu if on_cpu else _proximal_ops
@@ -144,7 +144,7 @@ def catch_up_proximal_rows_(table: Tensor, state_sum: Tensor, rows: Tensor, row_
 def dense_dual_averaging_(param: Tensor, grad: Tensor, grad_sum: Tensor, state_sum: Tensor,
                           rule: DualAveragingRule) -> None:
     """One dense dual-averaging step, in place, on the fastest kernel that fits."""
-    kernel = _cuda_dispatch.member_kernel(param, grad, grad_sum, state_sum)
+    kernel = _cuda_dispatch.member_kernel("adagrad_da", param, grad, grad_sum, state_sum)
     if kernel is None:
         on_cpu = _dual_averaging_cpu.supports(param, grad, grad_sum, state_sum)
         kernel = _dual_averaging_cpu if on_cpu else _dual_averaging_ops

@@ -2,4 +2,5 @@
 helpers (`elementwise`), the sparse row engine (`sparse_cpu`), the lazy-decay clocks and
 their catch-up (`clocks`, `catch_up_cpu`), bags of ids (`bags`), the device dispatch
 (`cuda_dispatch`), what the element-wise Triton kernels share (`triton_launch`) and the
-members' Triton kernels by name (`triton_members`; each lives in its member's package)."""
+deprecated index of the members' Triton kernels by name (`triton_members`; each lives in
+its member's package, where the dispatch takes it)."""

@@ -12,9 +12,10 @@ dtypes and step count, and each batch takes the first path that fits:
 
 Sparse row updates on CUDA take `triton_sparse` where Triton is installed and the table
 fits, else the torch-ops kernel (`portable`). The family members' dense steps, one tensor
-at a time, take their member's Triton kernel (``kernels/<member>/triton.py``, found by name
-through `triton_members`: proximal, dual averaging, FTRL) or `triton_dense`
-(row-wise Adagrad's 1-D tensors) in the same cases (`member_kernel`).
+at a time, take their member's Triton kernel (``kernels/<member>/triton.py``, the module of
+the member the dispatcher names, for the members whose description lists ``triton``:
+proximal, dual averaging, FTRL) or `triton_dense` (row-wise Adagrad's 1-D tensors) in the
+same cases (`member_kernel`).
 
 No path reads a device tensor on the host: step counts are host tensors (as in
 torch.optim), and a learning rate given as a device tensor stays on the device.
@@ -27,12 +28,14 @@ interpreter, torch's fused CPU kernel) by patching them.
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from adagrad import members
 from adagrad.kernels.engine.rule import AdagradGroupRule
 
 TORCH_FUSED, TRITON, FOREACH = "torch_fused", "triton", "foreach"
@@ -96,13 +99,15 @@ def triton_takes(param: Tensor, grad: Tensor, *states: Tensor) -> bool:
     return triton_dense.supports(param, grad, *states)
 
 
-def member_kernel(param: Tensor, grad: Tensor, *states: Tensor) -> Any:
-    """`triton_members` where a family member's dense step of this tensor goes to Triton,
-    else None (the member's own choice of kernel)."""
-    if not triton_takes(param, grad, *states):
+def member_kernel(member: str, param: Tensor, grad: Tensor, *states: Tensor) -> Any:
+    """The Triton module of the member of key ``member`` (``adagrad.kernels.<package>.triton``,
+    whose ``dense_<package>_`` the dispatcher calls) where its dense step of this tensor goes
+    to Triton, else None (the member's own choice of kernel; also for a member whose
+    description lists no ``triton`` module)."""
+    own = members.BY_KEY[member]
+    if "triton" not in own.paths or not triton_takes(param, grad, *states):
         return None
-    from adagrad.kernels.engine import triton_members
-    return triton_members
+    return importlib.import_module(f"{own.kernels}.triton")
 
 
 def sparse_kernel(param: Tensor, state_sum: Tensor, values: Tensor) -> Any:

@@ -1,5 +1,6 @@
-"""The family members' dense Triton kernels by name, for the device dispatch
-(`cuda_dispatch.member_kernel`) and the old path ``adagrad.kernels.triton_members``.
+"""Deprecated: the family members' dense Triton kernels by name, kept for one release as the
+old path ``adagrad.kernels.triton_members`` (every access warns). The device dispatch
+(`cuda_dispatch.member_kernel`) takes the member's own module, named by its key.
 
 No kernel lives here: ``dense_<package>_`` is the function of that name in the member's
 own ``adagrad.kernels.<package>.triton`` (``dense_ftrl_`` is
@@ -10,6 +11,7 @@ own ``adagrad.kernels.<package>.triton`` (``dense_ftrl_`` is
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any
 
 from adagrad import members
@@ -33,4 +35,6 @@ def __getattr__(name: str) -> Any:
     home = _home(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(f"{__name__}.{name} is deprecated: use {home}.{name}", DeprecationWarning,
+                  stacklevel=2)
     return getattr(importlib.import_module(home), name)
