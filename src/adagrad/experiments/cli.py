@@ -57,14 +57,14 @@ def add_compare_command(subcommands: argparse._SubParsersAction) -> argparse.Arg
                         help="report folder (default: ./adagrad-report)")
     parser.add_argument("--seeds", type=_positive_int, default=None, metavar="N",
                         help=f"seeds per optimizer at its chosen learning rate (default: "
-                             f"{DEFAULT_SEEDS}; 1 with --quick)")
+                             f"{DEFAULT_SEEDS}; --quick always uses 1 and refuses --seeds)")
     parser.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
                         help="worker processes (default: one per available core)")
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--quick", action="store_true",
                         help="a smoke run in about a minute: 1,500 documents per text dataset, "
                              "few epochs, one seed, one learning rate per optimizer (no grid); "
-                             "comparative claims stay inconclusive")
+                             "no comparative claim is declared in either direction")
     length.add_argument("--full", action="store_true",
                         help="add Reuters R52 and train twice as many epochs")
     parser.add_argument("--json", action="store_true",
@@ -87,6 +87,9 @@ def run_compare(args: argparse.Namespace) -> int:
     from adagrad.experiments import outdir
     from adagrad.experiments.data import MissingPackageError, resolve_datasets
 
+    if args.quick and args.seeds is not None:
+        return _error(f"--seeds {args.seeds} cannot be combined with --quick: quick mode runs one "
+                      f"seed and declares no comparison; drop --quick to measure {args.seeds} seeds")
     seeds = args.seeds if args.seeds is not None else (1 if args.quick else DEFAULT_SEEDS)
     try:
         infos = resolve_datasets(args.dataset, args.task, full=args.full)
@@ -134,7 +137,7 @@ def _terminate_as_interrupt():
 def _run(args: argparse.Namespace, infos: list, seeds: int, staging: Path) -> int:
     from adagrad.experiments import outdir
     from adagrad.experiments.claims import judge
-    from adagrad.experiments.plots import draw_all
+    from adagrad.experiments.figures import draw_all
     from adagrad.experiments.report import terminal_table, write_report
     from adagrad.experiments.runner import available_cores, one_thread
     from adagrad.experiments.study import load_all, run_study
