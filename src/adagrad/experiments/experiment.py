@@ -165,7 +165,8 @@ class OptimizerResult:
         failed = self._failed(v, trivial)
         if trivial is None or not math.isfinite(trivial):
             return np.where(failed & ~np.isfinite(v), math.nan, v)
-        own = np.where(np.isfinite(v), v, -math.inf if self.metric.higher_is_better else math.inf)
+        # A non-finite metric has no value of its own: the trivial predictor's is the score.
+        own = np.where(np.isfinite(v), v, math.inf if self.metric.higher_is_better else -math.inf)
         worse = np.minimum(own, trivial) if self.metric.higher_is_better else np.maximum(own, trivial)
         return np.where(failed, worse, v)
 
