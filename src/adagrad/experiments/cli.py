@@ -142,7 +142,7 @@ def _run(args: argparse.Namespace, infos: list, seeds: int, staging: Path) -> in
     from adagrad.experiments.runner import available_cores, one_thread
     from adagrad.experiments.study import load_all, run_study
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
     restore = _restorable_threads()
     one_thread()
     try:
@@ -156,6 +156,7 @@ def _run(args: argparse.Namespace, infos: list, seeds: int, staging: Path) -> in
             "task": args.task, "datasets": [i.name for i in infos], "seeds": seeds,
             "quick": bool(args.quick), "full": bool(args.full), "torch_threads": 1,
             "processes": processes, "wall_seconds": round(time.perf_counter() - start, 1),
+            "cpu_seconds": round(_cpu_seconds() - cpu_start, 1), "machine": _machine(),
         }
         metrics = write_report(staging, results, claims, plots, settings)
         final = outdir.publish(staging, args.out)
@@ -166,6 +167,33 @@ def _run(args: argparse.Namespace, infos: list, seeds: int, staging: Path) -> in
     else:
         print(terminal_table(results, claims, str(final), time.perf_counter() - start))
     return 0
+
+
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its finished worker processes."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return time.process_time()
+    own, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
+
+
+def _machine() -> str:
+    """One line: OS, architecture, CPU model and cores available to this process."""
+    import platform
+
+    from adagrad.experiments.runner import available_cores
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.machine()}, {model}, {available_cores()} cores available"
 
 
 def _say(message: str) -> None:

@@ -177,7 +177,8 @@ def terminal_table(datasets: list[DatasetResult], claims: list[Claim], report_pa
     lines = ["Claims (judged from the measurements):"]
     width = max(len(c.id) for c in claims)
     for c in claims:
-        lines.append(f"  {c.id.ljust(width)}  {VERDICT_WORDS[c.verdict].ljust(13)}  {c.summary}")
+        lines.append(f"  {c.id.ljust(width)}  {VERDICT_WORDS[c.verdict].ljust(13)}  "
+                     f"{c.headline or c.summary}")
     for ds in datasets:
         metric = "test accuracy" if ds.metric.higher_is_better else "test RMSE"
         lines.append(f"\n{ds.data.title}  ({ds.data.describe()})")
@@ -213,15 +214,19 @@ def _plot_anchor(p: Plot) -> str:
 
 
 def verdicts_html(claims: list[Claim], plots: list[Plot]) -> str:
-    """The report's opening: one line per claim, its verdict, links to its plot and evidence."""
+    """The report's opening: one line per claim (its deciding figures), its verdict, the test,
+    the multiplicity rule and the failed seeds, linked to its plot and evidence."""
     rows = []
     for c in claims:
         shown = [p for p in plots if c.id in p.claims]
         links = " · ".join(f"<a href='#{_plot_anchor(p)}'>{_e(p.title)}</a>" for p in shown[:2])
         rows.append(f"<tr><td><a href='#claim-{_e(c.id)}'><code>{_e(c.id)}</code></a></td>"
-                    f"<td class='{_CLASS[c.verdict]}'>{_e(c.verdict)}</td><td>{_e(c.summary)}</td>"
+                    f"<td class='{_CLASS[c.verdict]}'>{_e(c.verdict)}</td>"
+                    f"<td>{_e(c.headline or c.summary)}</td><td class='small'>{_e(c.test)}</td>"
+                    f"<td class='small'>{_e(c.multiplicity)}</td><td class='num'>{c.failed_seeds}</td>"
                     f"<td class='small'>{links or '—'}</td></tr>")
-    return ("<table><tr><th>claim</th><th>verdict</th><th>in one line</th><th>plot</th></tr>"
+    return ("<table><tr><th>claim</th><th>verdict</th><th>in one line</th><th>test</th>"
+            "<th>multiplicity</th><th>failed seeds</th><th>plot</th></tr>"
             + "".join(rows) + "</table>")
 
 
