@@ -113,7 +113,7 @@ def param_factory(a) -> Callable:
 
 
 def numba_label(numel: int) -> str:
-    from adagrad.kernels.elementwise import PARALLEL_MIN_ELEMENTS
+    from adagrad.kernels.engine.elementwise import PARALLEL_MIN_ELEMENTS
 
     threads = "parallel" if numel >= PARALLEL_MIN_ELEMENTS else "serial"
     return f"numba {threads} (adagrad.kernels.dense_cpu)"
@@ -122,7 +122,7 @@ def numba_label(numel: int) -> str:
 def adagrad_kernel(opt) -> str:
     """The kernel adagrad.Adagrad's dense step runs on this row's tensors, by the rules of
     `Adagrad._step_group` and `kernels.dense_adagrad_` (read after the first step)."""
-    from adagrad.kernels import dense_cpu
+    from adagrad.kernels.adagrad import cpu as dense_cpu
 
     group = opt.param_groups[0]
     param = group["params"][0]
@@ -143,7 +143,7 @@ class NumbaKernelRunner:
         import torch
 
         import adagrad
-        from adagrad.kernels import dense_cpu
+        from adagrad.kernels.adagrad import cpu as dense_cpu
 
         self.group = adagrad.Adagrad(params, **hyperparameters).param_groups[0]
         self.state = {p: {"sum": torch.full_like(p.detach(),
@@ -155,7 +155,7 @@ class NumbaKernelRunner:
         self.steps = 0
 
     def step(self) -> None:
-        from adagrad.kernels import dense_cpu
+        from adagrad.kernels.adagrad import cpu as dense_cpu
         from adagrad.optim.adagrad import _step_rule
 
         self.steps += 1

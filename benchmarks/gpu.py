@@ -60,7 +60,7 @@ from _common import (  # noqa: E402
 
 import adagrad  # noqa: E402
 from adagrad import reference as ref  # noqa: E402
-from adagrad.kernels import cuda_dispatch  # noqa: E402
+from adagrad.kernels.engine import cuda_dispatch  # noqa: E402
 from adagrad.nn import EmbeddingBag  # noqa: E402
 
 LR = 0.01

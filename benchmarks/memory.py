@@ -232,7 +232,7 @@ def child_kernel_threads(a) -> dict:
 
     from adagrad import kernels
     from adagrad.kernels import RowClocks, StepRule
-    from adagrad.kernels.elementwise import PARALLEL_MIN_ELEMENTS
+    from adagrad.kernels.engine.elementwise import PARALLEL_MIN_ELEMENTS
 
     V, D, n = a.kernel_rows, a.kernel_dim, a.kernel_ids
     gen = torch.Generator().manual_seed(0)

@@ -62,7 +62,7 @@ def _dense_candidates(torch, adagrad, numel, tensors):
                         p.add_(p.grad, alpha=-0.01 / (math.sqrt(b2.item()) + 1e-10))
         return Plain()
 
-    from adagrad.kernels import norm_cpu
+    from adagrad.kernels.norm import cpu as norm_cpu
 
     def forced_torch_ops(params):
         opt = adagrad.AdagradNorm(params, lr=0.01)

@@ -231,7 +231,10 @@ def cpu_kernels_off(off: bool = True) -> Iterator[None]:
     if not off:
         yield
         return
-    from adagrad.kernels import catch_up_cpu, dense_cpu, dual_averaging_cpu, sparse_cpu
+    from adagrad.kernels.engine import catch_up_cpu
+    from adagrad.kernels.adagrad import cpu as dense_cpu
+    from adagrad.kernels.dual_averaging import cpu as dual_averaging_cpu
+    from adagrad.kernels.engine import sparse_cpu
     with contextlib.ExitStack() as stack:
         for module in (catch_up_cpu, dense_cpu, dual_averaging_cpu, sparse_cpu):
             stack.enter_context(mock.patch.object(module, "supports", lambda *args: False))

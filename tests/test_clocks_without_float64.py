@@ -11,7 +11,7 @@ from conftest import to64
 
 import adagrad
 from adagrad import reference as ref
-from adagrad.kernels import clocks
+from adagrad.kernels.engine import clocks
 
 OPTIONS = dict(lr=0.1, weight_decay=0.05, sparse_weight_decay="lazy", accumulator_decay=0.9)
 

@@ -570,8 +570,8 @@ def test_sparse_kernels_against_the_reference(kernel, dtype, rows, nnz, id_range
     """Both kernels (numba: the small, serial and the large, parallel engine path, in the
     slow pass, which pays their compile): the table, G and the change of the distance
     terms."""
-    from adagrad.kernels import dog as dog_ops
-    from adagrad.kernels import dog_cpu
+    from adagrad.kernels.dog import torch_ops as dog_ops
+    from adagrad.kernels.dog import cpu as dog_cpu
     gen = torch.Generator().manual_seed(rows)
     width = 32
     table = torch.randn(rows, width, generator=gen).to(dtype)
@@ -585,7 +585,7 @@ def test_sparse_kernels_against_the_reference(kernel, dtype, rows, nnz, id_range
         change = dog_cpu.sparse_dog_adagrad_(table, state_sum, initial, indices, values, 0.3,
                                              1e-8, True)
     else:
-        from adagrad.kernels import norm as norm_ops
+        from adagrad.kernels.norm import torch_ops as norm_ops
         rows_, grads = norm_ops.summed_rows(indices, values, None, None, dtype)
         change = dog_ops.sparse_dog_adagrad_(table, state_sum, initial, rows_, grads,
                                              dog_ops.DogStep(0.3, 1e-8, maximize=True))
@@ -601,7 +601,7 @@ def test_parallel_sparse_kernel_is_bit_identical_on_any_thread_count():
     """The distance sums use fixed partitions: 1 and 2 numba threads give the same bits."""
     import numba
 
-    from adagrad.kernels import dog_cpu
+    from adagrad.kernels.dog import cpu as dog_cpu
     gen = torch.Generator().manual_seed(9)
     table0 = torch.randn(5000, 32, generator=gen)
     grad = random_row_grad(5000, 32, 3000, gen=gen)

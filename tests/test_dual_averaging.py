@@ -49,7 +49,8 @@ from regularized_support import (
 import adagrad
 import adagrad.nn
 from adagrad import reference
-from adagrad.kernels import dual_averaging_cpu, portable_dual_averaging
+from adagrad.kernels.dual_averaging import cpu as dual_averaging_cpu
+from adagrad.kernels.dual_averaging import torch_ops as portable_dual_averaging
 
 
 def _hp(kw: dict) -> dict:

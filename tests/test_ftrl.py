@@ -44,7 +44,9 @@ from numba.core.dispatcher import Dispatcher
 import adagrad
 import adagrad.nn
 from adagrad import FTRL, Adagrad, reference
-from adagrad.kernels import FtrlRule, ftrl_cpu, ftrl_portable
+from adagrad.kernels import FtrlRule
+from adagrad.kernels.ftrl import cpu as ftrl_cpu
+from adagrad.kernels.ftrl import torch_ops as ftrl_portable
 from adagrad.optim.base import SparseGrad
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse invariant checks")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adagrad.kernels.bags import bag_of_positions, bags_torch
+from adagrad.kernels.engine.bags import bag_of_positions, bags_torch
 
 CASES = [
     ([0, 2, 5], 7),            # plain bags

@@ -6,7 +6,7 @@ import numba
 import numpy as np
 import torch
 
-from adagrad.kernels.elementwise import load_bf16, store_bf16
+from adagrad.kernels.engine.elementwise import load_bf16, store_bf16
 
 
 @numba.njit

@@ -28,8 +28,8 @@ from sparse_support import coo
 
 import adagrad.nn
 from adagrad import Adagrad, AdagradNorm, reference
-from adagrad.kernels import norm as norm_ops
-from adagrad.kernels import norm_cpu
+from adagrad.kernels.norm import torch_ops as norm_ops
+from adagrad.kernels.norm import cpu as norm_cpu
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse invariant checks")
 

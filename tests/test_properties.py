@@ -76,7 +76,10 @@ from sparse_support import rows_and_values
 
 import adagrad.nn
 from adagrad import Adagrad, reference
-from adagrad.kernels import RowClocks, StepRule, dense_cpu, portable, sparse_cpu
+from adagrad.kernels import RowClocks, StepRule
+from adagrad.kernels.adagrad import cpu as dense_cpu
+from adagrad.kernels.adagrad import torch_ops as portable
+from adagrad.kernels.engine import sparse_cpu
 from adagrad.optim.base import SparseGrad
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse invariant checks")

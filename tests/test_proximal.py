@@ -51,7 +51,9 @@ from regularized_support import (
 import adagrad
 import adagrad.nn
 from adagrad import reference
-from adagrad.kernels import ProximalRule, portable_proximal, proximal_cpu
+from adagrad.kernels import ProximalRule
+from adagrad.kernels.proximal import torch_ops as portable_proximal
+from adagrad.kernels.proximal import cpu as proximal_cpu
 
 
 def _hp(kw: dict) -> dict:

@@ -29,7 +29,11 @@ from hypothesis import strategies as st
 
 import adagrad.nn
 from adagrad import RowWiseAdagrad, reference
-from adagrad.kernels import RowClocks, StepRule, dense_cpu, portable, rowwise_cpu, rowwise_portable
+from adagrad.kernels import RowClocks, StepRule
+from adagrad.kernels.adagrad import cpu as dense_cpu
+from adagrad.kernels.adagrad import torch_ops as portable
+from adagrad.kernels.rowwise import cpu as rowwise_cpu
+from adagrad.kernels.rowwise import torch_ops as rowwise_portable
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse invariant checks")
 

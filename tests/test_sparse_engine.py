@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from adagrad.kernels import sparse_cpu
-from adagrad.kernels.elementwise import PARALLEL_MIN_ELEMENTS, load_float, store_float
+from adagrad.kernels.engine import sparse_cpu
+from adagrad.kernels.engine.elementwise import PARALLEL_MIN_ELEMENTS, load_float, store_float
 
 ROWS = 3_000
 WIDTH = 8

@@ -20,7 +20,9 @@ from hypothesis import strategies as st
 from sparse_support import DenseRef, SparseRef, assert_close64, coo, np64, run_opt, tol_for
 
 from adagrad import Adagrad, kernels, reference
-from adagrad.kernels import RowClocks, StepRule, portable, sparse_cpu
+from adagrad.kernels import RowClocks, StepRule
+from adagrad.kernels.adagrad import torch_ops as portable
+from adagrad.kernels.engine import sparse_cpu
 
 # torch.optim.Adagrad itself builds COO tensors without invariant checks.
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse invariant checks")

@@ -19,8 +19,9 @@ import torch
 from sparse_support import assert_close64, np64, tol_for
 
 from adagrad import reference
-from adagrad.kernels import RowClocks, StepRule, sparse_cpu
-from adagrad.kernels.elementwise import PARALLEL_MIN_ELEMENTS, as_numpy, rule_tuple
+from adagrad.kernels import RowClocks, StepRule
+from adagrad.kernels.engine import sparse_cpu
+from adagrad.kernels.engine.elementwise import PARALLEL_MIN_ELEMENTS, as_numpy, rule_tuple
 
 WIDTH = 8
 NNZ = PARALLEL_MIN_ELEMENTS // WIDTH  # nnz·D at the threshold: the parallel kernel

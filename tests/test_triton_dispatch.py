@@ -14,9 +14,13 @@ from triton_support import ATOL, RTOL, Recorder, fake_cuda, no_host_reads
 import adagrad
 from adagrad import kernels
 from adagrad import reference as ref
-from adagrad.kernels import cuda_dispatch, foreach_dense, portable, triton_dense, triton_sparse
-from adagrad.kernels.clocks import RowClocks
-from adagrad.kernels.rule import StepRule
+from adagrad.kernels.engine import cuda_dispatch
+from adagrad.kernels.adagrad import foreach as foreach_dense
+from adagrad.kernels.adagrad import torch_ops as portable
+from adagrad.kernels.adagrad import triton as triton_dense
+from adagrad.kernels.adagrad import triton_sparse
+from adagrad.kernels.engine.clocks import RowClocks
+from adagrad.kernels.engine.rule import StepRule
 from adagrad.nn import EmbeddingBag
 
 TORCH_OPTIONS = dict(lr=0.1, lr_decay=0.05, weight_decay=0.02)

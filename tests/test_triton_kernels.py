@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 from triton_support import ATOL, KERNEL_DTYPES, RTOL
 
 from adagrad import reference as ref
-from adagrad.kernels import triton_dense, triton_sparse
-from adagrad.kernels.clocks import RowClocks
-from adagrad.kernels.rule import StepRule
+from adagrad.kernels.adagrad import triton as triton_dense
+from adagrad.kernels.adagrad import triton_sparse
+from adagrad.kernels.engine.clocks import RowClocks
+from adagrad.kernels.engine.rule import StepRule
 
 # (maximize, weight decay, decoupled, eps inside, accumulator decay ρ)
 DENSE_OPTIONS = list(itertools.product((False, True), (0.0, 0.05), (False, True),

@@ -13,8 +13,9 @@ from triton_support import ATOL, KERNEL_DTYPES, RTOL, Recorder, fake_cuda
 
 import adagrad
 from adagrad import reference as ref
-from adagrad.kernels import triton_dense, triton_members
-from adagrad.kernels.rule import DualAveragingRule, FtrlRule, ProximalRule
+from adagrad.kernels.adagrad import triton as triton_dense
+from adagrad.kernels.engine import triton_members
+from adagrad.kernels.engine.rule import DualAveragingRule, FtrlRule, ProximalRule
 
 SHAPES = [(0,), (1,), (3, 5), (triton_members.BLOCK + 1,)]
 # the interpreter computes masked-off lanes too (from zeros): numpy warns of their 0/0

@@ -18,7 +18,7 @@ import torch  # noqa: E402
 
 triton = pytest.importorskip("triton")
 
-from adagrad.kernels import cuda_dispatch  # noqa: E402
+from adagrad.kernels.engine import cuda_dispatch  # noqa: E402
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 #: relative tolerance of a result stored in each dtype (one of its ulps), with float32

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch.distributed as dist
 from torch import Tensor
 
-from adagrad.kernels import cuda_dispatch
+from adagrad.kernels.engine import cuda_dispatch
 
 if TYPE_CHECKING:
     from adagrad.optim.base import AdagradFamily

@@ -29,23 +29,19 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from adagrad.kernels import (
-    catch_up_cpu,
-    cuda_dispatch,
-    dense_cpu,
-    dual_averaging_cpu,
-    ftrl_cpu,
-    ftrl_portable,
-    portable,
-    portable_dual_averaging,
-    portable_proximal,
-    proximal_cpu,
-    rowwise_cpu,
-    rowwise_portable,
-    sparse_cpu,
-)
-from adagrad.kernels.clocks import RowClocks
-from adagrad.kernels.rule import DualAveragingRule, FtrlRule, ProximalRule, StepRule
+from adagrad.kernels.adagrad import cpu as dense_cpu
+from adagrad.kernels.adagrad import torch_ops as portable
+from adagrad.kernels.dual_averaging import cpu as dual_averaging_cpu
+from adagrad.kernels.dual_averaging import torch_ops as portable_dual_averaging
+from adagrad.kernels.engine import catch_up_cpu, cuda_dispatch, sparse_cpu
+from adagrad.kernels.ftrl import cpu as ftrl_cpu
+from adagrad.kernels.ftrl import torch_ops as ftrl_portable
+from adagrad.kernels.proximal import cpu as proximal_cpu
+from adagrad.kernels.proximal import torch_ops as portable_proximal
+from adagrad.kernels.rowwise import cpu as rowwise_cpu
+from adagrad.kernels.rowwise import torch_ops as rowwise_portable
+from adagrad.kernels.engine.clocks import RowClocks
+from adagrad.kernels.engine.rule import DualAveragingRule, FtrlRule, ProximalRule, StepRule
 
 __all__ = ["DualAveragingRule", "FtrlRule", "ProximalRule", "RowClocks", "StepRule",
            "catch_up_proximal_rows_", "catch_up_rows_", "dense_adagrad_",
@@ -60,7 +56,7 @@ flush_rows_ = portable.flush_rows_
 def dense_adagrad_(param: Tensor, grad: Tensor, state_sum: Tensor, rule: StepRule) -> None:
     """One dense Adagrad step, in place, on the fastest kernel that fits."""
     if cuda_dispatch.triton_takes(param, grad, state_sum):  # imports Triton: only then
-        from adagrad.kernels import triton_dense
+        from adagrad.kernels.adagrad import triton as triton_dense
         triton_dense.dense_adagrad_([param], [grad], [state_sum], rule)
     elif dense_cpu.supports(param, grad, state_sum):
         dense_cpu.dense_adagrad_(param, grad, state_sum, rule)
@@ -209,3 +205,38 @@ def dual_averaging_weights_of_rows_(table: Tensor, grad_sum: Tensor, state_sum: 
               and grad_sum.dtype == state_sum.dtype)
     kernel = dual_averaging_cpu if on_cpu else portable_dual_averaging
     kernel.weights_of_rows_(table, grad_sum, state_sum, rows, row_step, rule)
+
+
+# The flat modules of 0.x, by their new place (one release with a DeprecationWarning):
+# ``from adagrad.kernels import dense_cpu`` and ``adagrad.kernels.dense_cpu`` still work;
+# the statement ``import adagrad.kernels.dense_cpu`` does not (a module can alias an
+# attribute, not a submodule, without a second copy of each module).
+_MOVED = {
+    "rule": "engine.rule", "elementwise": "engine.elementwise", "clocks": "engine.clocks",
+    "bags": "engine.bags", "cuda_dispatch": "engine.cuda_dispatch",
+    "sparse_cpu": "engine.sparse_cpu", "catch_up_cpu": "engine.catch_up_cpu",
+    "triton_members": "engine.triton_members",
+    "dense_cpu": "adagrad.cpu", "portable": "adagrad.torch_ops",
+    "foreach_dense": "adagrad.foreach", "triton_dense": "adagrad.triton",
+    "triton_sparse": "adagrad.triton_sparse",
+    "rowwise_cpu": "rowwise.cpu", "rowwise_portable": "rowwise.torch_ops",
+    "proximal_cpu": "proximal.cpu", "portable_proximal": "proximal.torch_ops",
+    "dual_averaging_cpu": "dual_averaging.cpu",
+    "portable_dual_averaging": "dual_averaging.torch_ops",
+    "ftrl_cpu": "ftrl.cpu", "ftrl_portable": "ftrl.torch_ops",
+    "norm_cpu": "norm.cpu", "norm": "norm.torch_ops",
+    "dog_cpu": "dog.cpu", "dog": "dog.torch_ops",
+    "full_matrix": "full_matrix.torch_ops",
+}
+
+
+def __getattr__(name: str):
+    """The old flat module ``name``, from its new place, with a DeprecationWarning."""
+    if name not in _MOVED:
+        raise AttributeError(f"module 'adagrad.kernels' has no attribute {name!r}")
+    import importlib
+    import warnings
+    new = f"adagrad.kernels.{_MOVED[name]}"
+    warnings.warn(f"adagrad.kernels.{name} moved to {new}; the old path goes in the next "
+                  f"release", DeprecationWarning, stacklevel=2)
+    return importlib.import_module(new)

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from adagrad.kernels.elementwise import rule_tuple
-from adagrad.kernels.ftrl_cpu import ftrl_tuple
-from adagrad.kernels.proximal_cpu import proximal_tuple
-from adagrad.kernels.rule import FtrlRule, ProximalRule, StepRule
+from adagrad.kernels.engine.elementwise import rule_tuple
+from adagrad.kernels.ftrl.cpu import ftrl_tuple
+from adagrad.kernels.proximal.cpu import proximal_tuple
+from adagrad.kernels.engine.rule import FtrlRule, ProximalRule, StepRule
 
 MEMBERS = {  # name → class in `adagrad` (imported when the minibatch engine needs it)
     "adagrad": "Adagrad",

@@ -19,9 +19,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from adagrad.kernels.elementwise import adagrad_coordinate
-from adagrad.kernels.ftrl_cpu import ftrl_coordinate
-from adagrad.kernels.proximal_cpu import proximal_coordinate
+from adagrad.kernels.engine.elementwise import adagrad_coordinate
+from adagrad.kernels.ftrl.cpu import ftrl_coordinate
+from adagrad.kernels.proximal.cpu import proximal_coordinate
 from adagrad.linear.losses import slopes
 from adagrad.linear.members import online_rules, online_state
 

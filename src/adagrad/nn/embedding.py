@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from adagrad import distributed
-from adagrad.kernels.bags import bag_of_positions
+from adagrad.kernels.engine.bags import bag_of_positions
 from adagrad.optim.base import AdagradFamily, SparseGrad, sparse_rows
 
 

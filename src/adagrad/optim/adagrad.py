@@ -13,9 +13,11 @@ from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
 from adagrad import kernels
-from adagrad.kernels import RowClocks, StepRule, cuda_dispatch, portable
-from adagrad.kernels.clocks import clock_device
-from adagrad.kernels.elementwise import PARALLEL_MIN_ELEMENTS
+from adagrad.kernels import RowClocks, StepRule
+from adagrad.kernels.engine import cuda_dispatch
+from adagrad.kernels.adagrad import torch_ops as portable
+from adagrad.kernels.engine.clocks import clock_device
+from adagrad.kernels.engine.elementwise import PARALLEL_MIN_ELEMENTS
 from adagrad.optim import checkpoint, conventions
 from adagrad.optim.base import (
     AdagradFamily,

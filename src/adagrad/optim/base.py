@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype, _use_grad_for_differentiable
 
 from adagrad import distributed
-from adagrad.kernels.clocks import clock_device
+from adagrad.kernels.engine.clocks import clock_device
 from adagrad.optim import checkpoint
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)

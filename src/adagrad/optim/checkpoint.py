@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from adagrad.kernels.clocks import clock_device
+from adagrad.kernels.engine.clocks import clock_device
 
 if TYPE_CHECKING:
     from adagrad.optim.base import AdagradFamily

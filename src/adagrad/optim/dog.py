@@ -10,9 +10,9 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
-from adagrad.kernels import dog as dog_ops
-from adagrad.kernels import dog_cpu
-from adagrad.kernels import norm as norm_ops
+from adagrad.kernels.dog import torch_ops as dog_ops
+from adagrad.kernels.dog import cpu as dog_cpu
+from adagrad.kernels.norm import torch_ops as norm_ops
 from adagrad.optim import checkpoint
 from adagrad.optim.base import AdagradFamily, SparseGrad, as_real, check_rows, sparse_rows
 from adagrad.optim.validation import check_choice, check_non_negative, check_positive

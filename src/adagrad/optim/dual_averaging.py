@@ -11,7 +11,8 @@ from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
 from adagrad import kernels
-from adagrad.kernels import DualAveragingRule, portable_dual_averaging
+from adagrad.kernels import DualAveragingRule
+from adagrad.kernels.dual_averaging import torch_ops as portable_dual_averaging
 from adagrad.optim import checkpoint, last_step
 from adagrad.optim.base import AdagradFamily, SparseGrad, as_real, sparse_rows
 from adagrad.optim.validation import (

@@ -10,7 +10,8 @@ from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
 from adagrad import kernels
-from adagrad.kernels import FtrlRule, ftrl_portable
+from adagrad.kernels import FtrlRule
+from adagrad.kernels.ftrl import torch_ops as ftrl_portable
 from adagrad.optim.base import AdagradFamily, SparseGrad, as_real, sparse_rows
 from adagrad.optim.validation import check_non_negative, check_positive, check_state_dtype
 

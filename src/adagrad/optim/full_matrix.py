@@ -10,8 +10,8 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
-from adagrad.kernels import full_matrix as blocks_ops
-from adagrad.kernels.full_matrix import BlockLayout
+from adagrad.kernels.full_matrix import torch_ops as blocks_ops
+from adagrad.kernels.full_matrix.torch_ops import BlockLayout
 from adagrad.optim import checkpoint
 from adagrad.optim.base import AdagradFamily, SparseGrad
 from adagrad.optim.validation import check_non_negative, check_positive, check_positive_int

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
-from adagrad.kernels import norm as norm_ops
+from adagrad.kernels.norm import torch_ops as norm_ops
 from adagrad.optim.base import AdagradFamily, SparseGrad, sparse_rows
 from adagrad.optim.validation import check_choice, check_non_negative
 

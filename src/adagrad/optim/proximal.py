@@ -11,7 +11,8 @@ from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
 from adagrad import kernels
-from adagrad.kernels import ProximalRule, portable_proximal
+from adagrad.kernels import ProximalRule
+from adagrad.kernels.proximal import torch_ops as portable_proximal
 from adagrad.optim import checkpoint, last_step
 from adagrad.optim.base import AdagradFamily, SparseGrad, as_real, sparse_rows
 from adagrad.optim.validation import check_choice, check_non_negative, check_state_dtype

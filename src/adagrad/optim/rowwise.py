@@ -12,7 +12,7 @@ from torch.optim.optimizer import ParamsT
 
 from adagrad import kernels
 from adagrad.kernels import RowClocks, StepRule
-from adagrad.kernels.clocks import clock_device
+from adagrad.kernels.engine.clocks import clock_device
 from adagrad.optim import checkpoint, conventions
 from adagrad.optim.adagrad import PARAM_DECAY
 from adagrad.optim.base import (

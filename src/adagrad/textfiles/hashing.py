@@ -20,7 +20,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from adagrad.kernels.sparse_cpu import _mix
+from adagrad.kernels.engine.sparse_cpu import _mix
 
 FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 FNV_PRIME = np.uint64(0x100000001B3)

@@ -14,8 +14,8 @@ import numba
 import numpy as np
 from torch import Tensor
 
-from adagrad.kernels.clocks import RowClocks
-from adagrad.kernels.elementwise import (
+from adagrad.kernels.engine.clocks import RowClocks
+from adagrad.kernels.engine.elementwise import (
     KERNEL_PARAM_DTYPES,
     KERNEL_STATE_DTYPES,
     as_numpy,
@@ -24,7 +24,7 @@ from adagrad.kernels.elementwise import (
     store_bf16,
     store_float,
 )
-from adagrad.kernels.sparse_cpu import first_out_of_range
+from adagrad.kernels.engine.sparse_cpu import first_out_of_range
 
 
 @numba.njit(inline="always", error_model="numpy")

@@ -26,10 +26,10 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from adagrad.kernels.clocks import RowClocks
-from adagrad.kernels.portable import _row_factors
-from adagrad.kernels.rule import StepRule
-from adagrad.kernels.triton_dense import PARAM_DTYPES
+from adagrad.kernels.engine.clocks import RowClocks
+from adagrad.kernels.adagrad.torch_ops import _row_factors
+from adagrad.kernels.engine.rule import StepRule
+from adagrad.kernels.adagrad.triton import PARAM_DTYPES
 
 MAX_BLOCK_D = 256  # columns per program (wider rows take several programs)
 

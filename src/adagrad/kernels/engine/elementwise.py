@@ -18,7 +18,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 from torch import Tensor
 
-from adagrad.kernels.rule import StepRule
+from adagrad.kernels.engine.rule import StepRule
 
 PARALLEL_MIN_ELEMENTS = 1 << 16
 """Below this many elements a kernel runs on one thread: starting the thread pool costs

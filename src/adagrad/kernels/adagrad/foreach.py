@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from adagrad.kernels.rule import StepRule
+from adagrad.kernels.engine.rule import StepRule
 
 
 def _in_dtype(tensors: list[Tensor], dtype: torch.dtype) -> list[Tensor]:

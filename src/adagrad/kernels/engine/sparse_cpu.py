@@ -106,8 +106,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from adagrad.kernels.clocks import RowClocks
-from adagrad.kernels.elementwise import (
+from adagrad.kernels.engine.clocks import RowClocks
+from adagrad.kernels.engine.elementwise import (
     KERNEL_PARAM_DTYPES,
     KERNEL_STATE_DTYPES,
     PARALLEL_MIN_ELEMENTS,
@@ -122,7 +122,7 @@ from adagrad.kernels.elementwise import (
     store_bf16,
     store_float,
 )
-from adagrad.kernels.rule import StepRule
+from adagrad.kernels.engine.rule import StepRule
 
 _NO_SNAPSHOTS = np.zeros(0, np.float64)
 _IDENTITY = np.zeros(0, np.int64)  # value_of for a COO gradient: position k reads row k

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor
 
-from adagrad.kernels import norm_cpu
+from adagrad.kernels.norm import cpu as norm_cpu
 
 
 def squared_norm_torch(grad: Tensor) -> Tensor:

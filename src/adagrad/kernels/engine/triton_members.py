@@ -14,8 +14,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from adagrad.kernels.rule import DualAveragingRule, FtrlRule, ProximalRule
-from adagrad.kernels.triton_dense import WARPS
+from adagrad.kernels.engine.rule import DualAveragingRule, FtrlRule, ProximalRule
+from adagrad.kernels.adagrad.triton import WARPS
 
 BLOCK = 2048
 

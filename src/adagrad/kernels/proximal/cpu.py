@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from adagrad.kernels.elementwise import (
+from adagrad.kernels.engine.elementwise import (
     PARALLEL_MIN_ELEMENTS,
     as_numpy,
     load_bf16,
@@ -29,8 +29,8 @@ from adagrad.kernels.elementwise import (
     store_bf16,
     store_float,
 )
-from adagrad.kernels.rule import ProximalRule
-from adagrad.kernels.sparse_cpu import (
+from adagrad.kernels.engine.rule import ProximalRule
+from adagrad.kernels.engine.sparse_cpu import (
     ALL_POSITIONS,
     PREFETCH_AHEAD,
     first_out_of_range,

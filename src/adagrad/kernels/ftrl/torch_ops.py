@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from adagrad.kernels.portable import summed_rows
-from adagrad.kernels.rule import FtrlRule
+from adagrad.kernels.adagrad.torch_ops import summed_rows
+from adagrad.kernels.engine.rule import FtrlRule
 
 
 def _ftrl_values(param: Tensor, grad: Tensor, z: Tensor, n: Tensor,

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from adagrad.kernels.rule import StepRule
+from adagrad.kernels.engine.rule import StepRule
 
 TORCH_FUSED, TRITON, FOREACH = "torch_fused", "triton", "foreach"
 _TORCH_FUSED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -92,7 +92,7 @@ def triton_takes(param: Tensor, grad: Tensor, *states: Tensor) -> bool:
     CUDA, with Triton installed, tensors the kernels take (`triton_dense.supports`)."""
     if device_type(param) != "cuda" or not triton_available():
         return False
-    from adagrad.kernels import triton_dense
+    from adagrad.kernels.adagrad import triton as triton_dense
     return triton_dense.supports(param, grad, *states)
 
 
@@ -101,7 +101,7 @@ def member_kernel(param: Tensor, grad: Tensor, *states: Tensor) -> Any:
     else None (the member's own choice of kernel)."""
     if not triton_takes(param, grad, *states):
         return None
-    from adagrad.kernels import triton_members
+    from adagrad.kernels.engine import triton_members
     return triton_members
 
 
@@ -112,10 +112,10 @@ def sparse_kernel(param: Tensor, state_sum: Tensor, values: Tensor) -> Any:
     if kind == "cpu":
         return None
     if kind == "cuda" and triton_available():
-        from adagrad.kernels import triton_sparse
+        from adagrad.kernels.adagrad import triton_sparse
         if triton_sparse.supports(param, state_sum, values):
             return triton_sparse
-    from adagrad.kernels import portable
+    from adagrad.kernels.adagrad import torch_ops as portable
     return portable
 
 
@@ -145,9 +145,9 @@ def dense_adagrad_(entries: list[tuple[Tensor, Tensor, Tensor, Tensor]],
             _torch_fused(params, grads, sums, group, step, lr if lr_tensor is None else lr_tensor)
             continue
         if path == TRITON:
-            from adagrad.kernels import triton_dense as kernel
+            from adagrad.kernels.adagrad import triton as kernel
         else:
-            from adagrad.kernels import foreach_dense as kernel
+            from adagrad.kernels.adagrad import foreach as kernel
         # with a device lr, the rule's lr is the decay factor multiplying it
         kernel.dense_adagrad_(params, grads, sums, rule_at(lr, step), lr_tensor)
 

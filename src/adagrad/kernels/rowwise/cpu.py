@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from adagrad.kernels.clocks import RowClocks
-from adagrad.kernels.elementwise import (
+from adagrad.kernels.engine.clocks import RowClocks
+from adagrad.kernels.engine.elementwise import (
     KERNEL_PARAM_DTYPES,
     KERNEL_STATE_DTYPES,
     PARALLEL_MIN_ELEMENTS,
@@ -38,8 +38,8 @@ from adagrad.kernels.elementwise import (
     store_bf16,
     store_float,
 )
-from adagrad.kernels.rule import StepRule
-from adagrad.kernels.sparse_cpu import (
+from adagrad.kernels.engine.rule import StepRule
+from adagrad.kernels.engine.sparse_cpu import (
     partition_positions,
     update_partition,
     update_rows_,

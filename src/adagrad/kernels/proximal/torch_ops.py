@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from adagrad.kernels.portable import summed_rows
-from adagrad.kernels.rule import ProximalRule
+from adagrad.kernels.adagrad.torch_ops import summed_rows
+from adagrad.kernels.engine.rule import ProximalRule
 
 
 def _proximal_rows(param: Tensor, grad: Tensor, state_sum: Tensor, rule: ProximalRule) -> Tensor:

@@ -12,9 +12,9 @@ import math
 import torch
 from torch import Tensor
 
-from adagrad.kernels.clocks import RowClocks
-from adagrad.kernels.portable import _broadcast, _row_factors
-from adagrad.kernels.rule import StepRule
+from adagrad.kernels.engine.clocks import RowClocks
+from adagrad.kernels.adagrad.torch_ops import _broadcast, _row_factors
+from adagrad.kernels.engine.rule import StepRule
 
 
 def _rowwise_rows(param: Tensor, grad: Tensor, state_sum: Tensor, rule: StepRule) -> Tensor:

@@ -18,7 +18,7 @@ import numba
 import torch
 from torch import Tensor
 
-from adagrad.kernels.elementwise import (
+from adagrad.kernels.engine.elementwise import (
     KERNEL_PARAM_DTYPES,
     KERNEL_STATE_DTYPES,
     PARALLEL_MIN_ELEMENTS,
@@ -31,8 +31,8 @@ from adagrad.kernels.elementwise import (
     store_bf16,
     store_float,
 )
-from adagrad.kernels.rule import FtrlRule
-from adagrad.kernels.sparse_cpu import (
+from adagrad.kernels.engine.rule import FtrlRule
+from adagrad.kernels.engine.sparse_cpu import (
     partition_positions,
     update_partition,
     update_rows_,

@@ -11,7 +11,7 @@ import numba
 import torch
 from torch import Tensor
 
-from adagrad.kernels.elementwise import (
+from adagrad.kernels.engine.elementwise import (
     KERNEL_PARAM_DTYPES,
     KERNEL_STATE_DTYPES,
     PARALLEL_MIN_ELEMENTS,
@@ -25,7 +25,7 @@ from adagrad.kernels.elementwise import (
     store_bf16,
     store_float,
 )
-from adagrad.kernels.rule import StepRule
+from adagrad.kernels.engine.rule import StepRule
 
 
 @numba.njit(inline="always", error_model="numpy")

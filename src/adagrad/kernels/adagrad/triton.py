@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from adagrad.kernels.rule import StepRule
+from adagrad.kernels.engine.rule import StepRule
 
 #: parameter dtypes the kernel takes (the accumulator is float32).
 PARAM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)

@@ -19,8 +19,8 @@ import numba
 import torch
 from torch import Tensor
 
-from adagrad.kernels import sparse_cpu
-from adagrad.kernels.elementwise import (
+from adagrad.kernels.engine import sparse_cpu
+from adagrad.kernels.engine.elementwise import (
     KERNEL_PARAM_DTYPES,
     KERNEL_STATE_DTYPES,
     PARALLEL_MIN_ELEMENTS,
@@ -33,8 +33,8 @@ from adagrad.kernels.elementwise import (
     store_bf16,
     store_float,
 )
-from adagrad.kernels.rule import DualAveragingRule
-from adagrad.kernels.sparse_cpu import (
+from adagrad.kernels.engine.rule import DualAveragingRule
+from adagrad.kernels.engine.sparse_cpu import (
     ALL_POSITIONS,
     PREFETCH_AHEAD,
     first_out_of_range,

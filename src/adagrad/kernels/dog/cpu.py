@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from adagrad.kernels.elementwise import load_float, prefetch_row, store_float
-from adagrad.kernels.sparse_cpu import (
+from adagrad.kernels.engine.elementwise import load_float, prefetch_row, store_float
+from adagrad.kernels.engine.sparse_cpu import (
     partition_of,
     partition_positions,
     update_partition,

@@ -12,8 +12,8 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from adagrad.kernels.clocks import RowClocks, factor_dtype
-from adagrad.kernels.rule import StepRule
+from adagrad.kernels.engine.clocks import RowClocks, factor_dtype
+from adagrad.kernels.engine.rule import StepRule
 
 
 def _adagrad_rows(param: Tensor, grad: Tensor, state_sum: Tensor, rule: StepRule,

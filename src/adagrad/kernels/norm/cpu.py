@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from adagrad.kernels.elementwise import (
+from adagrad.kernels.engine.elementwise import (
     PARALLEL_MIN_ELEMENTS,
     as_numpy,
     load_bf16,

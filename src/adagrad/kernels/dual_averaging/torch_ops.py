@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from adagrad.kernels.portable import summed_rows
-from adagrad.kernels.rule import DualAveragingRule
+from adagrad.kernels.adagrad.torch_ops import summed_rows
+from adagrad.kernels.engine.rule import DualAveragingRule
 
 
 def _weights(grad_sum: Tensor, state_sum: Tensor, rule: DualAveragingRule) -> Tensor:
