@@ -13,8 +13,7 @@ from experiments_support import SETTINGS, around, dataset, result, run, tabular_
 from scipy import stats
 
 from adagrad.experiments import claims, experiment, statistics
-from adagrad.experiments.claims.base import cap_for_quick
-from adagrad.experiments.data import CLASSIFICATION, HELD_OUT, DATASETS
+from adagrad.experiments.data import CLASSIFICATION, DATASETS, HELD_OUT
 from adagrad.experiments.experiment import Trivial, metric_for, trivial_predictor
 from adagrad.experiments.optimizers import BY_KEY
 from adagrad.experiments.statistics import HOLDS, INCONCLUSIVE, NOT_SUPPORTED

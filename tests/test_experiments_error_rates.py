@@ -229,3 +229,81 @@ def test_batched_path_is_the_claims_path():
                                result(data, "adagrad-lr-free", list(ours))], heldout=True)]
         batched = _codes([statistics.welch([1.0, -1.0], [ours[None], tuned[None]], shift=0.01)])
         assert claims.lr_free_matches_tuned(held).verdict == statistics.CODE_VERDICT[int(batched[0])]
+
+
+# --- the bootstrap and rule-based judges, called as they are (slow pass) ---------------------------
+
+SLOW_DRAWS = 1000
+SLOW_BOUND = ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / SLOW_DRAWS)
+
+
+def _ranked_study(rng, adam_lead: float) -> list:
+    """Six datasets, five optimizers; Adam's true mean is Adagrad's plus ``adam_lead`` (in
+    seed standard deviations), RMSprop 3 σ behind, SGD and Adadelta 6 σ behind."""
+    out = []
+    for i in range(6):
+        data = text_data(f"d{i}")
+        truth = {"adagrad-founding": 0.8, "adam": 0.8 + adam_lead * 0.01, "rmsprop": 0.77,
+                 "sgd": 0.74, "adadelta": 0.74}
+        out.append(dataset(data, [result(data, k, list(rng.normal(m, 0.01, SEEDS))) for k, m in truth.items()]))
+    return out
+
+
+@pytest.mark.slow
+def test_adam_versatile_error_rates():
+    rng = np.random.default_rng(6)
+    tied = [claims.adam_versatile(_ranked_study(rng, 0.0)).verdict for _ in range(SLOW_DRAWS)]
+    ahead = [claims.adam_versatile(_ranked_study(rng, 1.0)).verdict for _ in range(SLOW_DRAWS // 4)]
+    false_holds = float(np.mean([v == statistics.HOLDS for v in tied]))
+    false_refuted = float(np.mean([v == statistics.NOT_SUPPORTED for v in tied]))
+    power = float(np.mean([v == statistics.HOLDS for v in ahead]))
+    _record("adam-versatile", "false holds (Adam tied with Adagrad)", false_holds)
+    _record("adam-versatile", "false not supported (same boundary)", false_refuted)
+    _record("adam-versatile", "power holds (Adam 1 σ ahead on every set)", power)
+    assert false_holds <= SLOW_BOUND and false_refuted <= SLOW_BOUND
+
+
+LATTICE = [10 ** (k / 2) for k in range(-9, 4)]  # 10^-4.5 … 10^1.5, half-decades
+
+
+def _grid_result(data, key: str, rng, width: float, sd: float):
+    """A grid whose true validation accuracy is 0.80 at 10^-1.5 and falls by exactly the
+    1-point tolerance at ± ``width``/2 decades (quadratic in log10 lr); the seeds at the
+    chosen rate measure the noise ``sd``."""
+    centre = -1.5
+    curvature = 0.01 / (width / 2) ** 2
+    truth = [0.80 - curvature * (math.log10(lr) - centre) ** 2 for lr in LATTICE]
+    grid = [(lr, t + rng.normal(0, sd)) for lr, t in zip(LATTICE, truth)]
+    best = max(grid, key=lambda g: g[1])[0]
+    vals = list(0.80 + rng.normal(0, sd, SEEDS))
+    return result(data, key, vals, vals=vals, grid=grid, lr=best)
+
+
+def _tuning_study(rng, widths: list[tuple[float, float]], sd: float = 0.003) -> str:
+    out = []
+    for i, (ada, sgd) in enumerate(widths):
+        data = text_data(f"d{i}")
+        out.append(dataset(data, [_grid_result(data, "adagrad-founding", rng, ada, sd),
+                                  _grid_result(data, "sgd", rng, sgd, sd)]))
+    return claims.no_manual_tuning(out).verdict
+
+
+@pytest.mark.slow
+def test_no_manual_tuning_rule_error_rates():
+    """The ±2σ rule. The claim (Adagrad's range strictly wider) is false at equal ranges and
+    true, by the least the half-decade lattice can show, at one step wider: equal ranges on
+    one dataset (others clearly wider) must not say ``holds``; one step wider everywhere must
+    not say ``not supported``, beyond the bound."""
+    rng = np.random.default_rng(7)
+    boundary_one = [(1.0, 1.0)] + [(3.0, 1.0)] * 5
+    boundary_all = [(1.5, 1.0)] * 6
+    false_holds = float(np.mean([_tuning_study(rng, boundary_one) == statistics.HOLDS
+                                 for _ in range(SLOW_DRAWS)]))
+    false_refuted = float(np.mean([_tuning_study(rng, boundary_all) == statistics.NOT_SUPPORTED
+                                   for _ in range(SLOW_DRAWS)]))
+    power = float(np.mean([_tuning_study(rng, [(3.0, 1.0)] * 6) == statistics.HOLDS
+                           for _ in range(SLOW_DRAWS // 4)]))
+    _record("no-manual-tuning", "false holds (one dataset with equal ranges)", false_holds)
+    _record("no-manual-tuning", "false not supported (one lattice step wider everywhere)", false_refuted)
+    _record("no-manual-tuning", "power holds (Adagrad 3 vs SGD 1 decade everywhere)", power)
+    assert false_holds <= SLOW_BOUND and false_refuted <= SLOW_BOUND

@@ -90,7 +90,8 @@ def lr_free_vs_tuned(datasets: list[DatasetResult], folder: Path) -> Plot | None
     held-out sets, which judge the claim, first)."""
     measured = [ds for ds in held_out(datasets) + primary(datasets)
                 if ds.result(SUBJECT) is not None and math.isfinite(ds.result(SUBJECT).mean)]
-    keys = [k for k in (LR_FREE, *(v for vs in ANCHOR_VARIANTS.values() for v in vs)) if any(ds.result(k) is not None for ds in measured)]
+    candidates = (LR_FREE, *(v for variants in ANCHOR_VARIANTS.values() for v in variants))
+    keys = [k for k in candidates if any(ds.result(k) is not None for ds in measured)]
     if not measured or not keys:
         return None
     fig = Figure(figsize=(9, 4.4))

@@ -65,7 +65,7 @@ def claim(claim_id: str, text: str, verdict: str, evidence: dict, notes: list[st
     per-dataset summary."""
     if not notes:
         evidence = {"measured": False, "reason": missing} | evidence
-        headline = headline or f"not measured: {missing}"
+        headline = f"not measured: {missing}"
     if test is not None:
         evidence = {"test": test, "multiplicity": multiplicity,
                     "failed_seeds": failed_seeds} | evidence
