@@ -57,7 +57,7 @@ OPTIMIZERS: dict[str, partial] = {
     # group-wide distance would be measured over that subset only
     "DoGAdagrad": partial(adagrad.DoGAdagrad, scope="tensor"),
 }
-SHARDABLE = ("Adagrad", "RowWiseAdagrad", "ProximalAdagrad", "AdagradDA", "FTRL")
+SHARDABLE = adagrad.members.names(shardable=True)  # checked in tests/test_members.py
 #: what `adagrad.nn`'s fused tables take (AdagradNorm needs its groups' norm; full-matrix
 #: refuses sparse gradients).
 FUSABLE = SHARDABLE

@@ -6,8 +6,7 @@ import torch
 
 import adagrad
 
-MEMBERS = [adagrad.Adagrad, adagrad.RowWiseAdagrad, adagrad.ProximalAdagrad, adagrad.AdagradDA,
-           adagrad.FTRL, adagrad.AdagradNorm, adagrad.FullMatrixAdagrad, adagrad.DoGAdagrad]
+MEMBERS = [member.load() for member in adagrad.members.MEMBERS]  # tests/test_members.py
 
 
 @pytest.mark.parametrize("member", MEMBERS, ids=lambda cls: cls.__name__)

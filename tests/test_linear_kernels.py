@@ -48,18 +48,25 @@ def autograd_slopes(loss: str, scores: np.ndarray, target: float, epsilon: float
 
 
 def reference_rule(member, theta, grad, state, lr, l1, l2):
-    """One step of ``member``'s float64 reference rule."""
+    """One step of ``member``'s float64 reference rule, with the documented defaults of its
+    optimizer (Adagrad: ε = 1e-10 outside the root; ProximalAdagrad: ε = 0; FTRL: β = 1)."""
     if member == "adagrad":
         return reference.adagrad(theta, grad, state, lr=lr, weight_decay=l2, eps=1e-10)
     if member == "proximal_adagrad":
-        return reference.proximal_adagrad(theta, grad, state, lr=lr, l1=l1, l2=l2, eps=1e-10)
+        return reference.proximal_adagrad(theta, grad, state, lr=lr, l1=l1, l2=l2, eps=0.0)
     return reference.ftrl(theta, grad, state, lr=lr, beta=1.0, l1=l1, l2=l2)
+
+
+#: each member's state at the start, from the reference's own initialisers (the documented
+#: defaults: G₀ = 0 for Adagrad and FTRL's n, 0.1 for ProximalAdagrad)
+REFERENCE_INIT = {"adagrad": reference.adagrad_init, "ftrl": reference.ftrl_init,
+                  "proximal_adagrad": reference.proximal_adagrad_init}
 
 
 def reference_online(member, X, targets, weights, order, loss, K, lr, l1, l2, epsilon):
     """The online pass, per example: the rule on the touched rows, unregularised on b."""
     W = np.zeros((X.shape[1] + 1, K))
-    init = reference.ftrl_init if member == "ftrl" else reference.adagrad_init
+    init = REFERENCE_INIT[member]
     states = [init(np.zeros(K)) for _ in range(X.shape[1] + 1)]
     for i in order:
         cols = X.indices[X.indptr[i]:X.indptr[i + 1]]
@@ -162,3 +169,32 @@ def test_minibatch_adagrad_matches_the_reference_on_the_mean_gradient():
             want[r], state = reference.adagrad(want[r], grad[r], {"step": 0, "sum": G[r]}, lr=lr)
             G[r] = state["sum"]
     np.testing.assert_allclose(W, want, rtol=1e-9, atol=1e-12)
+
+
+#: the members the online kernel runs, written out (tests/test_members.py checks the
+#: derived list against the same literal)
+ONLINE = ("adagrad", "proximal_adagrad", "ftrl")
+L1 = ("proximal_adagrad", "ftrl")
+
+
+@pytest.mark.parametrize("loss,K", [("log_loss", 3), ("hinge", 1), ("squared_error", 1)],
+                         ids=["multiclass", "binary", "regression"])
+@pytest.mark.parametrize("member,penalty", [
+    *[(member, "l2") for member in ONLINE], *[(member, "l1") for member in L1],
+    *[(member, "elasticnet") for member in L1]])
+def test_online_engine_equals_the_members_optimizer_at_batch_size_one(member, penalty, loss, K):
+    """The estimators' two engines at batch size 1: the online kernel and the member's own
+    optimizer (its defaults: ProximalAdagrad's G₀ = 0.1, ε = 0) stepping one example at a
+    time, in float32 (the estimators' tables), agree to float32 rounding."""
+    X, targets, weights, order = problem(7, 16, 10, K, loss)
+    X.data = X.data.astype(np.float32)
+    alpha, rho, lr = 0.05, l1_ratio_of(penalty, 0.5), 0.3
+    online = np.zeros((X.shape[1] + 1, K), np.float32)
+    minibatch = np.zeros_like(online)
+    code = loss_code(loss, K)
+    OnlineEngine(member, online, lr, alpha, rho).run_pass(X, targets, weights, order, code,
+                                                          1.0, 1)
+    MinibatchEngine(member, minibatch, lr, alpha, rho).run_pass(X, targets, weights, order,
+                                                                code, 1.0, 1)
+    assert np.abs(minibatch).max() > 1e-2  # it trained
+    np.testing.assert_allclose(online, minibatch, rtol=1e-4, atol=1e-6)

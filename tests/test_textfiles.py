@@ -189,3 +189,52 @@ def test_predict_refuses_corrupted_and_foreign_model_files(tmp_path, capsys):
     truncated.write_bytes(model.read_bytes()[:2000])
     assert main(["predict", str(truncated), data]) == 1
     assert "corrupted" in capsys.readouterr().err
+
+
+#: the members without an L1 step, written out (the CLI derives its list from adagrad.members)
+WITHOUT_L1 = ["adagrad", "rowwise_adagrad", "adagrad_norm", "full_matrix_adagrad", "dog_adagrad"]
+
+
+@pytest.mark.parametrize("optimizer", WITHOUT_L1)
+def test_fit_refuses_l1_on_a_member_without_an_l1_step_in_one_line(tmp_path, capsys, optimizer):
+    train = write(tmp_path, "t.tsv", TRAIN)
+    assert main(["fit", train, "-o", str(tmp_path / "m.npz"), "--l1", "1e-4",
+                 "--optimizer", optimizer]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"adagrad fit: error: --l1 needs an optimizer with an L1 step "
+                   f"(proximal_adagrad, adagrad_da, ftrl); --optimizer {optimizer} has none\n")
+    assert sorted(os.listdir(tmp_path)) == ["t.tsv"]
+
+
+def test_fit_setting_the_optimizer_refuses_is_one_line(tmp_path, capsys):
+    """FullMatrixAdagrad refuses 2²⁰ hashed features (its matrix would not fit): one line,
+    no traceback, no model."""
+    train = write(tmp_path, "t.tsv", TRAIN)
+    assert main(["fit", train, "-o", str(tmp_path / "m.npz"),
+                 "--optimizer", "full_matrix_adagrad"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("adagrad fit: error: FullMatrixAdagrad: a parameter of shape")
+    assert err.count("\n") == 1
+    assert sorted(os.listdir(tmp_path)) == ["t.tsv"]
+
+
+def test_fit_offers_every_member_and_dog_adagrad_starts_at_its_own_lr(tmp_path, capsys):
+    from adagrad.cli import build_parser
+    from adagrad.fit_cli import _resolve_member_options
+
+    parser = build_parser()
+    choices = next(a for a in parser._subparsers._group_actions[0].choices["fit"]._actions
+                   if a.dest == "optimizer").choices
+    assert sorted(choices) == ["adagrad", "adagrad_da", "adagrad_norm", "dog_adagrad", "ftrl",
+                               "full_matrix_adagrad", "proximal_adagrad", "rowwise_adagrad"]
+    dog = parser.parse_args(["fit", "x.tsv", "--optimizer", "dog_adagrad"])
+    plain = parser.parse_args(["fit", "x.tsv", "--optimizer", "adagrad"])
+    chosen = parser.parse_args(["fit", "x.tsv", "--optimizer", "dog_adagrad", "--lr", "0.5"])
+    for args in (dog, plain, chosen):
+        assert _resolve_member_options(args) is None
+    assert (dog.lr, plain.lr, chosen.lr) == (1.0, 0.1, 0.5)  # DoGAdagrad's lr: a multiplier
+    train = write(tmp_path, "t.tsv", TRAIN)
+    assert main(["fit", train, "-o", str(tmp_path / "m.npz"), "--optimizer", "dog_adagrad",
+                 "--json", "--epochs", "5"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["train"]["accuracy"] == 1.0

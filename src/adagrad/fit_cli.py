@@ -10,10 +10,11 @@ import importlib.util
 import sys
 
 from adagrad.linear.losses import CLASSIFICATION_LOSSES, REGRESSION_LOSSES
-from adagrad.linear.members import MEMBERS
+from adagrad import members
 from adagrad.textfiles.readers import FORMATS, InputError
 
 EXTRA = ("sklearn", "scipy")  # the `linear` extra: pip install 'adagrad[linear]'
+DEFAULT_LR = 0.1
 
 
 def add_fit_commands(subcommands) -> None:
@@ -28,8 +29,12 @@ def add_fit_commands(subcommands) -> None:
     fit.add_argument("--text-column", metavar="NAME")
     fit.add_argument("--loss", choices=("auto", *CLASSIFICATION_LOSSES, *REGRESSION_LOSSES),
                      default="auto")
-    fit.add_argument("--optimizer", choices=sorted(MEMBERS))
-    fit.add_argument("--lr", type=float, default=0.1)
+    fit.add_argument("--optimizer", choices=members.keys(),
+                     help="a member of the family (default: adagrad, proximal_adagrad with "
+                          "--l1)")
+    fit.add_argument("--lr", type=float, default=None,
+                     help=f"the learning rate (default {DEFAULT_LR}; for a learning-rate-free "
+                          f"member, its multiplier, by default the member's own)")
     fit.add_argument("--epochs", type=int, default=10)
     fit.add_argument("--l1", type=float, default=0.0)
     fit.add_argument("--l2", type=float, default=1e-6)
@@ -59,12 +64,28 @@ def _reporting_errors(command: str, args) -> int:
 
     try:
         return getattr(training, command)(args)
-    except InputError as exc:
-        print(f"adagrad {command}: error: {exc}", file=sys.stderr)
+    except (InputError, ValueError) as exc:  # ValueError: a setting the optimizer refuses
+        print(f"adagrad {command}: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
 
 
+def _resolve_member_options(args) -> str | None:
+    """Fill in ``--lr`` from the chosen member; the one-line error of an option the member
+    refuses, or None."""
+    member = members.BY_KEY.get(args.optimizer) if args.optimizer else None
+    if args.lr is None:
+        args.lr = member.defaults["lr"] if member is not None and member.lr_free else DEFAULT_LR
+    if member is not None and not member.l1 and args.l1 > 0:
+        return (f"--l1 needs an optimizer with an L1 step ({', '.join(members.keys(l1=True))}); "
+                f"--optimizer {member.key} has none")
+    return None
+
+
 def run_fit(args) -> int:
+    refused = _resolve_member_options(args)
+    if refused is not None:
+        print(f"adagrad fit: error: {refused}", file=sys.stderr)
+        return 1
     return _reporting_errors("fit", args)
 
 

@@ -30,16 +30,11 @@ and the collectives of fused tables under data parallelism.
 
 from __future__ import annotations
 
-from adagrad.distributed.data_parallel import (
-    average_dense,
-    check_fused_table,
-    gather_ids,
-    gather_rows,
-    ignore_fused_tables,
-)
+from adagrad.distributed.data_parallel import ignore_fused_tables
+from adagrad.nn.collectives import average_dense, check_fused_table, gather_ids, gather_rows
 from adagrad.distributed.dcp import load_checkpoint, save_checkpoint
-from adagrad.distributed.ranks import check_ranks_agree, is_state_initialising_step
-from adagrad.distributed.shards import is_dtensor, local_shards
+from adagrad.optim.ranks import check_ranks_agree, is_state_initialising_step
+from adagrad.optim.sharding import is_dtensor, local_shards
 
 __all__ = ["average_dense", "check_fused_table", "check_ranks_agree", "gather_ids",
            "gather_rows", "ignore_fused_tables", "is_dtensor", "is_state_initialising_step",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from adagrad.distributed.shards import is_dtensor, placed_like
+from adagrad.optim.sharding import is_dtensor, placed_like
 
 if TYPE_CHECKING:
     from adagrad.optim.base import AdagradFamily

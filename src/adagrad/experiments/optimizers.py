@@ -147,7 +147,7 @@ def _grids(text: tuple[int, int], tabular: tuple[int, int]) -> dict[str, tuple[i
     return {TEXT: text, TABULAR: tabular}
 
 
-_LR_FREE_CLASS = "DoGAdagrad"
+_LR_FREE_CLASS = adagrad.members.names(lr_free=True)[0]  # the family's DoGAdagrad
 _DADAPT = "dadaptation==3.2"
 _DOG = "dog-optimizer==1.0.3"
 

@@ -22,20 +22,13 @@ from adagrad.kernels.ftrl.cpu import ftrl_tuple
 from adagrad.kernels.proximal.cpu import proximal_tuple
 from adagrad.kernels.engine.rule import FtrlRule, ProximalRule, StepRule
 
-MEMBERS = {  # name → class in `adagrad` (imported when the minibatch engine needs it)
-    "adagrad": "Adagrad",
-    "rowwise_adagrad": "RowWiseAdagrad",
-    "proximal_adagrad": "ProximalAdagrad",
-    "adagrad_da": "AdagradDA",
-    "ftrl": "FTRL",
-    "adagrad_norm": "AdagradNorm",
-    "full_matrix_adagrad": "FullMatrixAdagrad",
-}
-L1_MEMBERS = ("proximal_adagrad", "adagrad_da", "ftrl")
-ONLINE_MEMBERS = ("adagrad", "proximal_adagrad", "ftrl")
-DENSE_ONLY_MEMBERS = ("full_matrix_adagrad",)
-EPS = 1e-10  # Adagrad's and ProximalAdagrad's ε, outside the root (torch's)
-FTRL_BETA = 1.0
+from adagrad import members as family
+
+#: name → class in `adagrad` (imported when the minibatch engine needs it): every member
+MEMBERS = {member.key: member.name for member in family.MEMBERS}
+L1_MEMBERS = family.keys(l1=True)
+ONLINE_MEMBERS = family.keys(online=True)
+DENSE_ONLY_MEMBERS = family.keys(sparse_rows=False)
 
 
 def l1_ratio_of(penalty: str, l1_ratio: float) -> float:
@@ -57,23 +50,33 @@ def resolve_member(optimizer: str | None, penalty: str) -> str:
 
 
 def online_rules(member: str, lr: float, alpha: float, rho: float, dtype) -> tuple[tuple, tuple]:
-    """The online kernel's coefficient tuples (features, intercept) for ``member``."""
+    """The online kernel's coefficient tuples (features, intercept) for ``member``, with the
+    member's own defaults (`adagrad.members`) for all but ``lr``: the rules its optimizer
+    steps with in the minibatch engine."""
     scalar = np.dtype(dtype).type
     l1, l2 = alpha * rho, alpha * (1.0 - rho)
+    defaults = family.BY_KEY[member].defaults
     if member == "adagrad":
-        return (rule_tuple(StepRule(lr=lr, eps=EPS, weight_decay=l2), scalar),
-                rule_tuple(StepRule(lr=lr, eps=EPS), scalar))
+        eps = defaults["eps"]
+        return (rule_tuple(StepRule(lr=lr, eps=eps, weight_decay=l2), scalar),
+                rule_tuple(StepRule(lr=lr, eps=eps), scalar))
     if member == "proximal_adagrad":
-        return (proximal_tuple(ProximalRule(lr=lr, l1=l1, l2=l2, eps=EPS), scalar),
-                proximal_tuple(ProximalRule(lr=lr, eps=EPS), scalar))
-    return (ftrl_tuple(FtrlRule(lr=lr, beta=FTRL_BETA, l1=l1, l2=l2), scalar),
-            ftrl_tuple(FtrlRule(lr=lr, beta=FTRL_BETA), scalar))
+        eps = defaults["eps"]
+        return (proximal_tuple(ProximalRule(lr=lr, l1=l1, l2=l2, eps=eps), scalar),
+                proximal_tuple(ProximalRule(lr=lr, eps=eps), scalar))
+    beta = defaults["beta"]
+    return (ftrl_tuple(FtrlRule(lr=lr, beta=beta, l1=l1, l2=l2), scalar),
+            ftrl_tuple(FtrlRule(lr=lr, beta=beta), scalar))
 
 
 def online_state(member: str, shape: tuple[int, int], dtype) -> tuple[np.ndarray, ...]:
-    """The zero state tables of ``member`` in the online kernel: (G,) or FTRL's (z, n)."""
-    count = 2 if member == "ftrl" else 1
-    return tuple(np.zeros(shape, dtype) for _ in range(count))
+    """The initial state tables of ``member`` in the online kernel, as its optimizer creates
+    them: (G,) or FTRL's (z, n), the accumulator at the member's
+    ``initial_accumulator_value``."""
+    initial = np.full(shape, family.BY_KEY[member].defaults["initial_accumulator_value"], dtype)
+    if member == "ftrl":
+        return np.zeros(shape, dtype), initial
+    return (initial,)
 
 
 def build_optimizer(member: str, weights, bias, lr: float, alpha: float, rho: float):

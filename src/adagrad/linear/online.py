@@ -19,6 +19,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from adagrad import members as family
 from adagrad.kernels.engine.elementwise import adagrad_coordinate
 from adagrad.kernels.ftrl.cpu import ftrl_coordinate
 from adagrad.kernels.proximal.cpu import proximal_coordinate
@@ -106,7 +107,10 @@ def _ftrl_pass(W, Z, N, indptr, indices, data, targets, weights, order, code, ep
          bias_rule, _ftrl_update)
 
 
-PASSES = {"adagrad": _adagrad_pass, "proximal_adagrad": _proximal_pass, "ftrl": _ftrl_pass}
+_PASS_OF = {"adagrad": _adagrad_pass, "proximal_adagrad": _proximal_pass, "ftrl": _ftrl_pass}
+#: the pass of each member `adagrad.members` says the online kernel runs (a member marked
+#: ``online`` without a pass here fails at import, not at its first fit)
+PASSES = {key: _PASS_OF[key] for key in family.keys(online=True)}
 
 
 def online_pass(member: str, tables: tuple[np.ndarray, ...], X, targets: np.ndarray,

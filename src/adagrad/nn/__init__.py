@@ -1,5 +1,5 @@
 """Layers whose backward applies the optimizer's update (FBGEMM's data flow, DESIGN.md)."""
 
-from adagrad.nn.embedding import Embedding, EmbeddingBag
+from adagrad.nn.embedding import Embedding, EmbeddingBag, is_fused_table
 
-__all__ = ["Embedding", "EmbeddingBag"]
+__all__ = ["Embedding", "EmbeddingBag", "is_fused_table"]

@@ -47,8 +47,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from adagrad import distributed
 from adagrad.kernels.engine.bags import bag_of_positions
+from adagrad.nn import collectives
+from adagrad.optim import ranks, sharding
 from adagrad.optim.base import AdagradFamily, SparseGrad, sparse_rows
 
 
@@ -74,7 +75,7 @@ class _UpdateInBackward:
                 raise TypeError(f"update_in_backward needs an optimizer of the adagrad "
                                 f"family, got {type(optimizer).__name__}")
             optimizer._group_of(self.weight)  # raises if the weight is not among its params
-            if distributed.is_dtensor(self.weight):
+            if sharding.is_dtensor(self.weight):
                 raise TypeError("update_in_backward needs a replicated table, not a "
                                 "sharded (DTensor) weight: keep the table out of FSDP or "
                                 "tensor parallelism and pass process_group instead")
@@ -106,9 +107,9 @@ class _UpdateInBackward:
         if self._optimizer is None:
             return
         if self.weight.requires_grad and torch.is_grad_enabled():
-            distributed.check_fused_table(self, self._process_group)
+            collectives.check_fused_table(self, self._process_group)
             if self._process_group is not None:
-                input = distributed.gather_ids(input, self._process_group)
+                input = collectives.gather_ids(input, self._process_group)
         self._optimizer.catch_up_rows(self.weight, input)
 
     def _defer(self, indices: Tensor, values: Tensor, value_of: Tensor | None,
@@ -155,16 +156,16 @@ class _UpdateInBackward:
         averaged over the process group's ranks, the same on every rank: row gradients are
         all-gathered (a sparse ``grad`` joins them), a dense ``grad`` is all-reduced.
         The first time, the ranks' hyperparameters are checked to agree."""
-        distributed.check_ranks_agree(self._optimizer)
+        ranks.check_ranks_agree(self._optimizer)
         grad = weight.grad
         if grad is not None and grad.is_sparse:
             pending = pending + [sparse_rows(weight.detach(), grad)]
             weight.grad = grad = None
         if grad is not None:
-            weight.grad = distributed.average_dense(grad, self._process_group)
+            weight.grad = collectives.average_dense(grad, self._process_group)
         if not pending:
             return []
-        return [distributed.gather_rows(_concatenate(pending), self._process_group)]
+        return [collectives.gather_rows(_concatenate(pending), self._process_group)]
 
 
 def _concatenate(parts: list[SparseGrad]) -> SparseGrad:
@@ -301,3 +302,9 @@ def _positions(input: Tensor, offsets: Tensor | None,
     if include_last_offset:  # the last offset ends the last bag; ids after it are unused
         input, offsets = input[:int(offsets[-1])], offsets[:-1]
     return input, bag_of_positions(offsets, input.numel())
+
+
+def is_fused_table(module: nn.Module) -> bool:
+    """Whether ``module`` is one of this package's fused tables (`Embedding`,
+    `EmbeddingBag`), whose update can run in backward (`update_in_backward`)."""
+    return isinstance(module, _UpdateInBackward)

@@ -1,13 +1,10 @@
-"""The optimizers: thin `torch.optim.Optimizer` shells over the kernels."""
+"""The optimizers: thin `torch.optim.Optimizer` shells over the kernels, one module per
+member (the list is `adagrad.members.MEMBERS`)."""
 
-from adagrad.optim.adagrad import Adagrad
-from adagrad.optim.dog import DoGAdagrad
-from adagrad.optim.dual_averaging import AdagradDA
-from adagrad.optim.ftrl import FTRL
-from adagrad.optim.full_matrix import FullMatrixAdagrad
-from adagrad.optim.norm import AdagradNorm
-from adagrad.optim.proximal import ProximalAdagrad
-from adagrad.optim.rowwise import RowWiseAdagrad
+from adagrad.members import MEMBERS as _MEMBERS
 
-__all__ = ["FTRL", "Adagrad", "AdagradDA", "AdagradNorm", "DoGAdagrad", "FullMatrixAdagrad",
-           "ProximalAdagrad", "RowWiseAdagrad"]
+__all__ = sorted(member.name for member in _MEMBERS)
+
+for _member in _MEMBERS:
+    globals()[_member.name] = _member.load()
+del _member

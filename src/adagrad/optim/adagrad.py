@@ -24,7 +24,6 @@ from adagrad.optim.base import (
     SparseGrad,
     as_real,
     check_sparse_weight_decay,
-    sparse_rows,
 )
 from adagrad.optim.validation import (
     check_choice,
@@ -49,6 +48,15 @@ class LazyDecay:
 
 PARAM_DECAY = LazyDecay("param_log", "row_param_log")  # decoupled weight decay of θ
 SUM_DECAY = LazyDecay("sum_log", "row_sum_log")  # accumulator decay ρ of G
+
+
+def _check_hyperparameters(group: dict[str, Any]) -> None:
+    for name in ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps"):
+        check_non_negative(name, group[name])
+    check_choice("eps_placement", group["eps_placement"], EPS_PLACEMENTS)
+    check_in_unit_interval("accumulator_decay", group["accumulator_decay"])
+    check_state_dtype(group["state_dtype"])
+    check_choice("sparse_weight_decay", group["sparse_weight_decay"], SPARSE_WEIGHT_DECAY_MODES)
 
 
 class Adagrad(AdagradFamily):
@@ -128,14 +136,6 @@ class Adagrad(AdagradFamily):
 
     # -- state ----------------------------------------------------------------------
 
-    def _init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
-        value = group["initial_accumulator_value"]
-        if param.is_complex():
-            value = complex(value, value)
-        initial = torch.full_like(param, value, dtype=self.state_dtype(param, group),
-                                  memory_format=torch.preserve_format)
-        return {"step": self._new_step(), "sum": initial}
-
     def _state_shapes(self, param: Tensor) -> dict[str, tuple[int, ...]]:
         return {"sum": tuple(param.shape)}
 
@@ -181,8 +181,7 @@ class Adagrad(AdagradFamily):
 
     # -- checkpoints ----------------------------------------------------------------
 
-    def _check_group(self, group: dict[str, Any]) -> None:
-        _check_hyperparameters(group)
+    _validate = staticmethod(_check_hyperparameters)
 
     def _check_saved_state(self, label: str, param: Tensor, saved: dict[str, Any]) -> None:
         """The lazy-decay clocks: both of a pair or neither, a finite 0-d clock and one
@@ -207,18 +206,16 @@ class Adagrad(AdagradFamily):
         super()._check_sparse(sparse, group)
         check_sparse_weight_decay(group, "L2 on the touched rows")
 
-    def _step_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
+    def _step_dense(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        """The dense parameters of ``group`` together: batched per kernel (torch's fused
+        CPU kernel, `cuda_dispatch`, numba or torch ops), their counters advanced in one
+        op."""
         steps: list[Tensor] = []  # the dense parameters' counters, advanced in one op
         numba_or_portable: list[tuple[Tensor, Tensor, Tensor, float]] = []
         torch_fused: dict[tuple[torch.device, torch.dtype], list[list[Tensor]]] = {}
         on_device: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # cuda_dispatch's
         for param in params:
             grad = param.grad
-            if grad is None:
-                continue
-            if grad.is_sparse:
-                self._step_sparse(param, sparse_rows(param.detach(), grad), group)
-                continue
             state = self._state_for(param, group)
             self._flush_rows(param, state)
             steps.append(state["step"])
@@ -306,12 +303,3 @@ def _step_rule(group: dict[str, Any], lr: float, step: float) -> StepRule:
                     weight_decay=group["weight_decay"],
                     decoupled=bool(group["decoupled_weight_decay"]),
                     accumulator_decay=group["accumulator_decay"])
-
-
-def _check_hyperparameters(group: dict[str, Any]) -> None:
-    for name in ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps"):
-        check_non_negative(name, group[name])
-    check_choice("eps_placement", group["eps_placement"], EPS_PLACEMENTS)
-    check_in_unit_interval("accumulator_decay", group["accumulator_decay"])
-    check_state_dtype(group["state_dtype"])
-    check_choice("sparse_weight_decay", group["sparse_weight_decay"], SPARSE_WEIGHT_DECAY_MODES)

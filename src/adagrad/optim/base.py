@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype, _use_grad_for_differentiable
 
-from adagrad import distributed
+from adagrad.optim import ranks, sharding
 from adagrad.kernels.engine.clocks import clock_device
 from adagrad.optim import checkpoint
 
@@ -123,9 +123,11 @@ def _written(params: list[Tensor]) -> None:
 class AdagradFamily(torch.optim.Optimizer):
     """Base of the family's optimizers (see the module docstring).
 
-    Subclasses define `_init_state`, `_state_shapes`, `_step_group` and `_step_sparse`,
-    and list the floating-point state that follows the dtype policy in `_accumulators` and
-    the state that is always float64 in `_float64_state`.
+    Subclasses define `_state_shapes`, the hooks of the step loop (`_step_dense_one` or
+    `_step_dense`, and `_step_sparse`), `_validate` (their hyperparameter check), and list
+    the floating-point state that follows the dtype policy in `_accumulators` and the state
+    that is always float64 in `_float64_state`; `_init_state` creates the element-wise
+    state of most members, `_step_group` is the one step loop.
     """
 
     #: state keys whose dtype follows `state_dtype(param, group)`.
@@ -165,8 +167,20 @@ class AdagradFamily(torch.optim.Optimizer):
         return torch.float32 if param.dtype in _HALF_DTYPES else param.dtype
 
     def _init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
-        """Fresh state for ``param`` (step 0), on its device."""
-        raise NotImplementedError
+        """Fresh state for ``param`` (step 0), on its device: the step count and one tensor
+        of ``param``'s shape per `_accumulators` key, in the policy's dtype, a sum of
+        squares starting at the group's ``initial_accumulator_value`` (both parts of a
+        complex coordinate), a signed sum (`_signed_state`) at 0. Members whose state has
+        another shape override it."""
+        dtype = self.state_dtype(param, group)
+        value = group["initial_accumulator_value"]
+        if param.is_complex():
+            value = complex(value, value)
+        state = {"step": self._new_step()}
+        for key in self._accumulators:
+            state[key] = torch.full_like(param, 0 if key in self._signed_state else value,
+                                         dtype=dtype, memory_format=torch.preserve_format)
+        return state
 
     def _state_shapes(self, param: Tensor) -> dict[str, tuple[int, ...]]:
         """The shape each non-scalar state tensor of ``param`` must have."""
@@ -214,7 +228,36 @@ class AdagradFamily(torch.optim.Optimizer):
         check_rows(sparse)
 
     def _step_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
-        """Step those of ``params`` (all in ``group``) that have a gradient."""
+        """The step loop: step those of ``params`` (all in ``group``) that have a gradient,
+        a sparse one as a row gradient (`_row_gradient`, `_step_sparse`), the dense ones
+        together (`_step_dense`). Members whose step couples the parameters of a group
+        (one norm or one distance per group) override it."""
+        dense = []
+        for param in params:
+            grad = param.grad
+            if grad is None:
+                continue
+            if grad.is_sparse:
+                self._step_sparse(param, self._row_gradient(param.detach(), grad), group)
+            else:
+                dense.append(param)
+        if dense:
+            self._step_dense(group, dense)
+
+    @staticmethod
+    def _row_gradient(param: Tensor, grad: Tensor) -> SparseGrad:
+        """The sparse COO ``grad`` of ``param`` as the row gradient `_step_sparse` takes."""
+        return sparse_rows(param, grad)
+
+    def _step_dense(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        """Step ``params`` (of ``group``, each with a dense gradient), one at a time by
+        default; a member that batches its kernels overrides it."""
+        for param in params:
+            self._step_dense_one(param, param.grad, self._state_for(param, group), group)
+
+    def _step_dense_one(self, param: Tensor, grad: Tensor, state: dict[str, Tensor],
+                        group: dict[str, Any]) -> None:
+        """One dense step of ``param`` with its ``state`` (created)."""
         raise NotImplementedError
 
     def _step_sparse(self, param: Tensor, sparse: SparseGrad, group: dict[str, Any]) -> None:
@@ -244,11 +287,11 @@ class AdagradFamily(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if distributed.is_state_initialising_step(self):  # DCP creating state: no step
+        if ranks.is_state_initialising_step(self):  # DCP creating state: no step
             self._create_state()
             return loss
-        distributed.check_ranks_agree(self)
-        with distributed.local_shards(self):
+        ranks.check_ranks_agree(self)
+        with sharding.local_shards(self):
             self._step_all()
         return loss
 
@@ -316,7 +359,7 @@ class AdagradFamily(torch.optim.Optimizer):
 
     def _create_state(self) -> None:
         """Give every parameter its state now (fresh where it has none)."""
-        with distributed.local_shards(self):
+        with sharding.local_shards(self):
             for param, group in self._params_with_groups():
                 self._state_for(param, group)
 
@@ -349,7 +392,13 @@ class AdagradFamily(torch.optim.Optimizer):
 
     def _check_group(self, group: dict[str, Any]) -> None:
         """Raise ValueError naming the argument if a (loaded) group's hyperparameters are
-        invalid."""
+        invalid (the member's `_validate`)."""
+        self._validate(group)
+
+    @staticmethod
+    def _validate(group: dict[str, Any]) -> None:
+        """The member's check of a group's hyperparameters (ValueError naming the
+        argument); nothing by default."""
 
     def _check_saved_state(self, label: str, param: Tensor, saved: dict[str, Any]) -> None:
         """Raise ValueError (starting with ``label``) if the saved state of ``param``, whose

@@ -25,6 +25,16 @@ DISTANCE, MOVED, WEIGHT = "distance", "moved", "weight"
 Update = Callable[[dict[str, Tensor], dog_ops.DogStep], tuple[float, float, bool]]
 
 
+def _check_hyperparameters(group: dict[str, Any]) -> None:
+    for name in ("lr", "eps", "weight_decay"):
+        check_non_negative(name, group[name])
+    check_positive("reps_rel", group["reps_rel"])
+    check_choice("scope", group["scope"], SCOPES)
+    if group.get("differentiable"):
+        raise ValueError("Invalid differentiable value: True (argument `differentiable`: "
+                         "DoGAdagrad has no differentiable step)")
+
+
 class DoGAdagrad(AdagradFamily):
     r"""Diagonal Adagrad whose learning rate is a DoG-style distance estimate: no
     learning rate to tune (ALGORITHMS.md §10).
@@ -172,8 +182,7 @@ class DoGAdagrad(AdagradFamily):
 
     # -- checkpoints ----------------------------------------------------------------
 
-    def _check_group(self, group: dict[str, Any]) -> None:
-        _check_hyperparameters(group)
+    _validate = staticmethod(_check_hyperparameters)
 
     def _check_saved_state(self, label: str, param: Tensor, saved: dict[str, Any]) -> None:
         """r̄ and the two sums: present, 0-d, finite and ≥ 0 (r̄ > 0)."""
@@ -211,13 +220,3 @@ def _scale(states) -> float:
     weight = sum(s[WEIGHT].item() for s in states)
     distance = math.sqrt(moved / weight) if weight > 0 else 0.0
     return max(max(s[DISTANCE].item() for s in states), distance)
-
-
-def _check_hyperparameters(group: dict[str, Any]) -> None:
-    for name in ("lr", "eps", "weight_decay"):
-        check_non_negative(name, group[name])
-    check_positive("reps_rel", group["reps_rel"])
-    check_choice("scope", group["scope"], SCOPES)
-    if group.get("differentiable"):
-        raise ValueError("Invalid differentiable value: True (argument `differentiable`: "
-                         "DoGAdagrad has no differentiable step)")

@@ -14,7 +14,7 @@ from adagrad import kernels
 from adagrad.kernels import DualAveragingRule
 from adagrad.kernels.dual_averaging import torch_ops as portable_dual_averaging
 from adagrad.optim import checkpoint, last_step
-from adagrad.optim.base import AdagradFamily, SparseGrad, as_real, sparse_rows
+from adagrad.optim.base import AdagradFamily, SparseGrad, as_real
 from adagrad.optim.validation import (
     check_choice,
     check_non_negative,
@@ -24,6 +24,14 @@ from adagrad.optim.validation import (
 
 LAST_RULE = ("last_lr", "last_l1", "last_l2")  # the last step's lr, l1, l2
 ROW_STEP = "row_step"  # float64 (rows,): the step each row's θ was last recomputed at
+
+
+def _check_hyperparameters(group: dict[str, Any]) -> None:
+    for name in ("lr", "l1", "l2"):
+        check_non_negative(name, group[name])
+    check_positive("initial_accumulator_value", group["initial_accumulator_value"])  # else 0/0
+    check_state_dtype(group["state_dtype"])
+    check_choice("sparse_catch_up", group["sparse_catch_up"], (False, True))
 
 
 class AdagradDA(AdagradFamily):
@@ -89,17 +97,6 @@ class AdagradDA(AdagradFamily):
 
     # -- state ----------------------------------------------------------------------
 
-    def _init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
-        value = group["initial_accumulator_value"]
-        if param.is_complex():
-            value = complex(value, value)
-        dtype = self.state_dtype(param, group)
-        return {"step": self._new_step(),
-                "sum": torch.full_like(param, value, dtype=dtype,
-                                       memory_format=torch.preserve_format),
-                "grad_sum": torch.zeros_like(param, dtype=dtype,
-                                             memory_format=torch.preserve_format)}
-
     def _state_shapes(self, param: Tensor) -> dict[str, tuple[int, ...]]:
         return {"sum": tuple(param.shape), "grad_sum": tuple(param.shape)}
 
@@ -138,8 +135,7 @@ class AdagradDA(AdagradFamily):
 
     # -- checkpoints ----------------------------------------------------------------
 
-    def _check_group(self, group: dict[str, Any]) -> None:
-        _check_hyperparameters(group)
+    _validate = staticmethod(_check_hyperparameters)
 
     def _check_saved_state(self, label: str, param: Tensor, saved: dict[str, Any]) -> None:
         """The catch-up's record of the last step's rule (all three values or none) and
@@ -153,21 +149,14 @@ class AdagradDA(AdagradFamily):
 
     # -- stepping -------------------------------------------------------------------
 
-    def _step_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
+    def _step_dense_one(self, param: Tensor, grad: Tensor, state: dict[str, Tensor],
+                        group: dict[str, Any]) -> None:
         kernel = portable_dual_averaging if group["differentiable"] else kernels
-        for param in params:
-            grad = param.grad
-            if grad is None:
-                continue
-            if grad.is_sparse:
-                self._step_sparse(param, sparse_rows(param.detach(), grad), group)
-                continue
-            state = self._state_for(param, group)
-            rule = _step_rule(group, int(state["step"].item()) + 1)
-            real = as_real(param, grad, state["grad_sum"], state["sum"])
-            kernel.dense_dual_averaging_(*real, rule)
-            state["step"] += 1
-            _record_rule(state, group, rule)
+        rule = _step_rule(group, int(state["step"].item()) + 1)
+        real = as_real(param, grad, state["grad_sum"], state["sum"])
+        kernel.dense_dual_averaging_(*real, rule)
+        state["step"] += 1
+        _record_rule(state, group, rule)
 
     def _step_sparse(self, param: Tensor, sparse: SparseGrad, group: dict[str, Any]) -> None:
         state = self._state_for(param, group)
@@ -198,11 +187,3 @@ def _record_rule(state: dict[str, Tensor], group: dict[str, Any],
     else:
         last_step.forget(state, LAST_RULE)
         state.pop(ROW_STEP, None)
-
-
-def _check_hyperparameters(group: dict[str, Any]) -> None:
-    for name in ("lr", "l1", "l2"):
-        check_non_negative(name, group[name])
-    check_positive("initial_accumulator_value", group["initial_accumulator_value"])  # else 0/0
-    check_state_dtype(group["state_dtype"])
-    check_choice("sparse_catch_up", group["sparse_catch_up"], (False, True))

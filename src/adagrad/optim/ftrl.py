@@ -12,8 +12,15 @@ from torch.optim.optimizer import ParamsT
 from adagrad import kernels
 from adagrad.kernels import FtrlRule
 from adagrad.kernels.ftrl import torch_ops as ftrl_portable
-from adagrad.optim.base import AdagradFamily, SparseGrad, as_real, sparse_rows
+from adagrad.optim.base import AdagradFamily, SparseGrad, as_real
 from adagrad.optim.validation import check_non_negative, check_positive, check_state_dtype
+
+
+def _check_hyperparameters(group: dict[str, Any]) -> None:
+    check_positive("lr", group["lr"])
+    for name in ("beta", "l1", "l2", "initial_accumulator_value"):
+        check_non_negative(name, group[name])
+    check_state_dtype(group["state_dtype"])
 
 
 class FTRL(AdagradFamily):
@@ -89,21 +96,10 @@ class FTRL(AdagradFamily):
 
     # -- state ----------------------------------------------------------------------
 
-    def _init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
-        dtype = self.state_dtype(param, group)
-        value = group["initial_accumulator_value"]
-        if param.is_complex():
-            value = complex(value, value)
-        return {"step": self._new_step(),
-                "z": torch.zeros_like(param, dtype=dtype, memory_format=torch.preserve_format),
-                "n": torch.full_like(param, value, dtype=dtype,
-                                     memory_format=torch.preserve_format)}
-
     def _state_shapes(self, param: Tensor) -> dict[str, tuple[int, ...]]:
         return {"z": tuple(param.shape), "n": tuple(param.shape)}
 
-    def _check_group(self, group: dict[str, Any]) -> None:
-        _check_hyperparameters(group)
+    _validate = staticmethod(_check_hyperparameters)
 
     # -- stepping -------------------------------------------------------------------
 
@@ -113,19 +109,11 @@ class FTRL(AdagradFamily):
             raise RuntimeError("FTRL with differentiable=True does not support sparse "
                                "gradients")
 
-    def _step_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
-        rule = _rule(group)
+    def _step_dense_one(self, param: Tensor, grad: Tensor, state: dict[str, Tensor],
+                        group: dict[str, Any]) -> None:
         kernel = ftrl_portable if group["differentiable"] else kernels
-        for param in params:
-            grad = param.grad
-            if grad is None:
-                continue
-            if grad.is_sparse:
-                self._step_sparse(param, sparse_rows(param.detach(), grad), group)
-                continue
-            state = self._state_for(param, group)
-            state["step"] += 1
-            kernel.dense_ftrl_(*as_real(param, grad, state["z"], state["n"]), rule)
+        state["step"] += 1
+        kernel.dense_ftrl_(*as_real(param, grad, state["z"], state["n"]), _rule(group))
 
     def _step_sparse(self, param: Tensor, sparse: SparseGrad, group: dict[str, Any]) -> None:
         state = self._state_for(param, group)
@@ -138,10 +126,3 @@ class FTRL(AdagradFamily):
 def _rule(group: dict[str, Any]) -> FtrlRule:
     return FtrlRule(lr=float(group["lr"]), beta=float(group["beta"]), l1=float(group["l1"]),
                     l2=float(group["l2"]))
-
-
-def _check_hyperparameters(group: dict[str, Any]) -> None:
-    check_positive("lr", group["lr"])
-    for name in ("beta", "l1", "l2", "initial_accumulator_value"):
-        check_non_negative(name, group[name])
-    check_state_dtype(group["state_dtype"])

@@ -21,6 +21,25 @@ MAX_UNBLOCKED = 4096
 d×d float64: 128 MiB at 4096)."""
 
 
+def _check_hyperparameters(group: dict[str, Any]) -> None:
+    check_non_negative("lr", group["lr"])
+    check_positive("eps", group["eps"])
+    check_positive_int("block_size", group["block_size"], allow_none=True)
+    check_positive_int("precondition_every", group["precondition_every"])
+    if group["block_size"] is not None:
+        return
+    for param in group.get("params", ()):
+        numel = _real_numel(param)
+        if numel > MAX_UNBLOCKED:
+            gib = numel * numel * 8 / 2 ** 30
+            raise ValueError(
+                f"FullMatrixAdagrad: a parameter of shape {tuple(param.shape)} has {numel} "
+                f"real coordinates (more than {MAX_UNBLOCKED}): its full matrix would be "
+                f"{numel}×{numel} float64 ({gib:.1f} GiB). Set block_size (argument "
+                f"`block_size`, e.g. block_size=1024) to precondition blocks of that many "
+                f"consecutive coordinates")
+
+
 class FullMatrixAdagrad(AdagradFamily):
     r"""Full-matrix Adagrad (Duchi, Hazan, Singer, JMLR 2011, the update with the full
     matrix ``G_t = Σ g·gᵀ``), optionally block-diagonal over consecutive coordinates.
@@ -106,13 +125,8 @@ class FullMatrixAdagrad(AdagradFamily):
                            "of one row moves every coordinate of its block (use "
                            "adagrad.Adagrad or AdagradNorm for embedding tables)")
 
-    def _step_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
-        for param in params:
-            if param.grad is not None:
-                self._step_param(param, group)
-
-    def _step_param(self, param: Tensor, group: dict[str, Any]) -> None:
-        state = self._state_for(param, group)
+    def _step_dense_one(self, param: Tensor, grad: Tensor, state: dict[str, Tensor],
+                        group: dict[str, Any]) -> None:
         blocks = _layout(param, group["block_size"])
         outer_sum = state["sum"]
         if tuple(outer_sum.shape) != blocks.shape:
@@ -145,8 +159,7 @@ class FullMatrixAdagrad(AdagradFamily):
 
     # -- checkpoints ----------------------------------------------------------------
 
-    def _check_group(self, group: dict[str, Any]) -> None:
-        _check_hyperparameters(group)
+    _validate = staticmethod(_check_hyperparameters)
 
     def _check_saved_state(self, label: str, param: Tensor, saved: dict[str, Any]) -> None:
         """``sum`` (required) and ``h_inverse`` (optional): finite float tensors of a block
@@ -190,22 +203,3 @@ def _is_layout(numel: int, shape: torch.Size) -> bool:
     if numel == 0:
         return count == 0
     return 1 <= size <= numel and count == math.ceil(numel / size)
-
-
-def _check_hyperparameters(group: dict[str, Any]) -> None:
-    check_non_negative("lr", group["lr"])
-    check_positive("eps", group["eps"])
-    check_positive_int("block_size", group["block_size"], allow_none=True)
-    check_positive_int("precondition_every", group["precondition_every"])
-    if group["block_size"] is not None:
-        return
-    for param in group.get("params", ()):
-        numel = _real_numel(param)
-        if numel > MAX_UNBLOCKED:
-            gib = numel * numel * 8 / 2 ** 30
-            raise ValueError(
-                f"FullMatrixAdagrad: a parameter of shape {tuple(param.shape)} has {numel} "
-                f"real coordinates (more than {MAX_UNBLOCKED}): its full matrix would be "
-                f"{numel}×{numel} float64 ({gib:.1f} GiB). Set block_size (argument "
-                f"`block_size`, e.g. block_size=1024) to precondition blocks of that many "
-                f"consecutive coordinates")

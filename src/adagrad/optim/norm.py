@@ -35,6 +35,12 @@ class _Descent:
             norm_ops.descend_rows_(self.target, self.rows, self.grad, factor)
 
 
+def _check_hyperparameters(group: dict[str, Any]) -> None:
+    for name in ("lr", "initial_accumulator_value", "eps"):
+        check_non_negative(name, group[name])
+    check_choice("scope", group["scope"], SCOPES)
+
+
 class AdagradNorm(AdagradFamily):
     r"""AdaGrad-Norm (Ward, Wu, Bottou, "AdaGrad stepsizes", ICML 2019): Adagrad with one
     accumulator for a whole tensor, so that only the step size adapts, not the direction.
@@ -198,11 +204,4 @@ class AdagradNorm(AdagradFamily):
 
     # -- checkpoints ----------------------------------------------------------------
 
-    def _check_group(self, group: dict[str, Any]) -> None:
-        _check_hyperparameters(group)
-
-
-def _check_hyperparameters(group: dict[str, Any]) -> None:
-    for name in ("lr", "initial_accumulator_value", "eps"):
-        check_non_negative(name, group[name])
-    check_choice("scope", group["scope"], SCOPES)
+    _validate = staticmethod(_check_hyperparameters)

@@ -14,11 +14,26 @@ from adagrad import kernels
 from adagrad.kernels import ProximalRule
 from adagrad.kernels.proximal import torch_ops as portable_proximal
 from adagrad.optim import checkpoint, last_step
-from adagrad.optim.base import AdagradFamily, SparseGrad, as_real, sparse_rows
+from adagrad.optim.base import AdagradFamily, SparseGrad, as_real
 from adagrad.optim.validation import check_choice, check_non_negative, check_state_dtype
 
 ROW_STEP = "row_step"  # float64 (rows,): the step each row of the table is up to date at
 LAST_RULE = ("last_lr", "last_l1", "last_l2", "last_eps")  # the last step's ProximalRule
+
+
+def _check_hyperparameters(group: dict[str, Any]) -> None:
+    for name in ("lr", "l1", "l2", "initial_accumulator_value", "eps", "lr_decay"):
+        check_non_negative(name, group[name])
+    if group["initial_accumulator_value"] == 0 and group["eps"] == 0:
+        raise ValueError("Invalid initial_accumulator_value value: 0 (argument "
+                         "`initial_accumulator_value` must be > 0 when eps = 0: "
+                         "η = lr / sqrt(G) is infinite where G = 0)")
+    check_state_dtype(group["state_dtype"])
+    check_choice("sparse_catch_up", group["sparse_catch_up"], (False, True))
+    if group["sparse_catch_up"] and group["lr_decay"] != 0:
+        raise ValueError(f"Invalid sparse_catch_up value: True (argument `sparse_catch_up` "
+                         f"needs lr_decay = 0, got {group['lr_decay']}: the catch-up is the "
+                         f"closed form of zero-gradient steps with a fixed η)")
 
 
 class ProximalAdagrad(AdagradFamily):
@@ -87,14 +102,6 @@ class ProximalAdagrad(AdagradFamily):
 
     # -- state ----------------------------------------------------------------------
 
-    def _init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
-        value = group["initial_accumulator_value"]
-        if param.is_complex():
-            value = complex(value, value)
-        initial = torch.full_like(param, value, dtype=self.state_dtype(param, group),
-                                  memory_format=torch.preserve_format)
-        return {"step": self._new_step(), "sum": initial}
-
     def _state_shapes(self, param: Tensor) -> dict[str, tuple[int, ...]]:
         return {"sum": tuple(param.shape)}
 
@@ -155,8 +162,7 @@ class ProximalAdagrad(AdagradFamily):
 
     # -- checkpoints ----------------------------------------------------------------
 
-    def _check_group(self, group: dict[str, Any]) -> None:
-        _check_hyperparameters(group)
+    _validate = staticmethod(_check_hyperparameters)
 
     def _check_saved_state(self, label: str, param: Tensor, saved: dict[str, Any]) -> None:
         """The catch-up's state: the last step's rule (all four values or none) and, if
@@ -178,24 +184,17 @@ class ProximalAdagrad(AdagradFamily):
 
     # -- stepping -------------------------------------------------------------------
 
-    def _step_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
+    def _step_dense_one(self, param: Tensor, grad: Tensor, state: dict[str, Tensor],
+                        group: dict[str, Any]) -> None:
         kernel = portable_proximal if group["differentiable"] else kernels
-        for param in params:
-            grad = param.grad
-            if grad is None:
-                continue
-            if grad.is_sparse:
-                self._step_sparse(param, sparse_rows(param.detach(), grad), group)
-                continue
-            state = self._state_for(param, group)
-            rule = _step_rule(group, state["step"].item() + 1)
-            self._flush_rows(param, state)
-            real_param, real_grad, real_sum = as_real(param, grad, state["sum"])
-            kernel.dense_proximal_(real_param, real_grad, real_sum, rule)
-            state["step"] += 1
-            if ROW_STEP in state:  # flushed, then stepped: every row is up to date
-                state[ROW_STEP].fill_(state["step"].item())
-            self._record_rule(state, group, rule)
+        rule = _step_rule(group, state["step"].item() + 1)
+        self._flush_rows(param, state)
+        real_param, real_grad, real_sum = as_real(param, grad, state["sum"])
+        kernel.dense_proximal_(real_param, real_grad, real_sum, rule)
+        state["step"] += 1
+        if ROW_STEP in state:  # flushed, then stepped: every row is up to date
+            state[ROW_STEP].fill_(state["step"].item())
+        self._record_rule(state, group, rule)
 
     def _step_sparse(self, param: Tensor, sparse: SparseGrad, group: dict[str, Any]) -> None:
         state = self._state_for(param, group)
@@ -238,18 +237,3 @@ def _recorded_rule(state: dict[str, Any]) -> ProximalRule | None:
 def _table(param: Tensor, state: dict[str, Tensor]) -> Tensor:
     """``param`` as the ``(rows, D)`` table its ``row_step`` describes."""
     return param.detach().view(state[ROW_STEP].numel(), -1)
-
-
-def _check_hyperparameters(group: dict[str, Any]) -> None:
-    for name in ("lr", "l1", "l2", "initial_accumulator_value", "eps", "lr_decay"):
-        check_non_negative(name, group[name])
-    if group["initial_accumulator_value"] == 0 and group["eps"] == 0:
-        raise ValueError("Invalid initial_accumulator_value value: 0 (argument "
-                         "`initial_accumulator_value` must be > 0 when eps = 0: "
-                         "η = lr / sqrt(G) is infinite where G = 0)")
-    check_state_dtype(group["state_dtype"])
-    check_choice("sparse_catch_up", group["sparse_catch_up"], (False, True))
-    if group["sparse_catch_up"] and group["lr_decay"] != 0:
-        raise ValueError(f"Invalid sparse_catch_up value: True (argument `sparse_catch_up` "
-                         f"needs lr_decay = 0, got {group['lr_decay']}: the catch-up is the "
-                         f"closed form of zero-gradient steps with a fixed η)")

@@ -188,25 +188,21 @@ class RowWiseAdagrad(AdagradFamily):
                              f"({_rows(param)}, -1) rows, got {tuple(sparse.table.shape)}")
         super().step_rows(param, sparse)
 
-    def _step_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
-        for param in params:
-            grad = param.grad
-            if grad is None:
-                continue
-            if grad.is_sparse:
-                self._step_sparse(param, _row_gradient(param.detach(), grad), group)
-                continue
-            state = self._state_for(param, group)
-            if PARAM_DECAY.snapshots in state:  # pending lazy decay first, as dense has it
-                kernels.flush_rows_(_table(param), state["sum"].view(-1, 1),
-                                    _row_clocks(state))
-            state["step"] += 1
-            rule = _step_rule(group, state["step"].item(), group["weight_decay"],
-                              bool(group["decoupled_weight_decay"]))
-            if param.dim() < 2:  # element-wise: §1 with ε outside
-                kernels.dense_adagrad_(param, grad, state["sum"], rule)
-            else:
-                kernels.dense_rowwise_adagrad_(param, grad, state["sum"], rule)
+    def _step_dense_one(self, param: Tensor, grad: Tensor, state: dict[str, Tensor],
+                        group: dict[str, Any]) -> None:
+        if PARAM_DECAY.snapshots in state:  # pending lazy decay first, as dense has it
+            kernels.flush_rows_(_table(param), state["sum"].view(-1, 1), _row_clocks(state))
+        state["step"] += 1
+        rule = _step_rule(group, state["step"].item(), group["weight_decay"],
+                          bool(group["decoupled_weight_decay"]))
+        if param.dim() < 2:  # element-wise: §1 with ε outside
+            kernels.dense_adagrad_(param, grad, state["sum"], rule)
+        else:
+            kernels.dense_rowwise_adagrad_(param, grad, state["sum"], rule)
+
+    @staticmethod
+    def _row_gradient(param: Tensor, grad: Tensor) -> SparseGrad:
+        return _row_gradient(param, grad)
 
     def _step_sparse(self, param: Tensor, sparse: SparseGrad, group: dict[str, Any]) -> None:
         state = self._state_for(param, group)

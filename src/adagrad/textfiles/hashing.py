@@ -4,7 +4,7 @@ A token is a maximal run of word bytes of the UTF-8 text: ASCII letters and digi
 and every byte of a multi-byte character; ASCII letters are lowercased. A token's hash is
 the 64-bit FNV-1a of its bytes; the n-gram of tokens ``t_1 … t_n`` hashes to
 ``h_n = mix(h_{n-1}·P + hash(t_n))`` with ``h_1 = hash(t_1)``, ``P`` the FNV prime and
-``mix`` the splitmix64 finaliser (`adagrad.kernels.sparse_cpu._mix`), and n-grams of
+``mix`` the splitmix64 finaliser (`adagrad.kernels.engine.splitmix`), and n-grams of
 different lengths are told apart by mixing in their length. The feature of a hash is its
 low ``bits`` bits (Weinberger et al. 2009, "Feature hashing for large scale multitask
 learning"). Each document's feature counts become ``log(1 + count)``, then the row is
@@ -20,7 +20,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from adagrad.kernels.engine.sparse_cpu import _mix
+from adagrad.kernels.engine.splitmix import splitmix64
 
 FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 FNV_PRIME = np.uint64(0x100000001B3)
@@ -70,8 +70,8 @@ def _document_features(tokens, ngrams, mask):
             if start + n > tokens.size:
                 break
             if n > 1:
-                h = _mix(h * FNV_PRIME + tokens[start + n - 1])
-            out[c] = np.int64(_mix(h ^ np.uint64(n)) & mask)
+                h = splitmix64(h * FNV_PRIME + tokens[start + n - 1])
+            out[c] = np.int64(splitmix64(h ^ np.uint64(n)) & mask)
             c += 1
     out.sort()
     return out

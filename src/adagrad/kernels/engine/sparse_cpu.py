@@ -123,6 +123,7 @@ from adagrad.kernels.engine.elementwise import (
     store_float,
 )
 from adagrad.kernels.engine.rule import StepRule
+from adagrad.kernels.engine.splitmix import splitmix64 as _mix
 
 _NO_SNAPSHOTS = np.zeros(0, np.float64)
 _IDENTITY = np.zeros(0, np.int64)  # value_of for a COO gradient: position k reads row k
@@ -153,17 +154,6 @@ def first_out_of_range(indices, num_rows):
 
 
 # ------------------------------------------------------------------ partitioning
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _mix(row):
-    """A 64-bit hash of a row id (the splitmix64 finaliser): every output bit depends on
-    every input bit, so the partition (high bits) and the hash-table slot (low bits) are
-    independent, and consecutive ids spread evenly."""
-    h = np.uint64(row)
-    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return h ^ (h >> np.uint64(31))
 
 
 @numba.njit(inline="always", error_model="numpy")

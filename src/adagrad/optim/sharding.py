@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from adagrad import members
+
 if TYPE_CHECKING:
     from adagrad.optim.base import AdagradFamily
 
@@ -58,7 +60,7 @@ def _local_shard(optimizer: AdagradFamily, param: Tensor) -> Tensor:
         raise NotImplementedError(
             f"{name} cannot step a sharded (DTensor) parameter of shape "
             f"{tuple(param.shape)}: its state spans the whole parameter, which the shards do "
-            f"not see (use Adagrad, RowWiseAdagrad, ProximalAdagrad, AdagradDA or FTRL)")
+            f"not see (use {', '.join(members.names(shardable=True))})")
     local = param.to_local().detach()
     per_row = local.dim() >= 2 and local.shape[:1] in optimizer._state_shapes(local).values()
     if per_row and any(isinstance(p, Shard) and p.dim != 0 for p in param.placements):
