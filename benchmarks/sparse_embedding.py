@@ -1,4 +1,4 @@
-"""Sparse embedding step, the headline benchmark (shared/BENCHMARKS.md, issue 3).
+"""Sparse embedding step, the headline benchmark (targets: benchmarks/README.md, "Targets"; issue 3).
 
 Table V x D float32 (default 1,000,000 x 64), a batch of B bags x L ids (16,384 x 4), sum
 pooling, loss = sum of the outputs; ids (a) uniform, (b) Zipf(1.05) over a random permutation
@@ -29,14 +29,26 @@ Run (from the repository root, in the benchmark environment):
     bash benchmarks/setup_env.sh && .venv-bench/bin/python benchmarks/sparse_embedding.py
 
 Options: --quick (small table, few reps: a smoke test), --reps, --warmup, --threads,
---rows, --dim, --bags, --ids-per-bag, --no-fbgemm, --json NAME.
+--rows, --dim, --bags, --ids-per-bag, --no-fbgemm, --json NAME, --only NAMES (a subset of
+the candidates), --isolate (one process per candidate: the default from 4M rows, so that
+--rows 16000000 fits in 24 GB).
+
+The physical limit: a copy of a --copy-mib buffer (larger than the caches) is timed
+alternating with the candidates and gives the memory bandwidth under the same load; the
+bytes each step must move (`step_bytes`: rows read by the forward, rows and state read and
+written by the update, ids, offsets, output and its gradient) over it is the candidate's
+limit, and its time is printed as a multiple of it.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
+import resource
+import statistics
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -56,8 +68,10 @@ from _common import (  # noqa: E402
 
 LR = 0.01
 OURS = ("ours-fused", "ours", "ours-rowwise-fused")  # the ratios are taken against these
-# (name, anchor, threshold): "anchor / name >= threshold" on each id distribution
-TARGETS = (("ours-fused", "torch", 4.0), ("ours-fused", "fbgemm", 2.0), ("ours", "torch", 4.0),
+# (name, anchor, threshold[, distributions]): "anchor / name >= threshold" on each id
+# distribution (or only on those named)
+TARGETS = (("ours-fused", "torch", 4.0), ("ours-fused", "fbgemm", 2.0),
+           ("ours-fused", "fbgemm", 4.0, ("zipf",)), ("ours", "torch", 4.0),
            ("ours", "fbgemm", 2.0), ("ours-rowwise-fused", "fbgemm-rw", 2.5),
            ("ftrl-fused", "torch", 2.0), ("prox-fused", "torch", 2.0),
            ("prox-fused-cu", "torch", 2.0), ("da-fused", "torch", 2.0),
@@ -68,6 +82,9 @@ REFERENCE_OF = {"ours": "torch", "ours-fused": "torch", "fbgemm": "torch",
 L1, L2 = 1e-4, 1e-4  # the proximal members' regularisation
 EPS = 1e-10  # torch's default; FBGEMM is given the same so its result is comparable
 WD = 0.01
+ISOLATE_ROWS = 4_000_000
+ISOLATED_DEFAULT = ("torch", "fbgemm", "fbgemm-rw", "ours-fused", "ours-rowwise-fused")
+COPY = "memory copy"  # the bandwidth probe, timed alternating with the candidates
 
 
 def parse_args(argv=None):
@@ -84,6 +101,15 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-fbgemm", action="store_true")
     p.add_argument("--no-ours", action="store_true")
+    p.add_argument("--only", default="", help="comma-separated candidate names to time "
+                   "(default: all; with --isolate, " + ",".join(ISOLATED_DEFAULT) + ")")
+    p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
+                   help="one child process per candidate, each building only its own table "
+                   f"(default: on from {ISOLATE_ROWS:,} rows, where all tables at once do "
+                   "not fit in memory); no one-step correctness check, ratios of medians")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--copy-mib", type=int, default=256,
+                   help="size of the buffer whose copy measures the memory bandwidth")
     p.add_argument("--quick", action="store_true", help="small smoke run")
     p.add_argument("--json", default="sparse_embedding", help="results/NAME.json ('' = none)")
     a = p.parse_args(argv)
@@ -169,9 +195,13 @@ def fbgemm_state_bytes(tbe) -> int:
     return sum(t.numel() * t.element_size() for ts in tbe.split_optimizer_states() for t in ts)
 
 
-def build_candidates(a, init, ours_pkg, make_tbe):
-    """Return {name: (step(ids, offsets, offsets_full), state_bytes_fn, note)}."""
+def build_candidates(a, init, ours_pkg, make_tbe, keep=None):
+    """Return {name: (step(ids, offsets, offsets_full), state_bytes_fn, note)}, building
+    only the candidates named in ``keep`` (None: all), so that a big table is built once."""
     import torch
+
+    def want(name):
+        return keep is None or name in keep
 
     def embbag():
         emb = torch.nn.EmbeddingBag(a.rows, a.dim, mode="sum", sparse=True)
@@ -188,51 +218,60 @@ def build_candidates(a, init, ours_pkg, make_tbe):
             opt.step()
         return step
 
-    emb_t = embbag()
-    opt_t = torch.optim.Adagrad(emb_t.parameters(), lr=LR)
-    cands["torch"] = (optim_step(emb_t, opt_t), lambda: state_bytes(opt_t), "torch.optim.Adagrad")
+    if want("torch"):
+        emb_t = embbag()
+        opt_t = torch.optim.Adagrad(emb_t.parameters(), lr=LR)
+        cands["torch"] = (optim_step(emb_t, opt_t), lambda: state_bytes(opt_t),
+                          "torch.optim.Adagrad")
 
     if make_tbe is not None:
-        tbe = make_tbe(a.rows, a.dim, False, init)
-        tbe_rw = make_tbe(a.rows, a.dim, True, init)
-
         def tbe_step(m):
             def step(ids, offs, offs_full):
                 m(ids, offs_full).sum().backward()  # the update happens inside backward
             return step
 
-        cands["fbgemm"] = (tbe_step(tbe), lambda: fbgemm_state_bytes(tbe), "FBGEMM EXACT_ADAGRAD")
-        cands["fbgemm-rw"] = (tbe_step(tbe_rw), lambda: fbgemm_state_bytes(tbe_rw),
-                              "FBGEMM EXACT_ROWWISE_ADAGRAD")
+        if want("fbgemm"):
+            tbe = make_tbe(a.rows, a.dim, False, init)
+            cands["fbgemm"] = (tbe_step(tbe), lambda: fbgemm_state_bytes(tbe),
+                               "FBGEMM EXACT_ADAGRAD")
+        if want("fbgemm-rw"):
+            tbe_rw = make_tbe(a.rows, a.dim, True, init)
+            cands["fbgemm-rw"] = (tbe_step(tbe_rw), lambda: fbgemm_state_bytes(tbe_rw),
+                                  "FBGEMM EXACT_ROWWISE_ADAGRAD")
 
-    emb_f = embbag()
+    if want("fwd+bwd"):
+        emb_f = embbag()
 
-    def fwdbwd(ids, offs, offs_full):
-        emb_f.weight.grad = None
-        emb_f(ids, offs).sum().backward()
+        def fwdbwd(ids, offs, offs_full):
+            emb_f.weight.grad = None
+            emb_f(ids, offs).sum().backward()
 
-    cands["fwd+bwd"] = (fwdbwd, lambda: 0, "forward + backward, no update")
+        cands["fwd+bwd"] = (fwdbwd, lambda: 0, "forward + backward, no update")
 
     if ours_pkg is not None:
-        emb_u = ours_pkg.nn.EmbeddingBag(a.rows, a.dim, mode="sum")
-        with torch.no_grad():
-            emb_u.weight.copy_(init)
-        opt_u = ours_pkg.Adagrad(emb_u.parameters(), lr=LR)
-        emb_u.update_in_backward(opt_u)
-        cands["ours-fused"] = (optim_step(emb_u, opt_u), lambda: state_bytes(opt_u),
-                               "adagrad.nn.EmbeddingBag, update inside backward")
-        emb_o = embbag()
-        opt_o = ours_pkg.Adagrad(emb_o.parameters(), lr=LR)
-        cands["ours"] = (optim_step(emb_o, opt_o), lambda: state_bytes(opt_o), "adagrad.Adagrad")
-        try:
-            emb_l = embbag()
-            opt_l = ours_pkg.Adagrad(emb_l.parameters(), lr=LR, weight_decay=WD,
-                                     sparse_weight_decay="lazy")
-            cands["ours-lazy"] = (optim_step(emb_l, opt_l), lambda: state_bytes(opt_l),
-                                  f"adagrad.Adagrad wd={WD} sparse_weight_decay='lazy'")
-        except Exception as exc:
-            print(f"ours-lazy unavailable: {exc!r}", file=sys.stderr)
-        cands.update(family_fused_candidates(a, init, ours_pkg))
+        if want("ours-fused"):
+            emb_u = ours_pkg.nn.EmbeddingBag(a.rows, a.dim, mode="sum")
+            with torch.no_grad():
+                emb_u.weight.copy_(init)
+            opt_u = ours_pkg.Adagrad(emb_u.parameters(), lr=LR)
+            emb_u.update_in_backward(opt_u)
+            cands["ours-fused"] = (optim_step(emb_u, opt_u), lambda: state_bytes(opt_u),
+                                   "adagrad.nn.EmbeddingBag, update inside backward")
+        if want("ours"):
+            emb_o = embbag()
+            opt_o = ours_pkg.Adagrad(emb_o.parameters(), lr=LR)
+            cands["ours"] = (optim_step(emb_o, opt_o), lambda: state_bytes(opt_o),
+                             "adagrad.Adagrad")
+        if want("ours-lazy"):
+            try:
+                emb_l = embbag()
+                opt_l = ours_pkg.Adagrad(emb_l.parameters(), lr=LR, weight_decay=WD,
+                                         sparse_weight_decay="lazy")
+                cands["ours-lazy"] = (optim_step(emb_l, opt_l), lambda: state_bytes(opt_l),
+                                      f"adagrad.Adagrad wd={WD} sparse_weight_decay='lazy'")
+            except Exception as exc:
+                print(f"ours-lazy unavailable: {exc!r}", file=sys.stderr)
+        cands.update(family_fused_candidates(a, init, ours_pkg, want))
     return cands
 
 
@@ -269,12 +308,12 @@ FAMILY_FUSED = {
 }
 
 
-def family_fused_candidates(a, init, ours_pkg) -> dict:
-    """A candidate for each member of FAMILY_FUSED this adagrad has: one step is forward
-    and backward, the update happening inside backward."""
+def family_fused_candidates(a, init, ours_pkg, want) -> dict:
+    """A candidate for each member of FAMILY_FUSED this adagrad has (and ``want`` names):
+    one step is forward and backward, the update happening inside backward."""
     cands = {}
     for name, (class_name, kwargs, note) in FAMILY_FUSED.items():
-        if not hasattr(ours_pkg, class_name):
+        if not hasattr(ours_pkg, class_name) or not want(name):
             continue
         layer, opt = fused_layer(a, init, ours_pkg, getattr(ours_pkg, class_name), kwargs)
 
@@ -408,7 +447,7 @@ def print_header(a) -> dict:
 def ratios(times: dict, med: dict) -> dict:
     """Every candidate's time over each of ours, as a ratio of medians and paired."""
     out = {}
-    bases = OURS + tuple(name for name, _, _ in TARGETS if name not in OURS)
+    bases = OURS + tuple(target[0] for target in TARGETS if target[0] not in OURS)
     for o in (o for o in bases if o in times):
         for n in times:
             out[f"{n}/{o}"] = {"of_medians": med[n] / med[o],
@@ -416,25 +455,72 @@ def ratios(times: dict, med: dict) -> dict:
     return out
 
 
+def copy_probe(a):
+    """A step that copies a buffer larger than the caches (``--copy-mib``), and the bytes
+    it moves (read + written): its time, alternating with the candidates, gives the memory
+    bandwidth under the same load."""
+    import torch
+
+    src = torch.ones(a.copy_mib << 18)  # float32: copy_mib MiB
+    dst = torch.empty_like(src)
+
+    def step(ids, offs, offs_full):
+        dst.copy_(src)
+    return step, 2 * src.numel() * 4
+
+
+def step_bytes(a, distinct: float, state_bytes_per_param: float, update: bool = True) -> float:
+    """The bytes one full step must move at the least: the forward reads each distinct row
+    once and writes the (bags, D) output, backward reads the output gradient, the update
+    reads and writes each distinct row and its state (``state_bytes_per_param`` per
+    coordinate: 4 for Adagrad, 4/D for row-wise); the ids and offsets are read once.
+    Bytes, not cache lines: a row-wise accumulator of 4 B still costs a 64 B line."""
+    row = a.dim * 4
+    ids = 8 * (a.bags * a.ids_per_bag + a.bags)
+    total = distinct * row + 2 * a.bags * row + ids
+    if update:
+        total += 2 * distinct * row + 2 * distinct * a.dim * state_bytes_per_param
+    return total
+
+
 def run_distribution(a, gi: int, dist: str, init, cands, ours_pkg, make_tbe) -> dict:
-    """Time every candidate on one id distribution, and check correctness."""
+    """Time every candidate on one id distribution, alternating with the bandwidth probe,
+    and check correctness (not in a --child run)."""
     import torch
 
     batches, offsets, offsets_full = make_batches(dist, a, a.seed + 1 + gi)
     touched = sum(int(torch.unique(b).numel()) for b in batches) / len(batches)
     print(f"\n## {dist}{' ' + str(a.zipf) if dist == 'zipf' else ''}: "
-          f"{touched:,.0f} distinct rows touched per batch (mean); floor for the update "
-          f"(5 x 4 B x rows x D at 25 GB/s) ~{5 * 4 * touched * a.dim / 25e9 * 1e3:.2f} ms",
-          flush=True)
+          f"{touched:,.0f} distinct rows touched per batch (mean)", flush=True)
 
     def runner(step):
         return lambda i: step(batches[i % len(batches)], offsets, offsets_full)
 
-    times = time_alternating({n: runner(c[0]) for n, c in cands.items()}, a.reps, a.warmup)
-    corr = correctness(a, init, batches, offsets, offsets_full, ours_pkg, make_tbe)
+    copy_step, copy_bytes = copy_probe(a)
+    steps = {n: runner(c[0]) for n, c in cands.items()}
+    steps[COPY] = runner(copy_step)
+    times = time_alternating(steps, a.reps, a.warmup)
+    copy_times = times.pop(COPY)
+    bandwidth = copy_bytes / statistics.median(copy_times)
+    print(f"memory bandwidth (copy of {a.copy_mib} MiB, read + written): "
+          f"{bandwidth / 1e9:.1f} GB/s", flush=True)
+    corr = {} if a.child else correctness(a, init, batches, offsets, offsets_full, ours_pkg,
+                                          make_tbe)
     med = {n: median_ms(t) for n, t in times.items()}
     return {"distinct_rows_mean": touched, "median_ms": med, "times_s": times,
+            "bandwidth_bytes_per_s": bandwidth, "copy_times_s": copy_times,
             "correctness": corr, "ratios": ratios(times, med)}
+
+
+def limits(a, results: dict, sbytes: dict) -> None:
+    """Each candidate's limit (the bytes its step must move over the measured bandwidth,
+    `step_bytes`) and its time as a multiple of it, into ``results``."""
+    for dr in results["distributions"].values():
+        dr["limit_ms"], dr["x_limit"] = {}, {}
+        for n, ms in dr["median_ms"].items():
+            moved = step_bytes(a, dr["distinct_rows_mean"], sbytes[n], update=n != "fwd+bwd")
+            dr["limit_ms"][n] = moved / dr["bandwidth_bytes_per_s"] * 1e3
+            dr["x_limit"][n] = ms / dr["limit_ms"][n]
 
 
 def correctness_cell(results: dict, dists: list[str], name: str) -> str:
@@ -453,7 +539,7 @@ def print_table(results: dict, cands: dict, sbytes: dict) -> None:
     ours = [o for o in OURS if o in cands]
     headers = ["candidate"]
     for d in dists:
-        headers += [f"{d} ms"] + [f"{d} x/{o}" for o in ours]
+        headers += [f"{d} ms"] + [f"{d} x/{o}" for o in ours] + [f"{d} limit ms (x limit)"]
     headers += ["state B/param", "max rel diff after one step (w; sum)"]
     rows = []
     for n, c in cands.items():
@@ -462,9 +548,14 @@ def print_table(results: dict, cands: dict, sbytes: dict) -> None:
             dr = results["distributions"][d]
             row.append(f"{dr['median_ms'][n]:.2f}")
             row += [f"{dr['ratios'][f'{n}/{o}']['of_medians']:.2f}" for o in ours]
+            row.append(f"{dr['limit_ms'][n]:.2f} ({dr['x_limit'][n]:.2f})")
         rows.append(row + [f"{sbytes[n]:.3f}", correctness_cell(results, dists, n)])
     print()
     print(format_table(headers, rows))
+    print("\nlimit: the bytes the step must move (step_bytes) at the copy bandwidth measured "
+          "alternating with the candidates: " + ", ".join(
+              f"{d} {results['distributions'][d]['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s"
+              for d in dists))
 
 
 def print_targets(results: dict) -> None:
@@ -472,16 +563,22 @@ def print_targets(results: dict) -> None:
     print("\n## Targets (ratio of medians; paired = median of per-round ratios; PASS needs "
           "both, 'borderline' one)")
     results["targets"] = {}
-    for name, anchor, thr in TARGETS:
+    for name, anchor, thr, *only in TARGETS:
         for d, dr in results["distributions"].items():
             r = dr["ratios"].get(f"{anchor}/{name}")
-            if r is None:
+            if r is None or (only and d not in only[0]):
                 continue
             hits = (r["of_medians"] >= thr) + (r["paired_median"] >= thr)
             label = f"{anchor}/{name} >= {thr:g} ({d})"
             results["targets"][label] = ("MISS", "borderline", "PASS")[hits]
             print(f"- {label}: {r['of_medians']:.2f} (paired {r['paired_median']:.2f})  "
                   f"{results['targets'][label]}")
+    for name in ("ours-fused", "ours-rowwise-fused"):
+        for d, dr in results["distributions"].items():
+            if name in dr.get("x_limit", {}):
+                x = dr["x_limit"][name]
+                print(f"- {name} within 1.5x of the bytes-moved limit ({d}): {x:.2f}x  "
+                      f"{'PASS' if x <= 1.5 else 'MISS'}")
     for o in OURS:
         checks = [dr["correctness"][o] for dr in results["distributions"].values()
                   if o in dr["correctness"]]
@@ -491,8 +588,83 @@ def print_targets(results: dict) -> None:
                   f"{'PASS' if worst <= 1e-6 else 'MISS'}")
 
 
+def run_isolated(a) -> int:
+    """One child process per candidate (each builds only its table, times it alternating
+    with the bandwidth probe, and reports its medians); then the table of all, with ratios
+    of medians across processes (no paired ratio: the candidates did not alternate)."""
+    names = a.only.split(",") if a.only else list(ISOLATED_DEFAULT)
+    common = [f"--rows={a.rows}", f"--dim={a.dim}", f"--bags={a.bags}",
+              f"--ids-per-bag={a.ids_per_bag}", f"--zipf={a.zipf}", f"--reps={a.reps}",
+              f"--warmup={a.warmup}", f"--batches={a.batches}", f"--threads={a.threads}",
+              f"--omp-wait-policy={a.omp_wait_policy}", f"--seed={a.seed}",
+              f"--copy-mib={a.copy_mib}", "--no-isolate", "--child", "--json="]
+    if a.omp_wait_policy != "default":  # what the children set, for the header
+        os.environ["OMP_WAIT_POLICY"] = a.omp_wait_policy.upper()
+    info = print_header(a)
+    print(f"# one process per candidate: {', '.join(names)}", flush=True)
+    children = {}
+    for name in names:
+        proc = subprocess.run([sys.executable, __file__, *common, f"--only={name}"],
+                              capture_output=True, text=True)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("CHILD-RESULT ")]
+        if proc.returncode != 0 or not lines:
+            print(f"{name}: failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}")
+            continue
+        child = json.loads(lines[-1][len("CHILD-RESULT "):])
+        if name not in child["distributions"]["uniform"]["median_ms"]:
+            print(f"{name}: not available here")
+            continue
+        children[name] = child
+        print(f"{name}: " + ", ".join(
+            f"{d} {dr['median_ms'][name]:.2f} ms ({dr['x_limit'][name]:.2f}x its limit, "
+            f"{dr['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s)"
+            for d, dr in child["distributions"].items())
+            + f"; peak RSS {child['peak_rss_gb']:.2f} GB", flush=True)
+    ours = [o for o in OURS if o in children]
+    headers = ["candidate"]
+    for d in ("uniform", "zipf"):
+        headers += [f"{d} ms"] + [f"{d} x/{o}" for o in ours] + [f"{d} x limit"]
+    headers += ["state B/param", "peak RSS GB"]
+    rows = []
+    for n, child in children.items():
+        row = [n]
+        for d in ("uniform", "zipf"):
+            ms = child["distributions"][d]["median_ms"][n]
+            row.append(f"{ms:.2f}")
+            row += [f"{ms / children[o]['distributions'][d]['median_ms'][o]:.2f}" for o in ours]
+            row.append(f"{child['distributions'][d]['x_limit'][n]:.2f}")
+        rows.append(row + [f"{child['state_bytes_per_param'][n]:.3f}",
+                           f"{child['peak_rss_gb']:.2f}"])
+    print()
+    print(format_table(headers, rows))
+    print("\n## Targets (ratio of medians, one process per candidate; 'normalised': each "
+          "time times the bandwidth its own process measured, which takes out the load's "
+          "swings between the processes as far as they slow memory)")
+
+    def norm(child, name, d):
+        dr = child["distributions"][d]
+        return dr["median_ms"][name] * dr["bandwidth_bytes_per_s"]
+
+    for name, anchor, thr, *only in TARGETS:
+        if name in children and anchor in children:
+            for d in only[0] if only else ("uniform", "zipf"):
+                r = (children[anchor]["distributions"][d]["median_ms"][anchor]
+                     / children[name]["distributions"][d]["median_ms"][name])
+                rn = norm(children[anchor], anchor, d) / norm(children[name], name, d)
+                print(f"- {anchor}/{name} >= {thr:g} ({d}): {r:.2f} (normalised {rn:.2f})  "
+                      f"{'PASS' if r >= thr else 'MISS'}")
+    if a.json:
+        path = write_json(a.json, {"config": vars(a), "machine": info, "isolated": children})
+        print(f"\n(results written to {os.path.relpath(path)})")
+    return 0
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
+    if a.isolate is None:
+        a.isolate = a.rows >= ISOLATE_ROWS and not a.child
+    if a.isolate:
+        return run_isolated(a)
     set_threads(a.threads, a.omp_wait_policy)  # before numba / adagrad are imported
     import torch
 
@@ -505,9 +677,12 @@ def main(argv=None) -> int:
     if fb_err:
         print(f"note: FBGEMM not benchmarked: {fb_err}", file=sys.stderr)
 
-    init = torch.randn(a.rows, a.dim) * 0.1
+    init = torch.randn(a.rows, a.dim).mul_(0.1)
     info = print_header(a)
-    cands = build_candidates(a, init, ours_pkg, make_tbe)
+    cands = build_candidates(a, init, ours_pkg, make_tbe, a.only.split(",") if a.only else None)
+    if a.child:  # no correctness check: the table is needed no more
+        del init
+        init = None
     results = {"config": vars(a), "machine": info, "distributions": {}}
     for gi, dist in enumerate(("uniform", "zipf")):
         results["distributions"][dist] = run_distribution(a, gi, dist, init, cands, ours_pkg,
@@ -515,6 +690,13 @@ def main(argv=None) -> int:
     # state bytes per parameter (after the steps above, so lazily created state exists)
     sbytes = {n: c[1]() / (a.rows * a.dim) for n, c in cands.items()}
     results["state_bytes_per_param"] = sbytes
+    limits(a, results, sbytes)
+    if a.child:  # one candidate's figures, for the parent of an --isolate run
+        results["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        for dr in results["distributions"].values():
+            del dr["times_s"], dr["copy_times_s"]
+        print("CHILD-RESULT " + json.dumps(results, default=str))
+        return 0
     print_table(results, cands, sbytes)
     if ours_pkg is not None:
         print_targets(results)

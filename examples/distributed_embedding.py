@@ -1,5 +1,9 @@
-"""A sparse embedding model trained data-parallel with adagrad.Adagrad, checkpointed with
-torch.distributed.checkpoint, killed and resumed.
+"""
+Distributed training, killed and resumed
+========================================
+
+A sparse embedding model trained data-parallel with adagrad.Adagrad, checkpointed with
+torch.distributed.checkpoint, killed and resumed::
 
     torchrun --nproc-per-node 2 examples/distributed_embedding.py --kill-at 30
     torchrun --nproc-per-node 2 examples/distributed_embedding.py      # resumes at 30
@@ -73,7 +77,7 @@ def save(directory: Path, step: int, model: nn.Module, optimizer: adagrad.Adagra
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--checkpoint-every", type=int, default=10)
     parser.add_argument("--checkpoint-dir", type=Path, default=Path("distributed-checkpoints"))

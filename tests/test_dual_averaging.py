@@ -1,4 +1,4 @@
-"""`adagrad.AdagradDA` (ALGORITHMS.md §5) against the float64 rule and closed forms.
+"""`adagrad.AdagradDA` (:ref:`algo-dual-averaging`) against the float64 rule and closed forms.
 
 Every path is held to `adagrad.reference.adagrad_da` (dense) and `adagrad_da_sparse`
 (sparse: touched rows recomputed at T, untouched rows keep θ): each step from the sums the

@@ -317,7 +317,7 @@ def test_zero_advantage_is_shown_as_zero_not_nan():
 def test_fairness_note_says_which_grids_close_their_usable_range():
     from adagrad.experiments.report import FAIRNESS_NOTE
 
-    assert "only Adagrad's (founding formula) and SGD's grids" in FAIRNESS_NOTE
+    assert "only Adagrad's (textbook formula) and SGD's grids" in FAIRNESS_NOTE
     assert "fresh seeds" in FAIRNESS_NOTE
 
 

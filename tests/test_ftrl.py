@@ -1,4 +1,4 @@
-"""`adagrad.FTRL`: FTRL-Proximal (ALGORITHMS.md §6) on every path.
+"""`adagrad.FTRL`: FTRL-Proximal (:ref:`algo-ftrl`) on every path.
 
 Oracles: the float64 rule `adagrad.reference.ftrl` (itself checked here against closed
 forms worked out by hand), TensorFlow's documented ``ApplyFtrl`` update (written below
@@ -712,7 +712,7 @@ def _sparse_grad(case: SparseCase, gen: torch.Generator) -> tuple[torch.Tensor, 
 
 
 def _sparse_reference(theta, z, n, flat, values, hp):
-    """§2 + §6 on ``(rows, width)`` float64 arrays: duplicates summed, the formula on the
+    """:ref:`algo-sparse` + :ref:`algo-ftrl` on ``(rows, width)`` float64 arrays: duplicates summed, the formula on the
     touched rows, the others unchanged. Returns new arrays and the touched rows."""
     touched = np.unique(flat)
     g = np.zeros_like(theta)
@@ -768,7 +768,7 @@ def _run_sparse(case: SparseCase) -> None:
 def test_sparse_steps(dtype, data):
     """Sparse COO gradients with duplicates on 1-d, 2-d and 3-d tables and sparse_dim=2,
     empty ones included (and float32 rows for bf16/fp16 tables, through step_rows):
-    touched rows get §6 with the summed gradient, the others keep θ, z and n bit for bit;
+    touched rows get :ref:`algo-ftrl` with the summed gradient, the others keep θ, z and n bit for bit;
     every option and state dtype."""
     _run_sparse(data.draw(sparse_cases(dtype), label="case"))
 

@@ -1,4 +1,4 @@
-"""`adagrad.FullMatrixAdagrad` (ALGORITHMS.md §8).
+"""`adagrad.FullMatrixAdagrad` (:ref:`algo-full-matrix`).
 
 Oracles: the float64 rule `adagrad.reference.full_matrix_adagrad` (numpy: ``eigh`` for
 ``S^{1/2}``, a linear solve with ``H``, true smaller last blocks, where the optimizer

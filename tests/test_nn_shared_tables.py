@@ -186,7 +186,7 @@ def _bag_batch(step: int):
 
 
 def _float64_reference_run(table0: np.ndarray, head0: np.ndarray, steps: int):
-    """Dense decoupled weight decay on the table (ALGORITHMS.md §1, §2: what lazy decay
+    """Dense decoupled weight decay on the table (:ref:`algo-adagrad`, :ref:`algo-sparse`: what lazy decay
     must equal), ρ on both, from gradients of a float64 forward: θ after every step."""
     table, head = table0.copy(), head0.copy()
     table_state = reference.adagrad_init(table)

@@ -1,4 +1,4 @@
-"""`adagrad.AdagradNorm` (ALGORITHMS.md §7).
+"""`adagrad.AdagradNorm` (:ref:`algo-norm`).
 
 Oracles: closed forms worked out by hand here, the float64 rule
 `adagrad.reference.adagrad_norm` (for ``scope="group"`` fed the group's gradients
@@ -122,7 +122,7 @@ def test_converges_on_a_quadratic_for_any_learning_rate(lr):
 
 def _reference_run(start: list[np.ndarray], grads: list[list[np.ndarray | None]], scope: str,
                    lr: float, iav: float, eps: float):
-    """Float64 §7 runs: per tensor, or the group as one concatenated vector (a missing
+    """Float64 :ref:`algo-norm` runs: per tensor, or the group as one concatenated vector (a missing
     gradient is a zero one: it adds nothing to ||g||² and moves nothing). Returns the
     trajectory of θ, of b² and of the update magnitudes, per step."""
     thetas = [t.copy() for t in start]

@@ -1,4 +1,4 @@
-"""Property tests over every update path of `adagrad.Adagrad` (ALGORITHMS.md §1-2).
+"""Property tests over every update path of `adagrad.Adagrad` (:ref:`algo-adagrad`, :ref:`algo-sparse`).
 
 Each test draws a random configuration (every option, dtype and shape class, including
 empty and 0-d tensors and tensors large enough for the parallel kernels), runs a few
@@ -92,7 +92,7 @@ UNIT = {torch.float64: 2.0 ** -53, torch.float32: 2.0 ** -24, torch.bfloat16: 2.
         torch.float16: 2.0 ** -11}
 K = 8  # arithmetic slack, in units of the accumulator's roundoff (see the module docstring)
 
-# ALGORITHMS.md §1 table: (eps, eps_placement, initial_accumulator_value, decoupled)
+# :ref:`algo-conventions`: (eps, eps_placement, initial_accumulator_value, decoupled)
 CONVENTIONS = {
     None: (1e-10, "outside", 0.0, False),
     "torch": (1e-10, "outside", 0.0, False),
@@ -181,7 +181,7 @@ def _expected_events(path: str) -> list[str]:
 
 def _resolve(kwargs: dict[str, Any]) -> tuple[dict[str, Any], float]:
     """The reference's hyperparameters for ``Adagrad(**kwargs)`` (the conventions table of
-    ALGORITHMS.md §1; explicit arguments win) and the initial accumulator value."""
+    :ref:`algo-adagrad`; explicit arguments win) and the initial accumulator value."""
     eps, placement, iav, decoupled = CONVENTIONS[kwargs.get("convention")]
     pick = {k: v for k, v in kwargs.items() if v is not None}
     hp = dict(lr=pick.get("lr", 1e-2), lr_decay=pick.get("lr_decay", 0.0),
@@ -769,7 +769,7 @@ def _run_sparse(case: SparseCase) -> None:
             assert state["sum"].dtype == sum_dtype and param.dtype == case.dtype
             assert float(state["step"]) == t
             theta, G = ours()
-            # rows no position touches keep θ and G bit for bit (ALGORITHMS.md §2)
+            # rows no position touches keep θ and G bit for bit (:ref:`algo-sparse`)
             untouched = np.ones(theta.shape[0], bool)
             untouched[flat.numpy()] = False
             assert np.array_equal(theta[untouched], theta_prev[untouched])

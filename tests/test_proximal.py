@@ -1,4 +1,4 @@
-"""`adagrad.ProximalAdagrad` (ALGORITHMS.md §4) against the float64 rule and closed forms.
+"""`adagrad.ProximalAdagrad` (:ref:`algo-proximal`) against the float64 rule and closed forms.
 
 Every path is held to `adagrad.reference.proximal_adagrad` (dense) and
 `proximal_adagrad_sparse` (sparse, TensorFlow's semantics: untouched rows are not shrunk):
@@ -141,7 +141,7 @@ def test_l1_keeps_weights_at_zero_while_the_gradient_is_below_it(differentiable)
 @pytest.mark.parametrize("differentiable", [False, True], ids=["numba", "torch-ops"])
 @pytest.mark.parametrize("eps", [0.0, 1e-3])
 def test_without_regularization_it_is_adagrad_with_eps_outside(eps, differentiable):
-    """l1 = l2 = 0: η·g is Adagrad's step with ε outside the root (§1's rule in
+    """l1 = l2 = 0: η·g is Adagrad's step with ε outside the root (:ref:`algo-adagrad`'s rule in
     `reference.adagrad`); with ε = 0 inside and outside coincide, with ε > 0 it is the
     outside rule, not the inside one."""
     gen = torch.Generator().manual_seed(1)
@@ -345,7 +345,7 @@ def _sparse_case(draw, path: str, catch_up: bool) -> dict:
 @pytest.mark.parametrize("path", SPARSE_PATHS)
 def test_sparse_steps_touched_rows_only(path):
     """Without catch-up (TensorFlow's semantics), every sparse path: each step equals the
-    reference's sparse step (touched rows get §4 with their summed gradient), untouched
+    reference's sparse step (touched rows get :ref:`algo-proximal` with their summed gradient), untouched
     rows keep θ and G bit for bit; over the run, float32/float64 against an independent
     float64 run."""
     run_examples(_sparse_case(path, catch_up=False), _run_sparse, examples(path))

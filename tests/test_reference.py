@@ -17,7 +17,7 @@ def run_dense(theta0, grads, G0=0.0, **hp):
     return theta, state
 
 
-# ---------------------------------------------------------------- closed forms, §1
+# ---------------------------------------------------------------- closed forms, :ref:`algo-adagrad`
 
 
 @pytest.mark.parametrize("G0", [0.0, 0.1, 2.0])
@@ -141,7 +141,7 @@ def test_unknown_eps_placement_raises():
         run_dense([1.0], [[1.0]], lr=0.1, eps_placement="middle")
 
 
-# ---------------------------------------------------------------- against torch (float64), §1
+# ---------------------------------------------------------------- against torch (float64), :ref:`algo-adagrad`
 
 TORCH_CONFIGS = [
     {},
@@ -175,7 +175,7 @@ def test_reference_matches_torch_float64(cfg, complex_param):
     np.testing.assert_allclose(to64(opt.state[p]["sum"]), state["sum"], rtol=1e-12)
 
 
-# ---------------------------------------------------------------- §2 sparse
+# ---------------------------------------------------------------- :ref:`algo-sparse` sparse
 
 
 def _dense_of(indices, values, shape):
@@ -297,11 +297,11 @@ def test_sparse_reference_matches_torch_sparse():
     np.testing.assert_allclose(to64(opt.state[p]["sum"]), state["sum"], rtol=1e-12)
 
 
-# ---------------------------------------------------------------- later sections (§3-§7)
+# ------------------------------------------- later sections (algo-rowwise ... algo-norm)
 
 
 def test_rowwise_constant_gradient_closed_form():
-    """§3: G_r = G0 + t·mean(g_r²); θ_r moves by lr·g_r/(sqrt(G_r)+ε) each step."""
+    """:ref:`algo-rowwise`: G_r = G0 + t·mean(g_r²); θ_r moves by lr·g_r/(sqrt(G_r)+ε) each step."""
     theta0 = np.array([[1.0, 2.0, 3.0], [-1.0, 0.0, 1.0]])
     g = np.array([[0.5, -1.0, 2.0], [0.1, 0.1, 0.1]])
     lr, eps, G0, T = 0.1, 1e-10, 0.2, 12
@@ -358,7 +358,7 @@ def _densify(idx, vals, rows):
 
 
 def test_rowwise_sparse_duplicates_summed_equals_dense_without_decay():
-    """§2-3: duplicates summed first; a zero row changes neither θ nor G, so without
+    """:ref:`algo-sparse`, :ref:`algo-rowwise`: duplicates summed first; a zero row changes neither θ nor G, so without
     weight decay the sparse rule equals the dense one on every row."""
     theta0 = np.random.default_rng(0).normal(size=(9, 4))
     batches = _rowwise_batches(9, 4, 5, 1)
@@ -389,7 +389,7 @@ def test_rowwise_sparse_lazy_after_flush_equals_dense_decoupled():
 
 @pytest.mark.parametrize("decoupled", [False, True])
 def test_rowwise_sparse_touched_closed_form(decoupled):
-    """One step, "touched": row 1 (touched twice) takes §3 with its decay, row 0 is kept."""
+    """One step, "touched": row 1 (touched twice) takes :ref:`algo-rowwise` with its decay, row 0 is kept."""
     theta0 = np.array([[1.0, -1.0], [2.0, 0.5]])
     idx, vals = np.array([1, 1]), np.array([[0.5, 1.0], [0.5, -2.0]])
     theta, state = ref.rowwise_adagrad_sparse(
@@ -431,7 +431,8 @@ def test_proximal_l1_l2_closed_form_and_exact_zeros():
 
 
 def test_rda_constant_gradient_closed_form():
-    """§5, l1 = l2 = 0: θ_T = -lr·T·g / sqrt(G0 + T g²); with |g| < l1, θ stays exactly 0."""
+    """:ref:`algo-dual-averaging`, l1 = l2 = 0: θ_T = -lr·T·g / sqrt(G0 + T g²); with
+    |g| < l1, θ stays exactly 0."""
     g, lr, T = np.array([0.5, -2.0]), 0.3, 9
     theta, state = np.zeros(2), ref.adagrad_da_init(np.zeros(2))
     for _ in range(T):
@@ -447,7 +448,7 @@ def test_rda_constant_gradient_closed_form():
 
 
 def test_ftrl_first_step_closed_form():
-    """§6 from θ = 0, n = 0: z = g, n = g², θ = -g / ((β + |g|)/α + λ2) unless |g| <= λ1."""
+    """:ref:`algo-ftrl` from θ = 0, n = 0: z = g, n = g², θ = -g / ((β + |g|)/α + λ2) unless |g| <= λ1."""
     g, alpha, beta, l2 = np.array([0.5, -2.0, 0.05]), 0.1, 1.0, 0.3
     th, st = ref.ftrl(np.zeros(3), g, ref.ftrl_init(np.zeros(3)), lr=alpha, beta=beta, l1=0.1, l2=l2)
     np.testing.assert_allclose(st["z"], g)
@@ -467,7 +468,7 @@ def test_ftrl_sigma_uses_current_weights():
 
 
 def test_adagrad_norm_constant_gradient_closed_form():
-    """§7: b² = b0² + t·||g||², one scalar for the whole tensor."""
+    """:ref:`algo-norm`: b² = b0² + t·||g||², one scalar for the whole tensor."""
     theta0, g, lr, T = np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[0.1, -0.2], [0.3, 0.0]]), 0.2, 15
     theta, state = theta0, ref.adagrad_norm_init(theta0, 0.5)
     for _ in range(T):

@@ -1,4 +1,4 @@
-"""Taking a checkpoint must not change the run (ALGORITHMS.md §2): a run resumed from it,
+"""Taking a checkpoint must not change the run (:ref:`algo-sparse`): a run resumed from it,
 in a new process, is bit-identical to one that never stopped, and a run that merely calls
 ``optimizer.state_dict()`` (and saves it) midway is bit-identical to one that never did.
 

@@ -1,10 +1,10 @@
-"""`adagrad.RowWiseAdagrad` (ALGORITHMS.md §3) on every path, against the float64 rules
+"""`adagrad.RowWiseAdagrad` (:ref:`algo-rowwise`) on every path, against the float64 rules
 `reference.rowwise_adagrad` / `reference.rowwise_adagrad_sparse` and closed forms.
 
 Paths, told apart by spying on the kernel entry points (never by asking the optimizer):
 dense numba (`rowwise_cpu`, serial below 65,536 elements, parallel from there; f32/f64/
 bf16 tables), dense torch ops (`rowwise_portable`: fp16, non-contiguous), element-wise
-§1 for ndim < 2 (Adagrad's dense kernels), sparse on each kernel, and the fused layers.
+:ref:`algo-adagrad` for ndim < 2 (Adagrad's dense kernels), sparse on each kernel, and the fused layers.
 
 Comparisons: float32/float64 runs against a whole float64 trajectory; half-precision
 runs one step at a time from the state the optimizer holds (the rule's arithmetic in the
@@ -119,7 +119,7 @@ def _trajectory_tol(dtype):
 
 
 def _reference_options(kw: dict[str, Any]) -> tuple[dict[str, Any], float]:
-    """The reference's hyperparameters for ``RowWiseAdagrad(**kw)`` (the §1 conventions
+    """The reference's hyperparameters for ``RowWiseAdagrad(**kw)`` (the :ref:`algo-conventions`
     table: torch ε = 1e-10, FBGEMM ε = 1e-8, both G₀ = 0 and L2) and G₀."""
     eps_default = FBGEMM_EPS if kw.get("convention") == "fbgemm" else 1e-10
     hp = dict(lr=kw.get("lr", 1e-2), lr_decay=kw.get("lr_decay", 0.0),
@@ -448,7 +448,7 @@ def test_sparse_equals_dense_without_weight_decay(kw, seed):
 @settings(max_examples=10)
 @given(lr_decay=st.sampled_from([0.0, 0.2]), maximize=st.booleans(), seed=st.integers(0, 999))
 def test_sparse_lazy_after_flush_equals_dense_decoupled(lr_decay, maximize, seed):
-    """§2 "lazy": after `flush()`, sparse equals dense decoupled row-wise Adagrad (float64
+    """:ref:`algo-sparse` "lazy": after `flush()`, sparse equals dense decoupled row-wise Adagrad (float64
     rule fed the densified gradients: untouched rows decay every step)."""
     gen = torch.Generator().manual_seed(seed)
     hp = dict(lr=0.2, lr_decay=lr_decay, weight_decay=0.1, maximize=maximize)
@@ -471,8 +471,8 @@ def test_sparse_lazy_after_flush_equals_dense_decoupled(lr_decay, maximize, seed
 
 @pytest.mark.parametrize("decoupled", [False, True])
 def test_sparse_touched_is_the_rule_on_the_touched_rows(decoupled):
-    """§2 "touched": the touched rows take the dense §3 step with its weight decay (L2 or
-    decoupled); untouched rows keep θ and G exactly."""
+    """:ref:`algo-sparse` "touched": the touched rows take the dense :ref:`algo-rowwise`
+    step with its weight decay (L2 or decoupled); untouched rows keep θ and G exactly."""
     gen = torch.Generator().manual_seed(0)
     hp = dict(lr=0.2, weight_decay=0.1, decoupled_weight_decay=decoupled)
     start = torch.randn(9, 3, generator=gen, dtype=torch.float64)

@@ -127,7 +127,7 @@ def test_fused_bag_matches_fbgemm_exact_rowwise_adagrad(loss_kind):
 def test_fbgemm_cpu_ignores_weight_decay():
     """Why the comparison above has no weight decay: fbgemm-gpu-cpu's CPU kernel of
     EXACT_ROWWISE_ADAGRAD (1.8.0) leaves both ``WeightDecayMode.L2`` and ``DECOUPLE``
-    out (the result equals ``NONE``'s), so FBGEMM's decay formulas, which §3 and our
+    out (the result equals ``NONE``'s), so FBGEMM's decay formulas, which :ref:`algo-rowwise` and our
     ``sparse_weight_decay="touched"`` follow, can be compared with its source only. If
     this test fails, FBGEMM applies them now: compare them here too."""
     init = torch.randn(ROWS, WIDTH, generator=torch.Generator().manual_seed(0)) * 0.1

@@ -1,4 +1,4 @@
-"""Sparse gradients (ALGORITHMS.md §2, issue 3): parity with torch and with the references.
+"""Sparse gradients (:ref:`algo-sparse`, issue 3): parity with torch and with the references.
 
 Every expected value comes from `adagrad.reference` (float64), `torch.optim.Adagrad`, or a
 closed form written here; never from our own optimizer or kernels.
@@ -286,7 +286,7 @@ def test_step_count_and_lr_decay_are_per_tensor(lazy):
 
 
 def test_sparse_and_dense_gradients_interleaved_on_one_tensor():
-    """A tensor may get a sparse gradient one step and a dense one the next (§2: same t)."""
+    """A tensor may get a sparse gradient one step and a dense one the next (:ref:`algo-sparse`: same t)."""
     gen = torch.Generator().manual_seed(9)
     p0 = torch.randn(10, 3, generator=gen)
     grads = [random_row_grad(10, 3, 6, gen=gen), torch.randn(10, 3, generator=gen),

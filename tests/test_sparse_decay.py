@@ -1,4 +1,4 @@
-"""Weight decay and accumulator decay with sparse gradients (ALGORITHMS.md §2, issue 3).
+"""Weight decay and accumulator decay with sparse gradients (:ref:`algo-sparse`, issue 3).
 
 `sparse_weight_decay="lazy"`: decoupled decay caught up per row; after `flush()` (or
 `state_dict()`) equal to dense decoupled-weight-decay Adagrad on the densified gradients.
@@ -173,7 +173,7 @@ def test_state_dict_changes_nothing_and_resumes_exactly():
     """state_dict() is a pure read: the pending decay is saved, not applied (a run that
     takes a checkpoint is bit-identical to one that does not), a run resumed from it is
     bit-identical to one that never stopped, and after flush() both equal dense decoupled
-    decay (ALGORITHMS.md §2)."""
+    decay (:ref:`algo-sparse`)."""
     options = dict(lr=0.1, lr_decay=0.1, weight_decay=0.2, sparse_weight_decay="lazy",
                    accumulator_decay=0.95)
     p0 = _p0(10)

@@ -1,4 +1,4 @@
-"""Sparse gradients: dtypes and edge cases (issue 3, items 4; ALGORITHMS.md §2)."""
+"""Sparse gradients: dtypes and edge cases (issue 3, items 4; :ref:`algo-sparse`)."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_low_precision_params_keep_a_float32_sum(dtype, ulp, options):
 
 
 def test_bf16_accumulator_does_not_stall():
-    """300 steps of g=1 on one row: a bf16 sum would stall at 256 (ALGORITHMS.md §1)."""
+    """300 steps of g=1 on one row: a bf16 sum would stall at 256 (:ref:`algo-adagrad`)."""
     p = torch.zeros(3, 2, dtype=torch.bfloat16, requires_grad=True)
     opt = Adagrad([p], lr=1e-3)
     grad = coo([1], torch.ones(1, 2, dtype=torch.bfloat16), (3, 2))

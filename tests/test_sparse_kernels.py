@@ -1,5 +1,5 @@
 """The sparse kernels (numba CPU and portable torch ops) against the float64 reference,
-and a property test of the optimizer's sparse path (ALGORITHMS.md §2, issue 3).
+and a property test of the optimizer's sparse path (:ref:`algo-sparse`, issue 3).
 
 `adagrad.kernels` documents no switch to force the portable path inside the optimizer, so
 the kernels are called directly here (their functions are public), and the optimizer-level

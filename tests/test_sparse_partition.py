@@ -1,7 +1,7 @@
 """The numba sparse kernel's partitioned (parallel) path: the counting sort of positions by
 hash partition, any number of partitions (above 64 too), results bit-identical whatever
 the number of threads or partitions, and the parallel kernel against the float64
-reference at a size that takes it (ALGORITHMS.md §2).
+reference at a size that takes it (:ref:`algo-sparse`).
 
 The internals (`sparse_cpu._partition_positions`, `_float_parallel`, ...) are called
 directly where a partition count other than the thread count is wanted.

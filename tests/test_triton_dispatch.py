@@ -15,6 +15,7 @@ import adagrad
 from adagrad import kernels
 from adagrad import reference as ref
 from adagrad.kernels.engine import cuda_dispatch
+from adagrad.optim.adagrad import group_rule
 from adagrad.kernels.adagrad import foreach as foreach_dense
 from adagrad.kernels.adagrad import torch_ops as portable
 from adagrad.kernels.adagrad import triton as triton_dense
@@ -95,7 +96,7 @@ def _host_guard(monkeypatch):
 def test_cpu_tensors_stay_on_the_cpu_kernels(monkeypatch):
     recorder = _recorder(monkeypatch)
     param = torch.nn.Parameter(torch.randn(4))
-    assert not cuda_dispatch.takes_dense(param, adagrad.Adagrad([param]).param_groups[0])
+    assert not cuda_dispatch.takes_dense(param, group_rule(adagrad.Adagrad([param]).param_groups[0]))
     assert cuda_dispatch.sparse_kernel(param.view(2, 2), param.view(2, 2), param.view(2, 2)) \
         is None
     _train([param], EXTRA_OPTIONS, steps=1)
@@ -155,8 +156,8 @@ def test_differentiable_is_left_to_the_torch_ops_kernel(monkeypatch):
     fake_cuda(monkeypatch, fused=True)
     param = torch.nn.Parameter(torch.randn(4))
     group = adagrad.Adagrad([param], differentiable=True).param_groups[0]
-    assert not cuda_dispatch.takes_dense(param, group)
-    assert cuda_dispatch.takes_dense(param, {**group, "differentiable": False})
+    assert not cuda_dispatch.takes_dense(param, group_rule(group))
+    assert cuda_dispatch.takes_dense(param, group_rule({**group, "differentiable": False}))
 
 
 def test_meta_tensors_step_without_reading_a_value(monkeypatch):

@@ -1,7 +1,7 @@
 """The family members' dense Triton kernels (issue 13; `triton_members`) in Triton's
 interpreter against the float64 reference, and their dispatch on CPU tensors seen as
-CUDA ones: proximal Adagrad (§4), dual averaging (§5), FTRL (§6), and row-wise Adagrad's
-1-D tensors (the Adagrad kernel)."""
+CUDA ones: proximal Adagrad (:ref:`algo-proximal`), dual averaging
+(:ref:`algo-dual-averaging`), FTRL (:ref:`algo-ftrl`), and row-wise Adagrad's 1-D tensors (the Adagrad kernel)."""
 
 from __future__ import annotations
 

@@ -1,31 +1,52 @@
-"""The `adagrad` command line."""
+"""The `adagrad` command line.
+
+Each command's module is imported only when that command runs: `adagrad --help` lists the
+commands from `COMMANDS` alone, and `adagrad fit` never imports what `adagrad compare`
+needs (nor the reverse).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from adagrad import __version__
 
+#: command → (the module and the name of the function that adds it, with its arguments,
+#: to the subcommands; the one-line help `adagrad --help` shows)
+COMMANDS = {
+    "compare": ("adagrad.experiments.cli", "add_compare_command",
+                "compare Adagrad with its family, SGD, RMSprop, Adadelta, Adam and "
+                "learning-rate-free optimizers on real data; write a report"),
+    "fit": ("adagrad.fit_cli", "add_fit_commands", "train a linear model on a file"),
+    "predict": ("adagrad.fit_cli", "add_fit_commands", "predict with a model from adagrad fit"),
+}
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with the arguments of ``command`` (of every command where None); the
+    other commands are listed by name and help only."""
     parser = argparse.ArgumentParser(
         prog="adagrad",
-        description="Adagrad for PyTorch: measure the founding document's claims on real data.",
+        description="Adagrad for PyTorch: measure what Adagrad is commonly said to do, on real data.",
     )
     parser.add_argument("--version", action="version", version=f"adagrad {__version__}")
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from adagrad.experiments.cli import add_compare_command
-
-    add_compare_command(subcommands)
-    from adagrad.fit_cli import add_fit_commands
-
-    add_fit_commands(subcommands)
+    wanted = None if command is None else COMMANDS.get(command, (None, None))[:2]
+    registered = []
+    for name, (module, function, help_line) in COMMANDS.items():
+        if wanted is not None and wanted != (module, function):
+            subcommands.add_parser(name, help=help_line)
+        elif (module, function) not in registered:  # one function may add several commands
+            registered.append((module, function))
+            getattr(importlib.import_module(module), function)(subcommands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else "")  # "": names only
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

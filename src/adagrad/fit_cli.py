@@ -21,35 +21,57 @@ def add_fit_commands(subcommands) -> None:
     """Register ``fit`` and ``predict`` on the top-level parser's subcommands."""
     fit = subcommands.add_parser("fit", help="train a linear model on a file",
                                  description=__doc__.split("\n\n")[0])
-    fit.add_argument("train", metavar="TRAIN")
-    fit.add_argument("--test", metavar="TEST")
-    fit.add_argument("-o", "--output", metavar="MODEL", default="model.adagrad.npz")
-    fit.add_argument("--format", choices=FORMATS, default="auto")
-    fit.add_argument("--label-column", metavar="NAME")
-    fit.add_argument("--text-column", metavar="NAME")
+    fit.add_argument("train", metavar="TRAIN",
+                     help="the training file: svmlight/libsvm, TSV (label<TAB>text) or CSV with a header")
+    fit.add_argument("--test", metavar="TEST",
+                     help="a test file in the same format: its metrics are printed too (default: none)")
+    fit.add_argument("-o", "--output", metavar="MODEL", default="model.adagrad.npz",
+                     help="where the model is written, an .npz without pickles (default: %(default)s)")
+    fit.add_argument("--format", choices=FORMATS, default="auto",
+                     help="the file format; auto reads the extension, else the first line "
+                          "(default: %(default)s)")
+    fit.add_argument("--label-column", metavar="NAME",
+                     help="CSV: the label column (default: a column named label, class, target, ..., "
+                          "else the first)")
+    fit.add_argument("--text-column", metavar="NAME",
+                     help="CSV: the text column (default: a column named text, review, document, ..., "
+                          "else the next)")
     fit.add_argument("--loss", choices=("auto", *CLASSIFICATION_LOSSES, *REGRESSION_LOSSES),
-                     default="auto")
+                     default="auto",
+                     help="the loss; auto: squared_error for numeric labels with more than 20 "
+                          "distinct values, else log_loss (default: %(default)s)")
     fit.add_argument("--optimizer", choices=members.keys(),
                      help="a member of the family (default: adagrad, proximal_adagrad with "
                           "--l1)")
     fit.add_argument("--lr", type=float, default=None,
                      help=f"the learning rate (default {DEFAULT_LR}; for a learning-rate-free "
                           f"member, its multiplier, by default the member's own)")
-    fit.add_argument("--epochs", type=int, default=10)
-    fit.add_argument("--l1", type=float, default=0.0)
-    fit.add_argument("--l2", type=float, default=1e-6)
-    fit.add_argument("--bits", type=int, default=20)
-    fit.add_argument("--ngrams", type=int, default=1)
+    fit.add_argument("--epochs", type=int, default=10,
+                     help="passes over the training file (default: %(default)s)")
+    fit.add_argument("--l1", type=float, default=0.0,
+                     help="L1 penalty: weights become exactly zero (default: %(default)s)")
+    fit.add_argument("--l2", type=float, default=1e-6,
+                     help="L2 penalty (default: %(default)s)")
+    fit.add_argument("--bits", type=int, default=20,
+                     help="text is hashed into 2**BITS features (default: %(default)s)")
+    fit.add_argument("--ngrams", type=int, default=1,
+                     help="text: word n-grams up to this length (default: %(default)s)")
     fit.add_argument("--no-idf", dest="idf", action="store_false",
-                     help="text: plain sublinear tf, without idf weights")
-    fit.add_argument("--cache-mb", type=float, default=2048)
-    fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--json", action="store_true")
+                     help="text: plain sublinear tf, without idf weights (default: tf-idf)")
+    fit.add_argument("--cache-mb", type=float, default=2048,
+                     help="keep the hashed rows in memory up to this size; larger files are read "
+                          "again every pass (default: %(default)s)")
+    fit.add_argument("--seed", type=int, default=0,
+                     help="seed of the order in which the examples are visited (default: %(default)s)")
+    fit.add_argument("--json", action="store_true",
+                     help="end with one JSON line of the metrics on stdout (default: a table)")
     fit.set_defaults(run=run_fit)
     predict = subcommands.add_parser("predict", help="predict with a model from adagrad fit")
-    predict.add_argument("model", metavar="MODEL")
-    predict.add_argument("file", metavar="FILE")
-    predict.add_argument("-o", "--output", metavar="OUT")
+    predict.add_argument("model", metavar="MODEL", help="a model file written by adagrad fit")
+    predict.add_argument("file", metavar="FILE",
+                         help="the file to predict, in the training file's format (labels not needed)")
+    predict.add_argument("-o", "--output", metavar="OUT",
+                         help="write one prediction per line to OUT (default: stdout)")
     predict.set_defaults(run=run_predict)
 
 

@@ -1,4 +1,4 @@
-"""Float64 reference rules for the Adagrad family, written straight from ALGORITHMS.md.
+"""Float64 reference rules for the Adagrad family, written straight from docs/algorithms.md.
 
 These are the oracle for the test suite: one small pure function per algorithm, written for
 reading, not for speed. Every function takes numpy arrays and plain Python numbers and
@@ -61,12 +61,12 @@ def _f64(x: Any) -> np.ndarray:
 
 
 def lr_at(lr: float, lr_decay: float, t: int) -> float:
-    """Inverse-time decayed learning rate ``lr_t = lr / (1 + (t-1)·lr_decay)`` (§1)."""
+    """Inverse-time decayed learning rate ``lr_t = lr / (1 + (t-1)·lr_decay)`` (:ref:`algo-adagrad`)."""
     return float(lr) / (1.0 + (t - 1) * float(lr_decay))
 
 
 def _preconditioned(g: np.ndarray, G: np.ndarray, eps: float, eps_placement: str) -> np.ndarray:
-    """``g / (sqrt(G) + eps)`` (outside) or ``g / sqrt(G + eps)`` (inside) (§1).
+    """``g / (sqrt(G) + eps)`` (outside) or ``g / sqrt(G + eps)`` (inside) (:ref:`algo-adagrad`).
 
     Inside: where ``G + eps == 0`` the update is 0 (then ``g`` is necessarily 0 too).
     Outside: plain division, exactly as torch computes it (``0/0`` is NaN if ``eps == 0``
@@ -85,12 +85,12 @@ def _preconditioned(g: np.ndarray, G: np.ndarray, eps: float, eps_placement: str
 
 
 # --------------------------------------------------------------------------------------
-# §1 Adagrad (diagonal)
+# :ref:`algo-adagrad` Adagrad (diagonal)
 # --------------------------------------------------------------------------------------
 
 
 def adagrad_init(param: Any, initial_accumulator_value: float = 0.0) -> State:
-    """Initial state of §1: ``{"step": 0, "sum": G0}`` with ``G0`` filled with the value."""
+    """Initial state of :ref:`algo-adagrad`: ``{"step": 0, "sum": G0}`` with ``G0`` filled with the value."""
     p = np.asarray(param, dtype=np.float64)
     return {"step": 0, "sum": np.full(p.shape, float(initial_accumulator_value), np.float64)}
 
@@ -109,7 +109,7 @@ def adagrad(
     accumulator_decay: float = 1.0,
     maximize: bool = False,
 ) -> tuple[np.ndarray, State]:
-    """One step of diagonal Adagrad, ALGORITHMS.md §1.
+    """One step of diagonal Adagrad, :ref:`algo-adagrad`.
 
     ::
 
@@ -150,12 +150,12 @@ def adagrad(
 
 
 # --------------------------------------------------------------------------------------
-# §2 Sparse gradients
+# :ref:`algo-sparse` Sparse gradients
 # --------------------------------------------------------------------------------------
 
 
 def adagrad_sparse_init(param: Any, initial_accumulator_value: float = 0.0) -> State:
-    """Initial state of §2: :func:`adagrad_init` plus per-row bookkeeping.
+    """Initial state of :ref:`algo-sparse`: :func:`adagrad_init` plus per-row bookkeeping.
 
     ``last[r]`` is the step row r was last brought up to date at (lazy weight decay and
     lazy accumulator decay); ``lr_history[s-1]`` is ``lr_s`` for every step s taken so far.
@@ -227,7 +227,7 @@ def adagrad_sparse(
     maximize: bool = False,
     sparse_weight_decay: str | None = None,
 ) -> tuple[np.ndarray, State]:
-    """One step of Adagrad with a sparse (row) gradient, ALGORITHMS.md §2.
+    """One step of Adagrad with a sparse (row) gradient, :ref:`algo-sparse`.
 
     The gradient is given in COO form as the row ``indices`` (``[nnz]`` or ``[1, nnz]``,
     duplicates allowed) and ``values`` (``[nnz, *param.shape[1:]]``). Semantics:
@@ -235,7 +235,7 @@ def adagrad_sparse(
     1. duplicates are summed first: ``g_r = Σ values[k]`` over ``indices[k] == r``;
     2. ``t <- t + 1`` and ``lr_t`` are per tensor, exactly as dense (also when nnz == 0);
     3. each touched row is first brought up to step t lazily (see below), then gets the
-       dense §1 formula (maximize, L2 on touched rows, ``G <- ρG + g²``, ε placement);
+       dense :ref:`algo-adagrad` formula (maximize, L2 on touched rows, ``G <- ρG + g²``, ε placement);
        untouched rows keep θ and G (until a later touch or :func:`adagrad_sparse_flush`).
 
     Weight decay (``weight_decay != 0``) needs a mode, as in the optimizer:
@@ -302,7 +302,7 @@ def adagrad_sparse(
             new["sum"][r] = new["sum"][r] * accumulator_decay ** (t - 1 - last_r)
     new["last"][rows] = t
 
-    # dense §1 formula on the touched rows
+    # dense :ref:`algo-adagrad` formula on the touched rows
     G = new["sum"]
     if maximize:
         g = -g
@@ -322,7 +322,7 @@ def adagrad_sparse_flush(
     accumulator_decay: float = 1.0,
     sparse_weight_decay: str | None = None,
 ) -> tuple[np.ndarray, State]:
-    """Bring every row up to the current step (§2: ``flush()`` / before ``state_dict()``).
+    """Bring every row up to the current step (:ref:`algo-sparse`: ``flush()`` / before ``state_dict()``).
 
     Every row r with ``last[r] < t`` gets ``θ_r <- θ_r·Π_{s=last+1..t}(1 - lr_s·wd)``
     (``"lazy"`` mode) and ``G_r <- ρ^(t-last)·G_r`` (ρ < 1); then ``last[r] = t``.
@@ -342,12 +342,12 @@ def adagrad_sparse_flush(
 
 
 # --------------------------------------------------------------------------------------
-# §3 Row-wise Adagrad
+# :ref:`algo-rowwise` Row-wise Adagrad
 # --------------------------------------------------------------------------------------
 
 
 def rowwise_adagrad_init(param: Any, initial_accumulator_value: float = 0.0) -> State:
-    """Initial state of §3: one accumulator per row (first dim) for ndim >= 2, else per element."""
+    """Initial state of :ref:`algo-rowwise`: one accumulator per row (first dim) for ndim >= 2, else per element."""
     p = np.asarray(param, dtype=np.float64)
     shape = (p.shape[0],) if p.ndim >= 2 else p.shape
     return {"step": 0, "sum": np.full(shape, float(initial_accumulator_value), np.float64)}
@@ -365,7 +365,7 @@ def rowwise_adagrad(
     decoupled_weight_decay: bool = False,
     maximize: bool = False,
 ) -> tuple[np.ndarray, State]:
-    """One step of row-wise Adagrad (FBGEMM ``EXACT_ROWWISE_ADAGRAD``), ALGORITHMS.md §3.
+    """One step of row-wise Adagrad (FBGEMM ``EXACT_ROWWISE_ADAGRAD``), :ref:`algo-rowwise`.
 
     ::
 
@@ -375,8 +375,8 @@ def rowwise_adagrad(
         θ_r <- θ_r - m_r·g'_r                       (L2 or no decay)
         θ_r <- θ_r·(1 - lr_t·wd) - m_r·g_r          (decoupled)
 
-    For ``param.ndim < 2`` this is element-wise §1 (ε outside). ``maximize`` negates g first
-    (an assumption: §3 does not list it; it follows §1).
+    For ``param.ndim < 2`` this is element-wise :ref:`algo-adagrad` (ε outside). ``maximize`` negates g first
+    (an assumption: :ref:`algo-rowwise` does not list it; it follows :ref:`algo-adagrad`).
     """
     theta = _f64(param)
     if theta.ndim < 2:
@@ -400,8 +400,8 @@ def rowwise_adagrad(
 
 
 def rowwise_adagrad_sparse_init(param: Any, initial_accumulator_value: float = 0.0) -> State:
-    """Initial state of §3 with sparse gradients: :func:`rowwise_adagrad_init` plus the
-    per-row bookkeeping of §2 (``last[r]``, the step row r was last brought up to date
+    """Initial state of :ref:`algo-rowwise` with sparse gradients: :func:`rowwise_adagrad_init` plus the
+    per-row bookkeeping of :ref:`algo-sparse` (``last[r]``, the step row r was last brought up to date
     at, and ``lr_history``, ``lr_s`` of every step so far)."""
     state = rowwise_adagrad_init(param, initial_accumulator_value)
     p = np.asarray(param)
@@ -411,7 +411,7 @@ def rowwise_adagrad_sparse_init(param: Any, initial_accumulator_value: float = 0
 
 
 def _lazy_decay_factor(state: State, r: int, upto: int, weight_decay: float) -> float:
-    """``Π_{s=last[r]+1..upto}(1 - lr_s·wd)``: the decoupled decay row r missed (§2)."""
+    """``Π_{s=last[r]+1..upto}(1 - lr_s·wd)``: the decoupled decay row r missed (:ref:`algo-sparse`)."""
     factor = 1.0
     for s in range(int(state["last"][r]) + 1, upto + 1):
         factor *= 1.0 - state["lr_history"][s - 1] * weight_decay
@@ -432,25 +432,25 @@ def rowwise_adagrad_sparse(
     maximize: bool = False,
     sparse_weight_decay: str | None = None,
 ) -> tuple[np.ndarray, State]:
-    """One step of row-wise Adagrad (§3) with a sparse row gradient (§2).
+    """One step of row-wise Adagrad (:ref:`algo-rowwise`) with a sparse row gradient (:ref:`algo-sparse`).
 
     ``indices`` (``[nnz]``, duplicates allowed) are rows of the first dimension and
     ``values`` (``[nnz, *param.shape[1:]]``) their gradients; a 1-d ``param`` is a table of
-    rows of width 1, element-wise as §3 says. Semantics:
+    rows of width 1, element-wise as :ref:`algo-rowwise` says. Semantics:
 
     1. duplicates are summed first: ``g_r = Σ values[k]`` over ``indices[k] == r``;
     2. ``t <- t + 1`` and ``lr_t`` are per tensor, as dense;
-    3. the §3 formula is applied to the touched rows only; untouched rows keep θ and G.
+    3. the :ref:`algo-rowwise` formula is applied to the touched rows only; untouched rows keep θ and G.
 
     Weight decay (``weight_decay != 0``) needs a mode:
 
-    * ``"touched"``: the §3 weight decay on the touched rows only, in the style
+    * ``"touched"``: the :ref:`algo-rowwise` weight decay on the touched rows only, in the style
       ``decoupled_weight_decay`` says: L2 (``g'_r = g_r + wd·θ_r``, FBGEMM
       ``WeightDecayMode.L2``) or decoupled (``θ_r <- θ_r·(1 - lr_t·wd) - m_r·g_r``,
       FBGEMM ``WeightDecayMode.DECOUPLE``). Not equal to dense: untouched rows do not decay.
     * ``"lazy"``: decoupled, whatever ``decoupled_weight_decay`` says; a touched row is
       first multiplied by ``Π_{s=last+1..t}(1 - lr_s·wd)`` (which includes step t's own
-      factor), then takes the §3 step without decay. Untouched rows decay when next
+      factor), then takes the :ref:`algo-rowwise` step without decay. Untouched rows decay when next
       touched or by :func:`rowwise_adagrad_sparse_flush`; afterwards the result equals
       dense decoupled :func:`rowwise_adagrad` fed the gradient with zero rows (a zero row
       adds nothing to G_r and only decays θ_r).
@@ -485,7 +485,7 @@ def rowwise_adagrad_sparse(
             theta[r] = theta[r] * _lazy_decay_factor(new, r, t, weight_decay)
     new["last"][rows] = t
 
-    # 3. the §3 step on the touched rows (a 1-d table as rows of width 1)
+    # 3. the :ref:`algo-rowwise` step on the touched rows (a 1-d table as rows of width 1)
     touched_decay = weight_decay if sparse_weight_decay == "touched" else 0.0
     width = int(np.prod(theta.shape[1:]))
     sub = theta[rows].reshape(rows.size, width)
@@ -502,7 +502,7 @@ def rowwise_adagrad_sparse(
 def rowwise_adagrad_sparse_flush(param: Any, state: State, *, weight_decay: float = 0.0,
                                  sparse_weight_decay: str | None = None
                                  ) -> tuple[np.ndarray, State]:
-    """Bring every row up to the current step (§2 ``flush()``): with
+    """Bring every row up to the current step (:ref:`algo-sparse` ``flush()``): with
     ``sparse_weight_decay="lazy"``, ``θ_r <- θ_r·Π_{s=last+1..t}(1 - lr_s·wd)``; the other
     modes have nothing pending. Then ``last[r] = t``."""
     theta = _f64(param)
@@ -516,12 +516,12 @@ def rowwise_adagrad_sparse_flush(param: Any, state: State, *, weight_decay: floa
 
 
 # --------------------------------------------------------------------------------------
-# §4 Proximal Adagrad
+# :ref:`algo-proximal` Proximal Adagrad
 # --------------------------------------------------------------------------------------
 
 
 def proximal_adagrad_init(param: Any, initial_accumulator_value: float = 0.1) -> State:
-    """Initial state of §4 (TF's G0 = 0.1 keeps η finite)."""
+    """Initial state of :ref:`algo-proximal` (TF's G0 = 0.1 keeps η finite)."""
     return adagrad_init(param, initial_accumulator_value)
 
 
@@ -537,7 +537,7 @@ def proximal_adagrad(
     lr_decay: float = 0.0,
     maximize: bool = False,
 ) -> tuple[np.ndarray, State]:
-    """One step of proximal Adagrad (TF ``ApplyProximalAdagrad``), ALGORITHMS.md §4.
+    """One step of proximal Adagrad (TF ``ApplyProximalAdagrad``), :ref:`algo-proximal`.
 
     ::
 
@@ -546,7 +546,7 @@ def proximal_adagrad(
         θ <- sign(v)·max(|v| - η·l1, 0) / (1 + η·l2)
 
     ε is ours (TF has none: ε = 0 is TF's rule); it sits outside the root, as in torch
-    and TF's ``ApplyAdagradV2``. With l1 = l2 = 0 this is §1 Adagrad with that ε outside.
+    and TF's ``ApplyAdagradV2``. With l1 = l2 = 0 this is :ref:`algo-adagrad` Adagrad with that ε outside.
     """
     theta = _f64(param)
     g = _f64(grad)
@@ -561,7 +561,7 @@ def proximal_adagrad(
 
 
 def _summed_rows(indices: Any, values: Any, row_shape: tuple[int, ...]):
-    """A COO row gradient as its distinct rows and each one's summed values (§2 step 1)."""
+    """A COO row gradient as its distinct rows and each one's summed values (:ref:`algo-sparse` step 1)."""
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
     vals = np.asarray(values, dtype=np.float64).reshape((idx.size,) + row_shape)
     rows = np.unique(idx)
@@ -573,7 +573,7 @@ def _summed_rows(indices: Any, values: Any, row_shape: tuple[int, ...]):
 def proximal_adagrad_sparse(
     param: Any, indices: Any, values: Any, state: State, **hyperparameters: Any
 ) -> tuple[np.ndarray, State]:
-    """One step of §4 with a sparse row gradient (TF ``SparseApplyProximalAdagrad``).
+    """One step of :ref:`algo-proximal` with a sparse row gradient (TF ``SparseApplyProximalAdagrad``).
 
     Duplicates are summed first; ``t`` advances once per step, as dense; the touched rows
     get :func:`proximal_adagrad` with their summed gradient; untouched rows keep θ and G
@@ -590,12 +590,12 @@ def proximal_adagrad_sparse(
 
 
 # --------------------------------------------------------------------------------------
-# §5 Adagrad dual averaging (RDA)
+# :ref:`algo-dual-averaging` Adagrad dual averaging (RDA)
 # --------------------------------------------------------------------------------------
 
 
 def adagrad_da_init(param: Any, initial_accumulator_value: float = 0.1) -> State:
-    """Initial state of §5: ``grad_sum`` z = 0 and ``sum`` G = G0 (0.1)."""
+    """Initial state of :ref:`algo-dual-averaging`: ``grad_sum`` z = 0 and ``sum`` G = G0 (0.1)."""
     state = adagrad_init(param, initial_accumulator_value)
     state["grad_sum"] = np.zeros_like(state["sum"])
     return state
@@ -611,7 +611,7 @@ def adagrad_da(
     l2: float = 0.0,
     maximize: bool = False,
 ) -> tuple[np.ndarray, State]:
-    """One step of Adagrad dual averaging (TF ``ApplyAdagradDA``), ALGORITHMS.md §5.
+    """One step of Adagrad dual averaging (TF ``ApplyAdagradDA``), :ref:`algo-dual-averaging`.
 
     ::
 
@@ -634,7 +634,7 @@ def adagrad_da(
 
 def adagrad_da_weights(z: Any, G: Any, T: int, *, lr: float, l1: float = 0.0,
                        l2: float = 0.0) -> np.ndarray:
-    """§5's θ as a closed form of the sums ``z``, ``G`` and the step ``T``."""
+    """:ref:`algo-dual-averaging`'s θ as a closed form of the sums ``z``, ``G`` and the step ``T``."""
     z, G = _f64(z), _f64(G)
     den = l2 * T * lr + np.sqrt(G)
     if l1 > 0:
@@ -645,7 +645,7 @@ def adagrad_da_weights(z: Any, G: Any, T: int, *, lr: float, l1: float = 0.0,
 def adagrad_da_sparse(
     param: Any, indices: Any, values: Any, state: State, **hyperparameters: Any
 ) -> tuple[np.ndarray, State]:
-    """One step of §5 with a sparse row gradient (TF ``SparseApplyAdagradDA``).
+    """One step of :ref:`algo-dual-averaging` with a sparse row gradient (TF ``SparseApplyAdagradDA``).
 
     Duplicates are summed first; ``T`` advances once per step, as dense; the touched rows
     get :func:`adagrad_da` with their summed gradient. Untouched rows keep θ, z and G: z
@@ -662,12 +662,12 @@ def adagrad_da_sparse(
 
 
 # --------------------------------------------------------------------------------------
-# §6 FTRL-Proximal
+# :ref:`algo-ftrl` FTRL-Proximal
 # --------------------------------------------------------------------------------------
 
 
 def ftrl_init(param: Any, initial_accumulator_value: float = 0.0) -> State:
-    """Initial state of §6: ``z = 0`` and ``n = n₀`` (``initial_accumulator_value``, 0 in
+    """Initial state of :ref:`algo-ftrl`: ``z = 0`` and ``n = n₀`` (``initial_accumulator_value``, 0 in
     the paper)."""
     p = np.asarray(param, dtype=np.float64)
     return {"step": 0, "z": np.zeros(p.shape),
@@ -684,7 +684,7 @@ def ftrl(
     l1: float = 0.0,
     l2: float = 0.0,
 ) -> tuple[np.ndarray, State]:
-    """One step of FTRL-Proximal (McMahan et al. 2013, Algorithm 1), ALGORITHMS.md §6,
+    """One step of FTRL-Proximal (McMahan et al. 2013, Algorithm 1), :ref:`algo-ftrl`,
     with α = ``lr``, β = ``beta``, λ1 = ``l1``, λ2 = ``l2``.
 
     ::
@@ -712,12 +712,12 @@ def ftrl(
 
 
 # --------------------------------------------------------------------------------------
-# §7 AdaGrad-Norm
+# :ref:`algo-norm` AdaGrad-Norm
 # --------------------------------------------------------------------------------------
 
 
 def adagrad_norm_init(param: Any, initial_accumulator_value: float = 0.0) -> State:
-    """Initial state of §7: one scalar ``sum`` = b² (0-d)."""
+    """Initial state of :ref:`algo-norm`: one scalar ``sum`` = b² (0-d)."""
     return {"step": 0, "sum": np.array(float(initial_accumulator_value))}
 
 
@@ -730,7 +730,7 @@ def adagrad_norm(
     lr_decay: float = 0.0,
     eps: float = 1e-10,
 ) -> tuple[np.ndarray, State]:
-    """One step of AdaGrad-Norm (Ward, Wu, Bottou 2019), ALGORITHMS.md §7.
+    """One step of AdaGrad-Norm (Ward, Wu, Bottou 2019), :ref:`algo-norm`.
 
     ``b² <- b² + ||g||² ;  θ <- θ - lr_t·g / (sqrt(b²) + ε)``; where ``sqrt(b²) + ε == 0``
     (then g = 0) the update is 0. For ``scope="group"`` pass the group's tensors flattened
@@ -748,7 +748,7 @@ def adagrad_norm(
 
 
 # --------------------------------------------------------------------------------------
-# §8 Full-matrix Adagrad
+# :ref:`algo-full-matrix` Full-matrix Adagrad
 # --------------------------------------------------------------------------------------
 
 
@@ -760,7 +760,7 @@ def _blocks(d: int, block_size: int | None) -> list[slice]:
 
 
 def full_matrix_adagrad_init(param: Any, block_size: int | None = None) -> State:
-    """Initial state of §8: per block i of the flattened θ, ``S_i = 0`` (its size × size)
+    """Initial state of :ref:`algo-full-matrix`: per block i of the flattened θ, ``S_i = 0`` (its size × size)
     and no ``H_i`` yet (``"h"``: the H in use, computed at the first step)."""
     d = np.asarray(param).size
     blocks = _blocks(d, block_size)
@@ -786,7 +786,7 @@ def full_matrix_adagrad(
     block_size: int | None = None,
     precondition_every: int = 1,
 ) -> tuple[np.ndarray, State]:
-    """One step of full-matrix Adagrad (Duchi, Hazan, Singer 2011), ALGORITHMS.md §8.
+    """One step of full-matrix Adagrad (Duchi, Hazan, Singer 2011), :ref:`algo-full-matrix`.
 
     θ is flattened to d coordinates, cut into blocks of ``block_size`` consecutive
     coordinates (one block of d if None; the last block holds the rest). Per block::
@@ -817,12 +817,12 @@ def full_matrix_adagrad(
 
 
 # --------------------------------------------------------------------------------------
-# §10 Learning-rate-free Adagrad (DoG-style distance in Adagrad's metric)
+# :ref:`algo-dog` Learning-rate-free Adagrad (DoG-style distance in Adagrad's metric)
 # --------------------------------------------------------------------------------------
 
 
 def dog_adagrad_init(param: Any, reps_rel: float = 1e-4) -> State:
-    """Initial state of §10 for one tensor: ``G = 0``, ``x0`` = the parameter, and the
+    """Initial state of :ref:`algo-dog` for one tensor: ``G = 0``, ``x0`` = the parameter, and the
     smallest distance ``r_ε = reps_rel·(1 + max_i |x0_i|)`` (DoG's r_ε, Ivgi, Carmon,
     Soudry 2023, with the ℓ∞ norm of x0)."""
     x0 = _f64(param).copy()
@@ -855,7 +855,7 @@ def dog_adagrad(
     maximize: bool = False,
 ) -> tuple[list[np.ndarray], list[State]]:
     """One step of the learning-rate-free diagonal Adagrad of `adagrad.DoGAdagrad`
-    (ALGORITHMS.md §10), for the tensors that share one scale (a parameter group, or one
+    (:ref:`algo-dog`), for the tensors that share one scale (a parameter group, or one
     tensor with ``scope="tensor"``). A None gradient: that tensor is not stepped (its x and
     G stay) but it still counts in the distance and takes the new r̄.
 

@@ -19,7 +19,25 @@ _OPTIMIZER = "optimizer"
 
 def save_checkpoint(checkpoint_id: str, model: nn.Module, optimizer: AdagradFamily) -> None:
     """Save ``model`` and ``optimizer`` with `torch.distributed.checkpoint` (every rank
-    calls it; sharded state is written as shards)."""
+    calls it; sharded state is written as shards).
+
+    Example:
+        In one process (DCP then warns that it saves and loads in a single process):
+
+        >>> import tempfile, torch, adagrad
+        >>> from adagrad.distributed import load_checkpoint, save_checkpoint
+        >>> model = torch.nn.Linear(3, 1)
+        >>> optimizer = adagrad.Adagrad(model.parameters(), lr=0.1)
+        >>> model(torch.ones(2, 3)).sum().backward()
+        >>> optimizer.step()
+        >>> folder = tempfile.mkdtemp()
+        >>> save_checkpoint(folder, model, optimizer)
+        >>> resumed = torch.nn.Linear(3, 1)
+        >>> resumed_optimizer = adagrad.Adagrad(resumed.parameters(), lr=0.1)
+        >>> load_checkpoint(folder, resumed, resumed_optimizer)
+        >>> torch.equal(resumed.weight, model.weight), int(resumed_optimizer.state[resumed.weight]["step"])
+        (True, 1)
+    """
     import torch.distributed.checkpoint as torch_dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 

@@ -47,7 +47,7 @@ def dense_sparse_gaps(datasets: list[DatasetResult], folder: Path) -> Plot | Non
     ax.grid(alpha=0.3, axis="x")
     name = save(fig, folder, "claim_dense_vs_sparse_gap.png")
     return Plot(name, "Adagrad's gap to the best optimizer, dense vs sparse data",
-                "Relative shortfall of founding Adagrad's mean test metric from the best "
+                "Relative shortfall of textbook Adagrad's (ε inside the root) mean test metric from the best "
                 "optimizer's on each dataset (0 = Adagrad is the best).", None,
                 ("struggles-on-dense-data",))
 
@@ -115,7 +115,7 @@ def lr_free_vs_tuned(datasets: list[DatasetResult], folder: Path) -> Plot | None
     ax.grid(alpha=0.3, axis="y")
     name = save(fig, folder, "claim_lr_free.png")
     return Plot(name, "Learning-rate-free optimizers against tuned Adagrad",
-                "Mean test metric of each learning-rate-free optimizer relative to founding "
+                "Mean test metric of each learning-rate-free optimizer relative to textbook "
                 "Adagrad tuned on its grid (accuracy: relative difference; RMSE: relative "
                 "reduction), with the seeds' standard deviation; clipped at −25 %.", None,
                 ("lr-free-matches-tuned", "no-manual-tuning"))

@@ -1,4 +1,4 @@
-"""`adagrad compare`: the founding document's claims measured on real data.
+"""`adagrad compare`: the common account of Adagrad's claims, measured on real data.
 
 Exit codes: 0 done; 2 bad input (unknown dataset, missing data package, report folder that
 cannot be written, bad option value); 130 interrupted (no report is left behind).
@@ -45,7 +45,8 @@ def add_compare_command(subcommands: argparse._SubParsersAction) -> argparse.Arg
         description=(
             "Train the same models with each optimizer (learning rate tuned on a validation "
             "split, on a grid grown until the best rate is interior; test metric over seeds), "
-            "judge the founding document's claims with significance tests, and write a report "
+            "judge the common account of Adagrad (per-parameter rates, rare features, no learning rate "
+            "to tune, the vanishing step, its relatives) with significance tests, and write a report "
             "folder (index.html with plots, metrics.json)."),
         epilog=f"Datasets: {known}.",
     )

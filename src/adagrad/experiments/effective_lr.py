@@ -7,7 +7,7 @@ for Adam, its bias-corrected first moment) in the update, computed from the stat
 ==============  ===========================================================================
 Adagrad         ``lr_t / (sqrt(G) + eps)`` (ε outside) or ``lr_t / sqrt(G + eps)`` (ε inside),
                 ``lr_t = lr / (1 + (t-1)·lr_decay)`` — exactly the rate of the last step
-                (ALGORITHMS.md §1). Row-wise state (one G per row) is broadcast over the row.
+                (:ref:`algo-adagrad`). Row-wise state (one G per row) is broadcast over the row.
 RMSprop         ``lr / (sqrt(v) + eps)`` (centred: ``sqrt(v - m²)``)
 Adam(W)         ``lr / (sqrt(v / (1 - β2^t)) + eps)``, per unit of the bias-corrected first
                 moment; momentum is left out
@@ -50,7 +50,7 @@ def adagrad_rate(sum_: torch.Tensor, step: float, lr: float, lr_decay: float = 0
 
     ``lr_t / (sqrt(G) + eps)`` or, with ``eps_inside``, ``lr_t / sqrt(G + eps)`` where
     ``lr_t = lr / (1 + (step - 1)·lr_decay)``. Where ``G + eps == 0`` with ε inside, the
-    update is zero, and so is the rate (ALGORITHMS.md §1).
+    update is zero, and so is the rate (:ref:`algo-adagrad`).
     """
     lr_t = lr / (1.0 + max(step - 1.0, 0.0) * lr_decay)
     g = sum_.detach().to(torch.float64)

@@ -1,6 +1,6 @@
-"""The two models the comparison trains: a sparse linear text classifier and the founding
-document's small house-price network (also used, with one output per class, for dense
-classification)."""
+"""The two models the comparison trains: a sparse linear text classifier and the small
+house-price network of the getting-started example (also used, with one output per class,
+for dense classification)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class SparseLinearText(nn.Module):
 
 
 class TabularNet(nn.Module):
-    """The founding document's house-price model, ``Linear(n, 10) → ReLU → Linear(10, outputs)``:
+    """The house-price model of the getting-started example, ``Linear(n, 10) → ReLU → Linear(10, outputs)``:
     one output for a regression (the standardised target), one score per class otherwise."""
 
     def __init__(self, n_features: int = 5, outputs: int = 1, hidden: int = 10):

@@ -152,7 +152,7 @@ _DADAPT = "dadaptation==3.2"
 _DOG = "dog-optimizer==1.0.3"
 
 REGISTRY: tuple[OptimizerSpec, ...] = (
-    OptimizerSpec("adagrad-founding", "Adagrad (founding: ε inside √)",
+    OptimizerSpec("adagrad-founding", "Adagrad (textbook: ε inside √)",
                   _adagrad_member("Adagrad", eps_placement="inside"), _grids((-1, 1), (-3, -1)),
                   sparse=True, role=ADAGRAD,
                   note="adagrad.Adagrad(eps_placement='inside'): θ -= lr·g/sqrt(G+ε), G₀ = 0"),
@@ -173,8 +173,8 @@ REGISTRY: tuple[OptimizerSpec, ...] = (
     OptimizerSpec("adagrad-warmup", "Adagrad, warm-up over epoch 1",
                   _adagrad_member("Adagrad", eps_placement="inside"), _grids((-1, 1), (-2, 0)),
                   sparse=True, role=REMEDY, warmup_epochs=1,
-                  note="the founding formula with lr rising linearly from lr/10 over the first "
-                       "epoch (the founding document's 'smaller learning rate at the start')"),
+                  note="the textbook formula with lr rising linearly from lr/10 over the first "
+                       "epoch (the common advice of a 'smaller learning rate at the start')"),
     OptimizerSpec("rowwise-adagrad", "RowWiseAdagrad", _adagrad_member("RowWiseAdagrad"),
                   _grids((-1, 1), (-1, 1)), sparse=True, role=BASELINE, kinds=frozenset({TEXT}),
                   note="one accumulator per embedding row (FBGEMM's EXACT_ROWWISE_ADAGRAD)"),
@@ -213,7 +213,7 @@ REGISTRY: tuple[OptimizerSpec, ...] = (
     OptimizerSpec("adagrad-lr-free", "DoGAdagrad (no learning rate)",
                   _learning_rate_free("adagrad", _LR_FREE_CLASS), None, sparse=True, role=LR_FREE,
                   note="adagrad.DoGAdagrad with its defaults: Adagrad scaled by the distance "
-                       "travelled from the start (ALGORITHMS.md §10)",
+                       "travelled from the start (docs/algorithms.md, algo-dog)",
                   missing=f"adagrad.{_LR_FREE_CLASS} is not in this version"),
     OptimizerSpec("dadapt-adagrad", "D-Adaptation AdaGrad (dadaptation)",
                   _learning_rate_free("dadaptation", "DAdaptAdaGrad"), None, sparse=True,

@@ -21,7 +21,7 @@ def _labelled(res) -> str:
 
 
 def _style(spec) -> str:
-    """Dashed for baselines, dotted for the Adagrad variants other than the founding formula
+    """Dashed for baselines, dotted for the Adagrad variants other than the textbook formula
     (they often coincide with it), solid otherwise."""
     if spec.role == BASELINE:
         return "--"
@@ -200,7 +200,7 @@ def lr_selection(ds: DatasetResult, folder: Path) -> Plot:
                 "Each optimizer's validation metric over its learning-rate grid (seed 0, two "
                 "rates per decade, grown until the best rate is interior); the star is the rate "
                 "used for the test runs, the one with the lowest final validation loss. Shaded: "
-                "the usable range (within 1 point / 2 % of the best) of founding Adagrad and of "
+                "the usable range (within 1 point / 2 % of the best) of textbook Adagrad and of "
                 "SGD. Dash-dotted lines: learning-rate-free optimizers (mean over seeds).",
                 ds.name, ("no-manual-tuning",))
 

@@ -36,7 +36,7 @@ FAIRNESS_NOTE = ("Fair comparison: each optimizer's learning rate is chosen on a
                  "(20% of the training data, never the test set) with seed 0, as the rate with "
                  "the lowest final validation loss, from a grid of two rates per decade that is "
                  "the same lattice for every optimizer and grows until the best rate is interior "
-                 "(or the next rate diverges); only Adagrad's (founding formula) and SGD's grids "
+                 "(or the next rate diverges); only Adagrad's (textbook formula) and SGD's grids "
                  "also grow until their usable range is closed on both sides. The chosen rate is "
                  "then trained with fresh seeds 1 … N (the grid's own run is not one of them) "
                  "and evaluated once on the test set. Every other choice (the best optimizer of "

@@ -262,7 +262,7 @@ def _tabular_eval(model: TabularNet, x: torch.Tensor, y: torch.Tensor) -> tuple[
 def train_tabular(data: TabularData, spec: OptimizerSpec, lr: float | None, seed: int,
                   settings: TrainSettings, progress: Progress | None = None,
                   keep_rates: bool = False) -> RunOutcome:
-    """Train the founding document's small network: MSE on the standardised target (metric:
+    """Train the house-price example's small network: MSE on the standardised target (metric:
     RMSE in the target's unit) or cross-entropy over the classes (metric: accuracy)."""
     start = time.perf_counter()
     regression = data.task == REGRESSION

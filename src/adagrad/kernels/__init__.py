@@ -2,20 +2,20 @@
 
 Each kernel takes the tensors of one parameter and a `StepRule` and updates in place:
 
-- `dense_adagrad_(param, grad, state_sum, rule)`: ALGORITHMS.md §1.
-- `sparse_adagrad_(param, state_sum, indices, values, rule, clocks, value_of, scale)`: §2
+- `dense_adagrad_(param, grad, state_sum, rule)`: :ref:`algo-adagrad`.
+- `sparse_adagrad_(param, state_sum, indices, values, rule, clocks, value_of, scale)`: :ref:`algo-sparse`
   on a ``(rows, D)`` table, duplicates summed, lazy decay caught up through `RowClocks`.
-- `catch_up_rows_(param, state_sum, rows, clocks)`: §2's lazy decay of some rows brought
+- `catch_up_rows_(param, state_sum, rows, clocks)`: :ref:`algo-sparse`'s lazy decay of some rows brought
   up to date, as a fused layer's lookup needs; `flush_rows_` does it for every row.
 - `dense_ftrl_(param, grad, z, n, rule)` and `sparse_ftrl_(param, z, n, indices, values,
-  rule, value_of, scale)`: FTRL-Proximal, §6 (`FtrlRule`), dense and on table rows.
+  rule, value_of, scale)`: FTRL-Proximal, :ref:`algo-ftrl` (`FtrlRule`), dense and on table rows.
 - `dense_rowwise_adagrad_(param, grad, state_sum, rule)` and
   `sparse_rowwise_adagrad_(param, state_sum, indices, values, rule, clocks, value_of,
-  scale)`: row-wise Adagrad (§3), one accumulator per row.
-- `dense_proximal_`, `sparse_proximal_`, `catch_up_proximal_rows_`: §4 (`ProximalRule`),
+  scale)`: row-wise Adagrad (:ref:`algo-rowwise`), one accumulator per row.
+- `dense_proximal_`, `sparse_proximal_`, `catch_up_proximal_rows_`: :ref:`algo-proximal` (`ProximalRule`),
   dense, on a table's rows, and the lazy catch-up of untouched rows.
 - `dense_dual_averaging_`, `sparse_dual_averaging_`, `dual_averaging_weights_of_rows_`,
-  `dual_averaging_weights_`: §5 (`DualAveragingRule`), dense, on a table's rows, and θ
+  `dual_averaging_weights_`: :ref:`algo-dual-averaging` (`DualAveragingRule`), dense, on a table's rows, and θ
   of some rows or of all recomputed from their sums (the lazy catch-up).
 
 The dispatchers here pick the numba CPU kernel (`dense_cpu`, `sparse_cpu`) where it
@@ -27,23 +27,8 @@ are public so that tests can hold each to the reference.
 
 from __future__ import annotations
 
-from torch import Tensor
-
-from adagrad.kernels.adagrad import cpu as _adagrad_cpu
-from adagrad.kernels.adagrad import torch_ops as _adagrad_ops
-from adagrad.kernels.dual_averaging import cpu as _dual_averaging_cpu
-from adagrad.kernels.dual_averaging import torch_ops as _dual_averaging_ops
-from adagrad.kernels.engine import catch_up_cpu as _catch_up_cpu
-from adagrad.kernels.engine import cuda_dispatch as _cuda_dispatch
-from adagrad.kernels.engine import sparse_cpu as _sparse_cpu
-from adagrad.kernels.ftrl import cpu as _ftrl_cpu
-from adagrad.kernels.ftrl import torch_ops as _ftrl_ops
-from adagrad.kernels.proximal import cpu as _proximal_cpu
-from adagrad.kernels.proximal import torch_ops as _proximal_ops
-from adagrad.kernels.rowwise import cpu as _rowwise_cpu
-from adagrad.kernels.rowwise import torch_ops as _rowwise_ops
-from adagrad.kernels.engine.clocks import RowClocks
-from adagrad.kernels.engine.rule import DualAveragingRule, FtrlRule, ProximalRule, StepRule
+import importlib
+import importlib.util
 
 __all__ = ["DualAveragingRule", "FtrlRule", "ProximalRule", "RowClocks", "StepRule",
            "catch_up_proximal_rows_", "catch_up_rows_", "dense_adagrad_",
@@ -52,162 +37,10 @@ __all__ = ["DualAveragingRule", "FtrlRule", "ProximalRule", "RowClocks", "StepRu
            "sparse_adagrad_", "sparse_dual_averaging_", "sparse_ftrl_", "sparse_proximal_",
            "sparse_rowwise_adagrad_"]
 
-flush_rows_ = _adagrad_ops.flush_rows_
-
-
-def dense_adagrad_(param: Tensor, grad: Tensor, state_sum: Tensor, rule: StepRule) -> None:
-    """One dense Adagrad step, in place, on the fastest kernel that fits."""
-    if _cuda_dispatch.triton_takes(param, grad, state_sum):  # imports Triton: only then
-        from adagrad.kernels.adagrad import triton as _adagrad_triton
-        _adagrad_triton.dense_adagrad_([param], [grad], [state_sum], rule)
-    elif _adagrad_cpu.supports(param, grad, state_sum):
-        _adagrad_cpu.dense_adagrad_(param, grad, state_sum, rule)
-    else:
-        _adagrad_ops.dense_adagrad_(param, grad, state_sum, rule)
-
-
-def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: Tensor,
-                    rule: StepRule, clocks: RowClocks, value_of: Tensor | None = None,
-                    scale: Tensor | None = None) -> None:
-    """One sparse Adagrad step on a ``(rows, D)`` table, in place, on the fastest kernel.
-
-    Position ``k`` adds ``scale[k]·values[value_of[k]]`` to row ``indices[k]`` (see
-    `portable.sparse_adagrad_`). Indices must lie in ``[0, rows)`` (the optimizer checks
-    them before any write).
-    """
-    kernel = _cuda_dispatch.sparse_kernel(param, state_sum, values)  # None on the CPU
-    if kernel is None:
-        kernel = _sparse_cpu if _sparse_cpu.supports(param, state_sum, values) else _adagrad_ops
-    kernel.sparse_adagrad_(param, state_sum, indices, values, rule, clocks, value_of, scale)
-
-
-def catch_up_rows_(param: Tensor, state_sum: Tensor, rows: Tensor, clocks: RowClocks) -> None:
-    """Bring ``rows`` (may repeat) of a ``(rows, D)`` table up to date on their pending
-    lazy decay, in place, on the fastest kernel."""
-    kernel = _catch_up_cpu if _catch_up_cpu.supports(param, state_sum, rows) else _adagrad_ops
-    kernel.catch_up_rows_(param, state_sum, rows, clocks)
-
-
-def dense_ftrl_(param: Tensor, grad: Tensor, z: Tensor, n: Tensor, rule: FtrlRule) -> None:
-    """One dense FTRL-Proximal step (§6), in place, on the fastest kernel that fits."""
-    kernel = _cuda_dispatch.member_kernel(param, grad, z, n)
-    if kernel is None:
-        kernel = _ftrl_cpu if _ftrl_cpu.supports(param, grad, z, n) else _ftrl_ops
-    kernel.dense_ftrl_(param, grad, z, n, rule)
-
-
-def sparse_ftrl_(param: Tensor, z: Tensor, n: Tensor, indices: Tensor, values: Tensor,
-                 rule: FtrlRule, value_of: Tensor | None = None,
-                 scale: Tensor | None = None) -> None:
-    """One sparse FTRL-Proximal step on a ``(rows, D)`` table (duplicates summed, then §6
-    on the touched rows), in place, on the fastest kernel. Indices must lie in
-    ``[0, rows)``."""
-    kernel = _ftrl_cpu if _ftrl_cpu.supports_rows(param, z, n, values) else _ftrl_ops
-    kernel.sparse_ftrl_(param, z, n, indices, values, rule, value_of, scale)
-
-
-def dense_rowwise_adagrad_(param: Tensor, grad: Tensor, state_sum: Tensor,
-                           rule: StepRule) -> None:
-    """One dense row-wise Adagrad step (§3) of ``param`` (rows along dim 0, one
-    accumulator each in ``state_sum``), in place, on the fastest kernel that fits."""
-    if _rowwise_cpu.supports(param, grad, state_sum):
-        _rowwise_cpu.dense_rowwise_adagrad_(param, grad, state_sum, rule)
-    else:
-        _rowwise_ops.dense_rowwise_adagrad_(param, grad, state_sum, rule)
-
-
-def sparse_rowwise_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: Tensor,
-                            rule: StepRule, clocks: RowClocks, value_of: Tensor | None = None,
-                            scale: Tensor | None = None) -> None:
-    """One sparse row-wise Adagrad step (§2-3) on a ``(rows, D)`` table with one
-    accumulator per row, in place, on the fastest kernel (see
-    `rowwise_portable.sparse_rowwise_adagrad_`)."""
-    kernel = (_rowwise_cpu if _rowwise_cpu.sparse_supports(param, state_sum, values)
-              else _rowwise_ops)
-    kernel.sparse_rowwise_adagrad_(param, state_sum, indices, values, rule, clocks, value_of,
-                                   scale)
-
-
-# -- §4 proximal Adagrad --------------------------------------------------------------
-
-
-def dense_proximal_(param: Tensor, grad: Tensor, state_sum: Tensor, rule: ProximalRule) -> None:
-    """One dense proximal Adagrad step, in place, on the fastest kernel that fits."""
-    kernel = _cuda_dispatch.member_kernel(param, grad, state_sum)
-    if kernel is None:
-        on_cpu = _adagrad_cpu.supports(param, grad, state_sum)
-        kernel = _proximal_cpu if on_cpu else _proximal_ops
-    kernel.dense_proximal_(param, grad, state_sum, rule)
-
-
-def sparse_proximal_(table: Tensor, state_sum: Tensor, indices: Tensor, values: Tensor,
-                     rule: ProximalRule, step: int, row_step: Tensor | None = None,
-                     value_of: Tensor | None = None, scale: Tensor | None = None) -> None:
-    """Step ``step`` of proximal Adagrad on the touched rows of a ``(rows, D)`` table,
-    in place, on the fastest kernel (see `portable_proximal.sparse_proximal_`)."""
-    on_cpu = _sparse_cpu.supports(table, state_sum, values)
-    kernel = _proximal_cpu if on_cpu else _proximal_ops
-    kernel.sparse_proximal_(table, state_sum, indices, values, rule, step, row_step, value_of,
-                            scale)
-
-
-def catch_up_proximal_rows_(table: Tensor, state_sum: Tensor, rows: Tensor, row_step: Tensor,
-                            up_to: int, rule: ProximalRule) -> None:
-    """Apply the pending zero-gradient steps of ``rows`` (may repeat) up to step
-    ``up_to``, in place, on the fastest kernel."""
-    if rows.numel() == 0:
-        return
-    on_cpu = _catch_up_cpu.supports(table, state_sum, rows)
-    kernel = _proximal_cpu if on_cpu else _proximal_ops
-    kernel.catch_up_rows_(table, state_sum, rows, row_step, up_to, rule)
-
-
-# -- §5 Adagrad with dual averaging ---------------------------------------------------
-
-
-def dense_dual_averaging_(param: Tensor, grad: Tensor, grad_sum: Tensor, state_sum: Tensor,
-                          rule: DualAveragingRule) -> None:
-    """One dense dual-averaging step, in place, on the fastest kernel that fits."""
-    kernel = _cuda_dispatch.member_kernel(param, grad, grad_sum, state_sum)
-    if kernel is None:
-        on_cpu = _dual_averaging_cpu.supports(param, grad, grad_sum, state_sum)
-        kernel = _dual_averaging_cpu if on_cpu else _dual_averaging_ops
-    kernel.dense_dual_averaging_(param, grad, grad_sum, state_sum, rule)
-
-
-def sparse_dual_averaging_(table: Tensor, grad_sum: Tensor, state_sum: Tensor, indices: Tensor,
-                           values: Tensor, rule: DualAveragingRule,
-                           value_of: Tensor | None = None, scale: Tensor | None = None) -> None:
-    """One dual-averaging step on the touched rows of a ``(rows, D)`` table, in place, on
-    the fastest kernel (see `portable_dual_averaging.sparse_dual_averaging_`)."""
-    on_cpu = _dual_averaging_cpu.sparse_supports(table, grad_sum, state_sum, values)
-    kernel = _dual_averaging_cpu if on_cpu else _dual_averaging_ops
-    kernel.sparse_dual_averaging_(table, grad_sum, state_sum, indices, values, rule, value_of,
-                                  scale)
-
-
-def dual_averaging_weights_(param: Tensor, grad_sum: Tensor, state_sum: Tensor,
-                            rule: DualAveragingRule) -> None:
-    """Recompute all of θ from its sums at the rule's step, in place, on the fastest
-    kernel (the dense kernel's arithmetic on the CPU)."""
-    on_cpu = _dual_averaging_cpu.supports(param, param, grad_sum, state_sum)
-    kernel = _dual_averaging_cpu if on_cpu else _dual_averaging_ops
-    kernel.recompute_weights_(param, grad_sum, state_sum, rule)
-
-
-def dual_averaging_weights_of_rows_(table: Tensor, grad_sum: Tensor, state_sum: Tensor,
-                                    rows: Tensor, row_step: Tensor,
-                                    rule: DualAveragingRule) -> None:
-    """Recompute θ of ``rows`` (may repeat) from their sums at the rule's step, skipping
-    those ``row_step`` says are computed at that step already, in place, on the fastest
-    kernel."""
-    if rows.numel() == 0:
-        return
-    on_cpu = (_catch_up_cpu.supports(table, state_sum, rows) and grad_sum.is_contiguous()
-              and grad_sum.dtype == state_sum.dtype)
-    kernel = _dual_averaging_cpu if on_cpu else _dual_averaging_ops
-    kernel.weights_of_rows_(table, grad_sum, state_sum, rows, row_step, rule)
-
+# The dispatchers (`dispatch`) and the kernels need torch: they are imported on first use
+# (PEP 562), so that `adagrad fit` imports the torch-free pieces of this package (the rules
+# of `engine.rule`, the per-coordinate bodies of `adagrad.coordinate`,
+# `proximal.coordinate`, `ftrl.coordinate`, `engine.splitmix`) without torch.
 
 # The flat modules of 0.x, by their new place (one release with a DeprecationWarning):
 # ``from adagrad.kernels import dense_cpu`` and ``adagrad.kernels.dense_cpu`` still work;
@@ -233,12 +66,23 @@ _MOVED = {
 
 
 def __getattr__(name: str):
-    """The old flat module ``name``, from its new place, with a DeprecationWarning."""
+    """A dispatcher or rule of `__all__` (imported on first use), a subpackage, or the old
+    flat module ``name`` from its new place, with a DeprecationWarning."""
+    if name in __all__:
+        from adagrad.kernels import dispatch
+
+        return getattr(dispatch, name)
     if name not in _MOVED:
+        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}"):
+            return importlib.import_module(f"{__name__}.{name}")
         raise AttributeError(f"module 'adagrad.kernels' has no attribute {name!r}")
-    import importlib
     import warnings
+
     new = f"adagrad.kernels.{_MOVED[name]}"
     warnings.warn(f"adagrad.kernels.{name} moved to {new}; the old path goes in the next "
                   f"release", DeprecationWarning, stacklevel=2)
     return importlib.import_module(new)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -19,22 +19,22 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.extmath import safe_sparse_dot, softmax
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from adagrad.linear.losses import CLASSIFICATION_LOSSES, REGRESSION_LOSSES, loss_code
-from adagrad.linear.members import MEMBERS, ONLINE_MEMBERS, l1_ratio_of, resolve_member
-from adagrad.linear.minibatch import MinibatchEngine
-from adagrad.linear.online import OnlineEngine
-
-TABLE_DTYPE = np.float32
+from adagrad.linear.losses import CLASSIFICATION_LOSSES, REGRESSION_LOSSES
+from adagrad.linear.members import MEMBERS, resolve_member
+from adagrad.linear.tables import (
+    ClassifierTables,
+    LinearTables,
+    RegressorTables,
+    engine_input,
+)
 
 _COMMON_CONSTRAINTS = {
     "penalty": [StrOptions({"l2", "l1", "elasticnet"})],
@@ -52,7 +52,7 @@ _COMMON_CONSTRAINTS = {
 }
 
 
-class _AdagradLinearModel(BaseEstimator):
+class _AdagradLinearModel(LinearTables, BaseEstimator):
     """What the classifier and the regressor share: the tables, the engines, the passes."""
 
     _numeric_target = False
@@ -69,45 +69,11 @@ class _AdagradLinearModel(BaseEstimator):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"],
                              dtype=[np.float64, np.float32], reset=reset,
                              y_numeric=self._numeric_target)
-        X = sp.csr_matrix(X, dtype=TABLE_DTYPE, copy=True)
-        X.sum_duplicates()
-        X.indices = X.indices.astype(np.int64)
-        X.indptr = X.indptr.astype(np.int64)
-        return X, y
+        return engine_input(X), y
 
     def _start(self, n_features: int, n_outputs: int) -> None:
         """Fresh tables and state: the start of `fit` or of the first `partial_fit`."""
-        self._member = resolve_member(self.optimizer, self.penalty)
-        self._random = check_random_state(self.random_state)
-        self._W = np.zeros((n_features + 1, n_outputs), TABLE_DTYPE)
-        self._state = None
-        self.n_iter_ = 0
-        self.t_ = 0
-
-    def _engine(self):
-        online = self.batch_size == 1 and self._member in ONLINE_MEMBERS
-        cls = OnlineEngine if online else MinibatchEngine
-        rho = l1_ratio_of(self.penalty, self.l1_ratio)
-        return cls(self._member, self._W, float(self.lr), float(self.alpha), rho, self._state)
-
-    def _passes(self, X, targets, weights, epochs: int, validation=None) -> None:
-        """``epochs`` passes over ``X`` (stopping early on ``validation``, a (X, y) pair)."""
-        engine = self._engine()
-        code = loss_code(self.loss, self._W.shape[1])
-        epsilon = float(getattr(self, "epsilon", 0.0))
-        best, stale = -np.inf, 0
-        for _ in range(epochs):
-            order = self._random.permutation(X.shape[0]).astype(np.int64)
-            engine.run_pass(X, targets, weights, order, code, epsilon, self.batch_size)
-            self.n_iter_ += 1
-            self.t_ += X.shape[0]
-            self._state = engine.state()
-            if validation is None:
-                continue
-            score = self.score(*validation)
-            best, stale = (score, 0) if score > best + self.tol else (best, stale + 1)
-            if stale >= self.n_iter_no_change:
-                break
+        super()._start(n_features, n_outputs, check_random_state(self.random_state))
 
     def _fit(self, X, targets, weights, y_original) -> None:
         """`fit`'s passes, holding out a validation split when ``early_stopping``."""
@@ -147,10 +113,10 @@ class _AdagradLinearModel(BaseEstimator):
         """The raw decision function of the tables, ``(n, K)``."""
         check_is_fitted(self, "_W")
         X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
-        return np.asarray(safe_sparse_dot(X, self._W[:-1]), np.float64) + self._W[-1]
+        return self._table_scores(X)
 
 
-class AdagradClassifier(ClassifierMixin, _AdagradLinearModel):
+class AdagradClassifier(ClassifierMixin, ClassifierTables, _AdagradLinearModel):
     """A linear classifier trained by the Adagrad family (module docstring).
 
     Args:
@@ -168,6 +134,13 @@ class AdagradClassifier(ClassifierMixin, _AdagradLinearModel):
       class_weight: None, ``"balanced"`` or ``{class: weight}``, multiplying sample weights.
       early_stopping: hold out ``validation_fraction`` of `fit`'s data and stop when its
         accuracy has not improved by ``tol`` for ``n_iter_no_change`` passes.
+
+    Example:
+        >>> from adagrad.linear import AdagradClassifier
+        >>> X = [[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]]
+        >>> model = AdagradClassifier(random_state=0).fit(X, ["a", "a", "b", "b"])
+        >>> model.predict([[1.0, 0.0], [0.0, 1.0]]).tolist()
+        ['a', 'b']
     """
 
     _FITTED = (*_AdagradLinearModel._FITTED, "classes_")
@@ -217,24 +190,14 @@ class AdagradClassifier(ClassifierMixin, _AdagradLinearModel):
                              f"{classes.size} class: {classes.tolist()}")
         self.classes_ = classes
 
-    def _n_outputs(self) -> int:
-        return 1 if self.classes_.size == 2 else self.classes_.size
-
     def _targets(self, y, sample_weight, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The kernel's targets (±1 for two classes, else the class index) and weights."""
-        index = np.searchsorted(self.classes_, y)
-        index = np.minimum(index, self.classes_.size - 1)
-        unseen = self.classes_[index] != y
-        if unseen.any():
-            raise ValueError(f"y has classes not in classes_ {self.classes_.tolist()}: "
-                             f"{np.unique(y[unseen]).tolist()}")
+        index = self._class_index(y)
         weights = _check_sample_weight(sample_weight, np.empty((n, 0)), dtype=np.float64)
         if self.class_weight is not None:
             per_class = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
             weights = weights * per_class[index]
-        if self.classes_.size == 2:
-            return np.where(index == 1, 1.0, -1.0), weights
-        return index.astype(np.float64), weights
+        return self._kernel_targets(index), weights
 
     @property
     def coef_(self) -> np.ndarray:
@@ -248,36 +211,19 @@ class AdagradClassifier(ClassifierMixin, _AdagradLinearModel):
 
     def decision_function(self, X) -> np.ndarray:
         """``W·x + b``: (n,) for two classes (positive: ``classes_[1]``), else (n, K)."""
-        scores = self._scores(X)
-        return scores.ravel() if scores.shape[1] == 1 else scores
+        return self._decision(self._scores(X))
 
     def predict(self, X) -> np.ndarray:
-        scores = self.decision_function(X)
-        index = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)
-        return self.classes_[index]
+        return self._predicted(self._scores(X))
 
-    def _has_proba(self) -> bool:
-        return self.loss in ("log_loss", "modified_huber")
-
-    @available_if(_has_proba)
+    @available_if(ClassifierTables._has_proba)
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities: the logistic / softmax of the scores for ``log_loss``;
         ``(clip(f, -1, 1) + 1)/2`` per output, normalised, for ``modified_huber``
         (Zadrozny & Elkan 2002, as scikit-learn's SGDClassifier)."""
-        scores = self._scores(X)
-        if self.loss == "log_loss":
-            if scores.shape[1] == 1:
-                positive = 1.0 / (1.0 + np.exp(-scores[:, 0]))
-                return np.column_stack([1.0 - positive, positive])
-            return softmax(scores)
-        proba = (np.clip(scores, -1.0, 1.0) + 1.0) / 2.0
-        if scores.shape[1] == 1:
-            return np.column_stack([1.0 - proba[:, 0], proba[:, 0]])
-        total = proba.sum(axis=1, keepdims=True)
-        uniform = np.full_like(proba, 1.0 / proba.shape[1])
-        return np.where(total > 0, proba / np.where(total > 0, total, 1.0), uniform)
+        return self._probabilities(self._scores(X))
 
-    @available_if(_has_proba)
+    @available_if(ClassifierTables._has_proba)
     def predict_log_proba(self, X) -> np.ndarray:
         with np.errstate(divide="ignore"):
             return np.log(self.predict_proba(X))
@@ -288,13 +234,21 @@ class AdagradClassifier(ClassifierMixin, _AdagradLinearModel):
         return tags
 
 
-class AdagradRegressor(RegressorMixin, _AdagradLinearModel):
+class AdagradRegressor(RegressorMixin, RegressorTables, _AdagradLinearModel):
     """A linear regressor trained by the Adagrad family (module docstring).
 
     Args:
       loss: ``"squared_error"`` or ``"huber"`` (``epsilon``: where it turns linear, in
         standard deviations of the target).
       The others as `AdagradClassifier`; ``early_stopping`` watches R².
+
+    Example:
+        >>> import numpy as np
+        >>> from adagrad.linear import AdagradRegressor
+        >>> X = np.random.default_rng(0).normal(size=(200, 2))
+        >>> model = AdagradRegressor(random_state=0, epochs=20).fit(X, X @ [2.0, -1.0])
+        >>> np.round(model.coef_, 1).tolist()
+        [2.0, -1.0]
     """
 
     _numeric_target = True
@@ -330,14 +284,6 @@ class AdagradRegressor(RegressorMixin, _AdagradLinearModel):
         self._passes(X, self._standardised(y), self._weights(sample_weight, X.shape[0]), 1)
         return self
 
-    def _set_scale(self, y: np.ndarray) -> None:
-        self._y_center = float(y.mean())
-        spread = float(y.std())
-        self._y_scale = spread if spread > 0 else 1.0
-
-    def _standardised(self, y: np.ndarray) -> np.ndarray:
-        return (y - self._y_center) / self._y_scale
-
     @staticmethod
     def _weights(sample_weight, n: int) -> np.ndarray:
         return _check_sample_weight(sample_weight, np.empty((n, 0)), dtype=np.float64)
@@ -353,7 +299,7 @@ class AdagradRegressor(RegressorMixin, _AdagradLinearModel):
         return np.array([self._W[-1, 0] * self._y_scale + self._y_center])
 
     def predict(self, X) -> np.ndarray:
-        return self._scores(X)[:, 0] * self._y_scale + self._y_center
+        return self._predicted(self._scores(X))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

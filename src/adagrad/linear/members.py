@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from adagrad.kernels.engine.elementwise import rule_tuple
-from adagrad.kernels.ftrl.cpu import ftrl_tuple
-from adagrad.kernels.proximal.cpu import proximal_tuple
+from adagrad.kernels.adagrad.coordinate import rule_tuple
 from adagrad.kernels.engine.rule import FtrlRule, ProximalRule, StepRule
+from adagrad.kernels.ftrl.coordinate import ftrl_tuple
+from adagrad.kernels.proximal.coordinate import proximal_tuple
 
 from adagrad import members as family
 

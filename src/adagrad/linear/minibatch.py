@@ -3,7 +3,7 @@
 
 For a batch ``B`` with scores ``F = X_B·W + b`` and weighted slopes ``S`` (`batch_slopes`),
 the gradient is ``X_Bᵀ·S / |B|`` on the rows of the features in ``B`` (a sparse COO
-gradient of those rows: the members' sparse path, ALGORITHMS.md §2), plus ``l2·W`` on those
+gradient of those rows: the members' sparse path, :ref:`algo-sparse`), plus ``l2·W`` on those
 rows where the member takes no L2 of its own (`members.build_optimizer`), and ``Σ S / |B|``
 for the intercept. FullMatrixAdagrad takes the dense gradient.
 """

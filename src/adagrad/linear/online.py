@@ -1,15 +1,16 @@
 """The online kernel: one pass of per-example Adagrad-family steps over CSR rows.
 
-For each example ``i`` in ``order`` (ALGORITHMS.md §2 with one example a step): the scores
+For each example ``i`` in ``order`` (:ref:`algo-sparse` with one example a step): the scores
 ``f_k = b_k + Σ_j x_ij·W[j, k]``, the loss slopes ``s_k = dℓ/df_k`` (`losses.slopes`), times
 the example's weight ``c_i``, then the member's coordinate rule on every touched weight with
 its gradient ``c_i·s_k·x_ij`` and on the intercept with ``c_i·s_k``. Only the example's own
 features are read and written: the cost of a step is ``nnz(x_i)·K``, whatever the number of
 features (2²⁰ hashed text features, say).
 
-The coordinate rules are the members' own (`adagrad_coordinate` of Adagrad, §1;
-`proximal_coordinate` of ProximalAdagrad, §4; `ftrl_coordinate` of FTRL, §6), with the
-regularisation of the rows of features in ``rule`` and none for the intercept
+The coordinate rules are the members' own (`adagrad_coordinate` of Adagrad,
+:ref:`algo-adagrad`; `proximal_coordinate` of ProximalAdagrad, :ref:`algo-proximal`;
+`ftrl_coordinate` of FTRL, :ref:`algo-ftrl`), with the regularisation of the rows of
+features in ``rule`` and none for the intercept
 (``bias_rule``). ``tables`` is ``(W, state...)``, each ``(n_features + 1, K)``, the last row
 the intercept's. Arithmetic of the rule in the tables' dtype; the scores and slopes in float64.
 """
@@ -20,9 +21,9 @@ import numba
 import numpy as np
 
 from adagrad import members as family
-from adagrad.kernels.engine.elementwise import adagrad_coordinate
-from adagrad.kernels.ftrl.cpu import ftrl_coordinate
-from adagrad.kernels.proximal.cpu import proximal_coordinate
+from adagrad.kernels.adagrad.coordinate import adagrad_coordinate
+from adagrad.kernels.ftrl.coordinate import ftrl_coordinate
+from adagrad.kernels.proximal.coordinate import proximal_coordinate
 from adagrad.linear.losses import slopes
 from adagrad.linear.members import online_rules, online_state
 

@@ -1,4 +1,4 @@
-"""Layers whose backward applies the optimizer's update (FBGEMM's data flow, DESIGN.md)."""
+"""Layers whose backward applies the optimizer's update (FBGEMM's data flow; :ref:`algo-sparse`)."""
 
 from adagrad.nn.embedding import Embedding, EmbeddingBag, is_fused_table
 

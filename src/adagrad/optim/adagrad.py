@@ -1,11 +1,10 @@
 """`Adagrad`: a drop-in for `torch.optim.Adagrad`, exact, with the conventions users port
-from and sparse updates done right (ALGORITHMS.md §1-2)."""
+from and sparse updates done right (:ref:`algo-adagrad`, :ref:`algo-sparse`)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import Any
 
 import torch
@@ -14,6 +13,7 @@ from torch.optim.optimizer import ParamsT
 
 from adagrad import kernels
 from adagrad.kernels import RowClocks, StepRule
+from adagrad.kernels.engine.rule import AdagradGroupRule, decayed_step_rule
 from adagrad.kernels.engine import cuda_dispatch
 from adagrad.kernels.adagrad import torch_ops as portable
 from adagrad.kernels.engine.clocks import clock_device
@@ -38,7 +38,7 @@ SPARSE_WEIGHT_DECAY_MODES = (None, "lazy", "touched")
 
 @dataclass(frozen=True)
 class LazyDecay:
-    """Where one lazily applied decay (ALGORITHMS.md §2) keeps its clocks in the state:
+    """Where one lazily applied decay (:ref:`algo-sparse`) keeps its clocks in the state:
     ``clock`` the tensor's running log-product of factors (0-d), ``snapshots`` each row's
     value of it when the row was last brought up to date (``(rows,)``), both float64."""
 
@@ -64,16 +64,16 @@ class Adagrad(AdagradFamily):
     sum of squared gradients.
 
     With only `torch.optim.Adagrad`'s arguments it is that optimizer: same defaults, same
-    ``state_dict`` (state ``step`` and ``sum``), same results. The update (ALGORITHMS.md §1)::
+    ``state_dict`` (state ``step`` and ``sum``), same results. The update (:ref:`algo-adagrad`)::
 
         t ← t + 1;  lr_t = lr / (1 + (t-1)·lr_decay)
         g ← g + wd·θ                      (or θ ← θ·(1 - lr_t·wd) if decoupled_weight_decay)
         G ← ρ·G + g²
         θ ← θ - lr_t·g / (sqrt(G) + ε)    (eps_placement="outside", torch)
-        θ ← θ - lr_t·g / sqrt(G + ε)      (eps_placement="inside", the founding formula)
+        θ ← θ - lr_t·g / sqrt(G + ε)      (eps_placement="inside", the textbook formula)
 
     Sparse gradients (``nn.Embedding(sparse=True)``) take a deduplicating row update
-    (ALGORITHMS.md §2), equal to the dense update with zero rows.
+    (:ref:`algo-sparse`), equal to the dense update with zero rows.
 
     Args:
       params: parameters or parameter groups; every keyword below may be set per group.
@@ -86,7 +86,7 @@ class Adagrad(AdagradFamily):
       maximize: ascend the objective. Default False.
       differentiable: let autograd through the step (torch ops, slower). Default False.
       eps_placement: ``"outside"`` (torch, TensorFlow, FBGEMM) or ``"inside"`` the square
-        root (optax, Keras, the founding formula). Default: the convention's ("outside").
+        root (optax, Keras, the textbook formula). Default: the convention's ("outside").
       decoupled_weight_decay: ``θ ← θ·(1 - lr_t·wd)`` instead of L2 added to ``g``.
         Default: the convention's (False).
       accumulator_decay: ρ in ``G ← ρ·G + g²``, in (0, 1]; below 1 the step no longer
@@ -101,6 +101,18 @@ class Adagrad(AdagradFamily):
         caught up per row when next touched and by `flush()`; equals dense decoupled
         decay) or ``"touched"`` (L2 on the touched rows only, as TensorFlow, Keras and
         FBGEMM). Default None: sparse gradients with weight_decay raise, as in torch.
+
+    Example:
+        The first step moves each coordinate by about ``lr`` against its gradient's sign
+        (``G = g²``, so ``g / sqrt(G) = ±1``):
+
+        >>> import torch, adagrad
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
+        >>> optimizer = adagrad.Adagrad([w], lr=0.1)
+        >>> w.grad = torch.tensor([2.0, -0.5])
+        >>> optimizer.step()
+        >>> w.data
+        tensor([0.9000, 1.1000])
     """
 
     _float64_state = (PARAM_DECAY.clock, PARAM_DECAY.snapshots, SUM_DECAY.clock,
@@ -140,7 +152,7 @@ class Adagrad(AdagradFamily):
         return {"sum": tuple(param.shape)}
 
     def reset_state(self) -> None:
-        """Put every accumulator back to its initial value (the founding document's
+        """Put every accumulator back to its initial value (the textbook remedy,
         remedy for the ever-shrinking step). Step counts and parameters are kept."""
         for param, group in self._params_with_groups():
             state = self.state.get(param)
@@ -185,7 +197,7 @@ class Adagrad(AdagradFamily):
 
     def _check_saved_state(self, label: str, param: Tensor, saved: dict[str, Any]) -> None:
         """The lazy-decay clocks: both of a pair or neither, a finite 0-d clock and one
-        snapshot per row of the table the parameter is seen as (ALGORITHMS.md §2)."""
+        snapshot per row of the table the parameter is seen as (:ref:`algo-sparse`)."""
         table_rows = {math.prod(param.shape[:d]) for d in range(1, param.dim() + 1)}
         for decay in (PARAM_DECAY, SUM_DECAY):
             present = [key in saved for key in (decay.clock, decay.snapshots)]
@@ -210,6 +222,7 @@ class Adagrad(AdagradFamily):
         """The dense parameters of ``group`` together: batched per kernel (torch's fused
         CPU kernel, `cuda_dispatch`, numba or torch ops), their counters advanced in one
         op."""
+        rule = group_rule(group)
         steps: list[Tensor] = []  # the dense parameters' counters, advanced in one op
         numba_or_portable: list[tuple[Tensor, Tensor, Tensor, float]] = []
         torch_fused: dict[tuple[torch.device, torch.dtype], list[list[Tensor]]] = {}
@@ -220,9 +233,9 @@ class Adagrad(AdagradFamily):
             self._flush_rows(param, state)
             steps.append(state["step"])
             param, grad, state_sum = as_real(param, grad, state["sum"])
-            if cuda_dispatch.takes_dense(param, group):
+            if cuda_dispatch.takes_dense(param, rule):
                 on_device.append((param, grad, state_sum, state["step"]))
-            elif self._is_torch_fused_case(param, state_sum, group):
+            elif self._is_torch_fused_case(param, state_sum, rule):
                 batch = torch_fused.setdefault((param.device, param.dtype), [[], [], [], []])
                 for tensors, tensor in zip(batch, (param, grad, state_sum, state["step"])):
                     tensors.append(tensor)
@@ -230,24 +243,24 @@ class Adagrad(AdagradFamily):
                 numba_or_portable.append((param, grad, state_sum, state["step"].item() + 1))
         if steps:
             torch._foreach_add_(steps, 1.0)
-        cuda_dispatch.dense_adagrad_(on_device, group, partial(_step_rule, group))
+        cuda_dispatch.dense_adagrad_(on_device, rule)
         # a host float only where the CPU kernels need one (a device lr would sync)
         lr = float(group["lr"]) if numba_or_portable or torch_fused else 0.0
         kernel = portable if group["differentiable"] else kernels
         for param, grad, state_sum, step in numba_or_portable:
-            kernel.dense_adagrad_(param, grad, state_sum, _step_rule(group, lr, step))
+            kernel.dense_adagrad_(param, grad, state_sum, rule.at(lr, step))
         for params, grads, sums, counters in torch_fused.values():
-            torch._fused_adagrad_(params, grads, sums, counters, lr=lr, lr_decay=group["lr_decay"],
-                                  weight_decay=group["weight_decay"], eps=group["eps"],
-                                  maximize=group["maximize"])
+            torch._fused_adagrad_(params, grads, sums, counters, lr=lr, lr_decay=rule.lr_decay,
+                                  weight_decay=rule.weight_decay, eps=rule.eps,
+                                  maximize=rule.maximize)
 
     @staticmethod
-    def _is_torch_fused_case(param: Tensor, state_sum: Tensor, group: dict[str, Any]) -> bool:
+    def _is_torch_fused_case(param: Tensor, state_sum: Tensor, rule: AdagradGroupRule) -> bool:
         """torch's fused CPU kernel computes exactly torch's rule: use it for large tensors
         when the group asks for nothing else. (On small ones its thread pool costs more
         than the update, and far more on a busy machine: our serial kernel wins there.)"""
         return (param.device.type == "cpu" and param.numel() >= PARALLEL_MIN_ELEMENTS
-                and cuda_dispatch.is_torch_rule(param, state_sum, group))
+                and cuda_dispatch.is_torch_rule(param, state_sum, rule))
 
     def _step_sparse(self, param: Tensor, sparse: SparseGrad, group: dict[str, Any]) -> None:
         state = self._state_for(param, group)
@@ -265,7 +278,7 @@ class Adagrad(AdagradFamily):
     @staticmethod
     def _advance_clocks(state: dict[str, Tensor], group: dict[str, Any], lr_t: float,
                         rows: int, device: torch.device) -> RowClocks:
-        """This step's lazy-decay clocks (ALGORITHMS.md §2), not yet stored (the step does
+        """This step's lazy-decay clocks (:ref:`algo-sparse`), not yet stored (the step does
         that once its kernel has run); each pair is created on first need (a factor
         other than 1)."""
         weight_decay = group["weight_decay"] if group["sparse_weight_decay"] == "lazy" else 0.0
@@ -297,9 +310,18 @@ def _row_clocks(state: dict[str, Tensor]) -> RowClocks:
                      state.get(SUM_DECAY.snapshots))
 
 
+def group_rule(group: dict[str, Any]) -> AdagradGroupRule:
+    """``group``'s hyperparameters as the kernels' dispatch takes them (frozen)."""
+    return AdagradGroupRule(lr=group["lr"], lr_decay=group["lr_decay"], eps=group["eps"],
+                            eps_inside=group["eps_placement"] == "inside",
+                            maximize=group["maximize"], weight_decay=group["weight_decay"],
+                            decoupled=bool(group["decoupled_weight_decay"]),
+                            accumulator_decay=group["accumulator_decay"],
+                            differentiable=bool(group["differentiable"]))
+
+
 def _step_rule(group: dict[str, Any], lr: float, step: float) -> StepRule:
-    return StepRule(lr=lr / (1 + (step - 1) * group["lr_decay"]), eps=group["eps"],
-                    eps_inside=group["eps_placement"] == "inside", maximize=group["maximize"],
-                    weight_decay=group["weight_decay"],
-                    decoupled=bool(group["decoupled_weight_decay"]),
-                    accumulator_decay=group["accumulator_decay"])
+    return decayed_step_rule(lr, step, group["lr_decay"], group["eps"],
+                             group["eps_placement"] == "inside", group["maximize"],
+                             group["weight_decay"], bool(group["decoupled_weight_decay"]),
+                             group["accumulator_decay"])

@@ -98,7 +98,7 @@ def as_real(*tensors: Tensor) -> tuple[Tensor, ...]:
 
 def check_sparse_weight_decay(group: dict[str, Any], touched: str) -> None:
     """Raise before anything is written if ``group``'s weight decay cannot apply to a
-    sparse gradient (ALGORITHMS.md §2): it needs ``sparse_weight_decay``, and the lazy mode
+    sparse gradient (:ref:`algo-sparse`): it needs ``sparse_weight_decay``, and the lazy mode
     needs ``lr·weight_decay < 1``. ``touched`` says what the "touched" mode does."""
     if group["weight_decay"] == 0:
         return

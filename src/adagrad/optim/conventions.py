@@ -1,4 +1,4 @@
-"""The conventions users port Adagrad from (ALGORITHMS.md §1, the conventions table).
+"""The conventions users port Adagrad from (:ref:`algo-conventions`).
 
 Frameworks disagree on where ε sits, how large it is, what the accumulator starts at and
 how weight decay enters. A convention names one such choice; arguments given explicitly
@@ -24,7 +24,7 @@ CONVENTIONS: dict[str, Convention] = {
     # torch.optim.Adagrad, the default.
     "torch": Convention(eps=1e-10, eps_placement="outside", initial_accumulator_value=0.0,
                         decoupled_weight_decay=False),
-    # optax.adagrad: the founding formula, ε inside the root.
+    # optax.adagrad: the textbook formula, ε inside the root.
     "optax": Convention(eps=1e-7, eps_placement="inside", initial_accumulator_value=0.1,
                         decoupled_weight_decay=False),
     # keras.optimizers.Adagrad (Keras 3): decoupled decay θ -= θ·wd·lr.

@@ -1,4 +1,4 @@
-"""`DoGAdagrad`: diagonal Adagrad without a learning rate (ALGORITHMS.md §10)."""
+"""`DoGAdagrad`: diagonal Adagrad without a learning rate (:ref:`algo-dog`)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def _check_hyperparameters(group: dict[str, Any]) -> None:
 
 class DoGAdagrad(AdagradFamily):
     r"""Diagonal Adagrad whose learning rate is a DoG-style distance estimate: no
-    learning rate to tune (ALGORITHMS.md §10).
+    learning rate to tune (:ref:`algo-dog`).
 
     DoG (Ivgi, Carmon, Soudry, "DoG is SGD's Best Friend", ICML 2023) sets SGD's step to
     ``r̄_t / sqrt(Σ||g||²)`` with ``r̄_t`` the largest distance from the start so far. Here
@@ -95,6 +95,20 @@ class DoGAdagrad(AdagradFamily):
     bf16/fp16 parameters); ``distance`` (r̄), ``moved`` and ``weight`` (the two sums of
     d_t), 0-d float64 on the CPU. Each step reads the distance terms on the host (on CUDA,
     one sync per stepped parameter).
+
+    Example:
+        No learning rate to choose: the first step is of the order of ``reps_rel``, and the
+        steps grow with the distance travelled.
+
+        >>> import torch, adagrad
+        >>> w = torch.nn.Parameter(torch.ones(3))
+        >>> optimizer = adagrad.DoGAdagrad([w])
+        >>> for _ in range(3):
+        ...     optimizer.zero_grad()
+        ...     (w ** 2).sum().backward()
+        ...     optimizer.step()
+        >>> bool((w < 1).all())
+        True
     """
 
     _shardable = False  # the distance sums run over every coordinate of a tensor or group

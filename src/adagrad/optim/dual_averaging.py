@@ -1,5 +1,5 @@
 """`AdagradDA`: Adagrad with regularised dual averaging, whose θ is a closed form of the
-running sums, so that L1 gives exact zeros (ALGORITHMS.md §5; TensorFlow's
+running sums, so that L1 gives exact zeros (:ref:`algo-dual-averaging`; TensorFlow's
 ``ApplyAdagradDA``)."""
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ def _check_hyperparameters(group: dict[str, Any]) -> None:
 
 class AdagradDA(AdagradFamily):
     r"""Adagrad with dual averaging (Xiao's regularised dual averaging with Adagrad's
-    proximal term; Duchi, Hazan & Singer 2011, §3), TensorFlow's ``ApplyAdagradDA``.
+    proximal term; Duchi, Hazan & Singer 2011, section 3), TensorFlow's ``ApplyAdagradDA``.
     Per coordinate, with T the step count after this step's increment
-    (ALGORITHMS.md §5)::
+    (:ref:`algo-dual-averaging`)::
 
         z ← z + g ;  G ← G + g²
         θ = -sign(z)·lr·max(|z| - l1·T, 0) / (l2·T·lr + sqrt(G))
@@ -78,6 +78,17 @@ class AdagradDA(AdagradFamily):
     (0-d float64) and, once a fused layer has looked rows up, ``row_step`` (float64,
     one per row: the step each row's θ was last recomputed at, so that a row is
     recomputed once per step however often it is looked up).
+
+    Example:
+        θ comes from the sums: a coordinate whose gradient stays below ``l1`` is exactly 0:
+
+        >>> import torch, adagrad
+        >>> w = torch.nn.Parameter(torch.zeros(2))
+        >>> optimizer = adagrad.AdagradDA([w], lr=0.1, l1=0.5)
+        >>> w.grad = torch.tensor([0.2, 2.0])
+        >>> optimizer.step()
+        >>> bool(w[0] == 0), bool(w[1] < 0)
+        (True, True)
     """
 
     _accumulators = ("sum", "grad_sum")

@@ -1,4 +1,4 @@
-"""`FTRL`: FTRL-Proximal with per-coordinate Adagrad rates (ALGORITHMS.md §6), dense and
+"""`FTRL`: FTRL-Proximal with per-coordinate Adagrad rates (:ref:`algo-ftrl`), dense and
 sparse, on the numba and torch-ops kernels and in the fused `adagrad.nn` layers."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def _check_hyperparameters(group: dict[str, Any]) -> None:
 
 class FTRL(AdagradFamily):
     r"""FTRL-Proximal (McMahan et al., "Ad Click Prediction: a View from the Trenches",
-    KDD 2013, Algorithm 1), per coordinate, ALGORITHMS.md §6, with α = ``lr``,
+    KDD 2013, Algorithm 1), per coordinate, :ref:`algo-ftrl`, with α = ``lr``,
     β = ``beta``, λ1 = ``l1``, λ2 = ``l2``::
 
         σ = (sqrt(n + g²) - sqrt(n)) / α
@@ -37,7 +37,7 @@ class FTRL(AdagradFamily):
     of squared gradients, from ``initial_accumulator_value``), each the parameter's size;
     float32 for fp16/bf16 parameters (``state_dtype``). After a coordinate's first step θ
     is the closed form of (z, n): the starting θ only enters through σ·θ of that step. L1
-    gives exact zeros, wherever |z| ≤ λ1.
+    gives exact zeros, wherever ``|z| ≤ λ1``.
 
     Sparse gradients (``nn.Embedding(sparse=True)``, ``EmbeddingBag``, the fused
     `adagrad.nn` layers): the duplicates of a row are summed, the touched rows get the
@@ -61,7 +61,7 @@ class FTRL(AdagradFamily):
     - TF's denominator is ``sqrt(n)/lr + 2·l2`` (no β; Keras 3 adds ``β/lr``): TF's
       ``ApplyFtrl(lr, l1, l2)`` with accumulators starting at ``a`` is
       ``FTRL(lr=lr, beta=0, l1=l1, l2=2*l2, initial_accumulator_value=a)`` (Keras 3's
-      ``Ftrl(beta=b)``: ``beta=b``). Their σ, z and the |z| ≤ λ1 test are ours.
+      ``Ftrl(beta=b)``: ``beta=b``). Their σ, z and the ``|z| ≤ λ1`` test are ours.
     - TF starts n at 0.1 (``initial_accumulator_value``); ours at 0, the paper's.
       Keras's default lr is 1e-3, ours 1e-2.
     - Not supported: ``lr_power`` other than -0.5, ``l2_shrinkage`` (``ApplyFtrlV2``,
@@ -72,13 +72,22 @@ class FTRL(AdagradFamily):
       params: parameters or parameter groups, as for `torch.optim.Optimizer`.
       lr: α, > 0 (it divides). Default 1e-2.
       beta: β, >= 0; larger β damps the first steps of a coordinate. Default 1.0.
-      l1: λ1, >= 0: coordinates with |z| ≤ λ1 are exactly 0. Default 0.0.
+      l1: λ1, >= 0: coordinates with ``|z| ≤ λ1`` are exactly 0. Default 0.0.
       l2: λ2, >= 0 (TF's ``2·l2``). Default 0.0.
       initial_accumulator_value: n₀, >= 0 (TF's default is 0.1). Default 0.0.
       state_dtype: dtype of ``z`` and ``n``. Default: float32 for fp16/bf16 parameters,
         else the parameter's.
       differentiable: record the dense step for autograd (torch ops; as in
         `torch.optim`); not with sparse gradients.
+
+    Example:
+        >>> import torch, adagrad
+        >>> w = torch.nn.Parameter(torch.zeros(2))
+        >>> optimizer = adagrad.FTRL([w], lr=0.1, l1=0.5)
+        >>> w.grad = torch.tensor([0.2, 2.0])
+        >>> optimizer.step()
+        >>> bool(w[0] == 0), bool(w[1] < 0)
+        (True, True)
     """
 
     _accumulators = ("z", "n")

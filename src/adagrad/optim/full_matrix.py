@@ -1,5 +1,5 @@
 """`FullMatrixAdagrad`: Adagrad with the full (or block-diagonal) matrix of outer products
-(ALGORITHMS.md §8)."""
+(:ref:`algo-full-matrix`)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class FullMatrixAdagrad(AdagradFamily):
 
     Each parameter is flattened to its d real coordinates (a complex one to 2·numel), or
     cut into blocks of ``block_size`` consecutive coordinates, and each block
-    ``g_i`` of the gradient is preconditioned by its own matrix (ALGORITHMS.md §8)::
+    ``g_i`` of the gradient is preconditioned by its own matrix (:ref:`algo-full-matrix`)::
 
         S ← S + g·gᵀ
         H = δ·I + S^{1/2}            S^{1/2} by symmetric eigendecomposition, float64
@@ -82,6 +82,15 @@ class FullMatrixAdagrad(AdagradFamily):
     ``precondition_every`` > 1 also ``h_inverse``, the ``H⁻¹`` in use, same shape, so a
     run resumed mid-interval is exact (a checkpoint without it recomputes ``H⁻¹`` at its
     next step).
+
+    Example:
+        >>> import torch, adagrad
+        >>> w = torch.nn.Parameter(torch.zeros(3))
+        >>> optimizer = adagrad.FullMatrixAdagrad([w], lr=0.1)
+        >>> w.grad = torch.tensor([1.0, 0.0, -1.0])
+        >>> optimizer.step()
+        >>> w.shape, bool(w[0] < 0 < w[2])
+        (torch.Size([3]), True)
     """
 
     _accumulators = ()

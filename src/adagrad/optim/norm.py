@@ -1,4 +1,4 @@
-"""`AdagradNorm`: one adaptive step size per tensor, or per parameter group (ALGORITHMS.md §7)."""
+"""`AdagradNorm`: one adaptive step size per tensor, or per parameter group (:ref:`algo-norm`)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class AdagradNorm(AdagradFamily):
     r"""AdaGrad-Norm (Ward, Wu, Bottou, "AdaGrad stepsizes", ICML 2019): Adagrad with one
     accumulator for a whole tensor, so that only the step size adapts, not the direction.
 
-    The update (ALGORITHMS.md §7), with ``b²`` the state ``sum`` (a 0-d tensor)::
+    The update (:ref:`algo-norm`), with ``b²`` the state ``sum`` (a 0-d tensor)::
 
         b² ← b² + ||g||²
         θ  ← θ - lr · g / (sqrt(b²) + ε)
@@ -63,7 +63,7 @@ class AdagradNorm(AdagradFamily):
     gradient keeps θ and its ``step`` but its ``sum`` follows the group's.
 
     Sparse gradients (``nn.Embedding(sparse=True)``) take the dense update with zero rows
-    (ALGORITHMS.md §2): duplicates are summed first, ``||g||²`` is that of the summed
+    (:ref:`algo-sparse`): duplicates are summed first, ``||g||²`` is that of the summed
     rows, and only the touched rows move (an untouched row's update is 0 in the dense
     update too, so sparse equals dense exactly). With ``scope="group"`` sparse gradients
     stepped by `step()` are exact as well (their norms join the group's); stepping one
@@ -81,6 +81,17 @@ class AdagradNorm(AdagradFamily):
 
     State per parameter: ``step`` and ``sum`` (0-d, real; float32 for bf16/fp16
     parameters, the real dtype of complex ones, else the parameter's dtype).
+
+    Example:
+        One scalar accumulator for the whole tensor, ``b² = ||g||²`` after one step:
+
+        >>> import torch, adagrad
+        >>> w = torch.nn.Parameter(torch.zeros(2))
+        >>> optimizer = adagrad.AdagradNorm([w], lr=0.1)
+        >>> w.grad = torch.tensor([3.0, 4.0])
+        >>> optimizer.step()
+        >>> optimizer.state[w]["sum"]
+        tensor(25.)
     """
 
     _checkpoint_group_keys = ("lr", "eps", "initial_accumulator_value", "scope")
@@ -167,14 +178,14 @@ class AdagradNorm(AdagradFamily):
 
     @staticmethod
     def _step_one(state: dict[str, Tensor], descent: _Descent, group: dict[str, Any]) -> None:
-        """§7 on one tensor with its own ``b²``."""
+        """:ref:`algo-norm` on one tensor with its own ``b²``."""
         b2 = state["sum"]
         descent.add_squared_norm_to(b2)
         descent.apply(norm_ops.coefficient(b2, float(group["lr"]), group["eps"]))
         state["step"] += 1
 
     def _step_shared(self, group: dict[str, Any], stepped: list[Tensor]) -> None:
-        """§7 on the whole group with one ``b²``: every parameter gets state (so that all
+        """:ref:`algo-norm` on the whole group with one ``b²``: every parameter gets state (so that all
         hold the shared value), the squared norms of the stepped ones are added, each
         stepped one descends with the same factor, and every ``sum`` takes the new value."""
         states = [self._state_for(p, group) for p in group["params"]]

@@ -1,5 +1,5 @@
 """`ProximalAdagrad`: Adagrad whose step ends with the proximal map of an L1 + L2 penalty,
-so that L1 gives exact zeros (ALGORITHMS.md §4; TensorFlow's ``ApplyProximalAdagrad``)."""
+so that L1 gives exact zeros (:ref:`algo-proximal`; TensorFlow's ``ApplyProximalAdagrad``)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def _check_hyperparameters(group: dict[str, Any]) -> None:
 class ProximalAdagrad(AdagradFamily):
     r"""Proximal Adagrad (forward-backward splitting with Adagrad's per-coordinate rate;
     Duchi & Singer 2009, Duchi, Hazan & Singer 2011), TensorFlow's
-    ``ApplyProximalAdagrad``. Per coordinate (ALGORITHMS.md §4)::
+    ``ApplyProximalAdagrad``. Per coordinate (:ref:`algo-proximal`)::
 
         t ← t + 1;  lr_t = lr / (1 + (t-1)·lr_decay)
         G ← G + g²
@@ -84,6 +84,17 @@ class ProximalAdagrad(AdagradFamily):
     State per parameter: ``step`` and ``sum`` (G, θ's shape); with ``sparse_catch_up``
     after a sparse step also ``row_step`` (float64, one per row) and the last step's
     ``last_lr``, ``last_l1``, ``last_l2``, ``last_eps`` (0-d float64).
+
+    Example:
+        A large L1 penalty sets a weight to exactly zero:
+
+        >>> import torch, adagrad
+        >>> w = torch.nn.Parameter(torch.tensor([0.01, 1.0]))
+        >>> optimizer = adagrad.ProximalAdagrad([w], lr=0.1, l1=1.0)
+        >>> w.grad = torch.tensor([0.0, 0.0])
+        >>> optimizer.step()
+        >>> bool(w[0] == 0), bool(w[1] > 0)
+        (True, True)
     """
 
     _float64_state = (ROW_STEP, *LAST_RULE)

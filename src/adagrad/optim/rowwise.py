@@ -1,4 +1,4 @@
-"""`RowWiseAdagrad`: one accumulator per row of an embedding table (ALGORITHMS.md §3;
+"""`RowWiseAdagrad`: one accumulator per row of an embedding table (:ref:`algo-rowwise`;
 FBGEMM ``EXACT_ROWWISE_ADAGRAD``, TorchRec ``RowWiseAdagrad``)."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ SPARSE_WEIGHT_DECAY_MODES = (None, "lazy", "touched")
 #: the conventions whose libraries have row-wise Adagrad: FBGEMM, and TorchRec (whose
 #: `RowWiseAdagrad` takes torch's defaults).
 ROWWISE_CONVENTIONS = ("torch", "fbgemm")
-#: group keys of `adagrad.Adagrad` whose options §3 does not have: a checkpoint whose
+#: group keys of `adagrad.Adagrad` whose options :ref:`algo-rowwise` does not have: a checkpoint whose
 #: groups hold them is Adagrad's.
 _ADAGRAD_ONLY_KEYS = ("eps_placement", "accumulator_decay")
 
@@ -36,7 +36,7 @@ _ADAGRAD_ONLY_KEYS = ("eps_placement", "accumulator_decay")
 class RowWiseAdagrad(AdagradFamily):
     r"""Row-wise Adagrad: one accumulator per row of a table, for embedding tables too big
     for a full one (Mudigere et al. 2021; FBGEMM ``EXACT_ROWWISE_ADAGRAD``, TorchRec
-    ``RowWiseAdagrad``), ALGORITHMS.md §3.
+    ``RowWiseAdagrad``), :ref:`algo-rowwise`.
 
     For a parameter with ndim ≥ 2, rows along the first dimension, row r of width D::
 
@@ -54,9 +54,9 @@ class RowWiseAdagrad(AdagradFamily):
 
     Sparse gradients (``nn.Embedding(sparse=True)``, ``EmbeddingBag``; any sparse_dim) and
     the fused layers of `adagrad.nn` update the touched rows only: each row's duplicates
-    are summed first, then §3 runs on it; untouched rows keep θ and G, as in FBGEMM
+    are summed first, then :ref:`algo-rowwise` runs on it; untouched rows keep θ and G, as in FBGEMM
     (where G_r would not change anyway: a zero row adds nothing to it). Weight decay with
-    sparse gradients needs ``sparse_weight_decay`` (ALGORITHMS.md §2).
+    sparse gradients needs ``sparse_weight_decay`` (:ref:`algo-sparse`).
 
     Args:
       params: parameters or parameter groups.
@@ -82,6 +82,17 @@ class RowWiseAdagrad(AdagradFamily):
         root (optax, Keras) or without a row-wise Adagrad (TensorFlow) are refused.
 
     Complex parameters are refused (FBGEMM and TorchRec have no complex tables).
+
+    Example:
+        One accumulator per row of a table:
+
+        >>> import torch, adagrad
+        >>> table = torch.nn.Parameter(torch.zeros(4, 3))
+        >>> optimizer = adagrad.RowWiseAdagrad([table], lr=0.1)
+        >>> table.grad = torch.ones(4, 3)
+        >>> optimizer.step()
+        >>> optimizer.state[table]["sum"]
+        tensor([1., 1., 1., 1.])
     """
 
     _float64_state = (PARAM_DECAY.clock, PARAM_DECAY.snapshots)
@@ -155,7 +166,7 @@ class RowWiseAdagrad(AdagradFamily):
 
     def _check_saved_state(self, label: str, param: Tensor, saved: dict[str, Any]) -> None:
         """The lazy-decay clock: both keys or neither, a finite 0-d clock and one
-        snapshot per row (ALGORITHMS.md §2)."""
+        snapshot per row (:ref:`algo-sparse`)."""
         keys = (PARAM_DECAY.clock, PARAM_DECAY.snapshots)
         present = [key in saved for key in keys]
         if any(present) and not all(present):
@@ -195,7 +206,7 @@ class RowWiseAdagrad(AdagradFamily):
         state["step"] += 1
         rule = _step_rule(group, state["step"].item(), group["weight_decay"],
                           bool(group["decoupled_weight_decay"]))
-        if param.dim() < 2:  # element-wise: §1 with ε outside
+        if param.dim() < 2:  # element-wise: :ref:`algo-adagrad` with ε outside
             kernels.dense_adagrad_(param, grad, state["sum"], rule)
         else:
             kernels.dense_rowwise_adagrad_(param, grad, state["sum"], rule)
@@ -254,7 +265,7 @@ def _row_gradient(param: Tensor, grad: Tensor) -> SparseGrad:
 
 def _advance_clock(state: dict[str, Tensor], factor: float, rows: int,
                    device: torch.device) -> RowClocks:
-    """This step's lazy-decay clock (ALGORITHMS.md §2), not yet stored: the pair is
+    """This step's lazy-decay clock (:ref:`algo-sparse`), not yet stored: the pair is
     created on first need (a factor other than 1)."""
     if factor != 1 and PARAM_DECAY.clock not in state:
         state[PARAM_DECAY.clock] = torch.tensor(0.0, dtype=torch.float64)

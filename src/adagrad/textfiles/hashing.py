@@ -9,7 +9,7 @@ different lengths are told apart by mixing in their length. The feature of a has
 low ``bits`` bits (Weinberger et al. 2009, "Feature hashing for large scale multitask
 learning"). Each document's feature counts become ``log(1 + count)``, then the row is
 scaled to unit Euclidean norm (sublinear tf, l2-normalised: Manning, Raghavan & Schütze,
-"Introduction to Information Retrieval", §6.4).
+"Introduction to Information Retrieval", section 6.4).
 """
 
 from __future__ import annotations

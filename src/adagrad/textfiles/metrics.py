@@ -44,7 +44,22 @@ def _classification_metrics(model, y: np.ndarray, outputs: np.ndarray) -> dict[s
         result["log_loss"] = float(-np.mean(np.log(np.maximum(p_true, PROBABILITY_FLOOR))))
     positive = y == classes[-1]
     if classes.size == 2 and 0 < positive.sum() < y.size:
-        from sklearn.metrics import roc_auc_score  # imported only where there is an AUC
-
-        result["auc"] = float(roc_auc_score(positive, outputs[:, -1]))
+        result["auc"] = roc_auc(positive, outputs[:, -1])
     return result
+
+
+def roc_auc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """The area under the ROC curve of ``scores`` for the boolean labels ``positive`` (both
+    classes present): the trapezoidal area under the (false, true positive rate) points
+    at each distinct score, from the highest down, with the collinear points dropped;
+    scikit-learn's ``roc_auc_score`` computation, operation for operation."""
+    order = np.argsort(-scores, kind="stable")
+    ranked = scores[order]
+    cut = np.r_[np.nonzero(np.diff(ranked))[0], ranked.size - 1]  # the last of each score
+    tps = np.cumsum(positive[order].astype(np.float64))[cut]
+    fps = 1 + cut.astype(np.float64) - tps
+    if fps.size > 2:  # keep the corners only
+        keep = np.where(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])[0]
+        fps, tps = fps[keep], tps[keep]
+    tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
+    return float(np.trapezoid(tps / tps[-1], fps / fps[-1]))

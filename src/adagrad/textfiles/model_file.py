@@ -12,18 +12,20 @@ import zipfile
 
 import numpy as np
 
-from adagrad.linear import AdagradClassifier, AdagradRegressor
 from adagrad.textfiles.readers import InputError
 
 FORMAT_TAG = "adagrad-linear-model"
 FORMAT_VERSION = 1
-ESTIMATORS = {cls.__name__: cls for cls in (AdagradClassifier, AdagradRegressor)}
+ESTIMATORS = ("AdagradClassifier", "AdagradRegressor")  # in `adagrad.linear`
 
 
 def save_model(path: str, model, settings: dict, idf: np.ndarray | None) -> None:
-    """Write ``model`` (fitted) and the featurizer ``settings`` to ``path`` atomically."""
+    """Write ``model`` (fitted: an estimator of `ESTIMATORS`, or a model of
+    `adagrad.textfiles.linear_models` whose ``estimator`` names one) and the featurizer
+    ``settings`` to ``path`` atomically."""
     header = {"format": FORMAT_TAG, "version": FORMAT_VERSION,
-              "estimator": type(model).__name__, "params": model.get_params(),
+              "estimator": getattr(model, "estimator", None) or type(model).__name__,
+              "params": model.get_params(),
               "settings": settings}
     arrays = {f"fitted{name}": value for name, value in model.fitted_arrays().items()}
     if idf is not None:
@@ -64,8 +66,11 @@ def load_model(path: str):
                          f"/ estimator {header.get('estimator')!r}")
     fitted = {name[len("fitted"):]: value for name, value in arrays.items()
               if name.startswith("fitted")}
+    import adagrad.linear
+
     try:
-        model = ESTIMATORS[header["estimator"]].from_fitted_arrays(header["params"], fitted)
+        estimator = getattr(adagrad.linear, header["estimator"])
+        model = estimator.from_fitted_arrays(header["params"], fitted)
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{path}: corrupted model file: {exc!r}") from None
     return model, header["settings"], arrays.get("idf")

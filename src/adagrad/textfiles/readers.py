@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -89,6 +90,8 @@ def _svmlight_row(path: str, number: int, line: str, bits: int):
                          line) from None
         if not sep or ":" in value or index < 0:
             raise _error(path, number, f"malformed feature {item!r} (want index:value)", line)
+        if not math.isfinite(number_value):
+            raise _error(path, number, f"feature {item!r} is not a finite number", line)
         columns.append(index % (1 << bits))
         values.append(number_value)
     return fields[0], np.array(columns, np.int64), np.array(values, np.float64)

@@ -3,7 +3,8 @@
 Training reads the file once to learn its labels and document frequencies, keeping the
 hashed rows in memory while they fit in ``--cache-mb`` (past that, every pass reads the
 file again, chunk by chunk), then runs ``--epochs`` passes of `AdagradClassifier` /
-`AdagradRegressor` (`partial_fit`: over all the cached rows in a fresh order each pass, or
+`AdagradRegressor` (as `linear_models.FileClassifier` / `FileRegressor`, which need neither
+torch nor scikit-learn on the one-example path; `partial_fit`: over all the cached rows in a fresh order each pass, or
 chunk by chunk). Nothing is written before the model is complete.
 """
 
@@ -17,9 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from adagrad.linear import AdagradClassifier, AdagradRegressor
 from adagrad.linear.losses import REGRESSION_LOSSES
 from adagrad.textfiles.features import Featurizer, idf_weights, numeric_labels
+from adagrad.textfiles.linear_models import FileClassifier, FileRegressor
 from adagrad.textfiles.metrics import metrics_of
 from adagrad.textfiles.model_file import atomic_file, load_model, save_model
 from adagrad.textfiles.readers import InputError, detect_format, read_chunks
@@ -112,7 +113,7 @@ def _model(loss: str, args):
     common = dict(loss=loss, penalty=penalty, alpha=alpha, l1_ratio=args.l1 / alpha if alpha else 0,
                   optimizer=args.optimizer, lr=args.lr, epochs=args.epochs,
                   random_state=args.seed)
-    return AdagradRegressor(**common) if loss in REGRESSION_LOSSES else AdagradClassifier(**common)
+    return FileRegressor(**common) if loss in REGRESSION_LOSSES else FileClassifier(**common)
 
 
 def _targets(chunk, path: str, regression: bool):

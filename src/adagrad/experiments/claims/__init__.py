@@ -1,4 +1,4 @@
-"""The founding document's claims, judged from the measurements.
+"""The claims of the common account of Adagrad, judged from the measurements.
 
 Each claim states its test up front; its verdict is computed from the numbers, never assumed:
 ``holds``, ``not supported`` or ``inconclusive`` (the evidence is insufficient, for example a

@@ -9,7 +9,7 @@ from adagrad.experiments.experiment import DatasetResult, OptimizerResult
 from adagrad.experiments.optimizers import ADAGRAD
 from adagrad.experiments.statistics import HOLDS, INCONCLUSIVE, NOT_SUPPORTED, SINGLE
 
-#: The Adagrad run the claims are judged on: the founding formula (ε inside the root).
+#: The Adagrad run the claims are judged on: the textbook formula (ε inside the root).
 SUBJECT = "adagrad-founding"
 QUICK_REASON = ("--quick measures one seed with short training: no comparison is declared in "
                 "either direction")
@@ -100,7 +100,7 @@ def failed(results: list[OptimizerResult | None]) -> int:
 
 
 def subject(ds: DatasetResult) -> OptimizerResult | None:
-    """The founding-formula Adagrad run of ``ds`` (or another plain Adagrad)."""
+    """The textbook-formula Adagrad run of ``ds`` (or another plain Adagrad)."""
     return ds.result(SUBJECT) or next((r for r in ds.results if r.spec.role == ADAGRAD), None)
 
 

@@ -83,7 +83,7 @@ def sparse_text_vs_sgd(datasets: list[DatasetResult]) -> Claim:
         lines.append(f"{ds.name} {interval(test.estimate, test.ci_low, test.ci_high)}")
     return claim("sparse-text-vs-sgd",
                  "On sparse text Adagrad does well: with each optimizer's learning rate tuned on "
-                 "the validation split, Adagrad's (founding formula, sparse gradients) mean test "
+                 "the validation split, Adagrad's (textbook formula, sparse gradients) mean test "
                  "accuracy is significantly above SGD's on every text dataset.",
                  _family(parts), evidence, notes, "no text dataset with both SGD and Adagrad",
                  comparative=True, test=WELCH, multiplicity=MULTIPLICITY,
@@ -244,7 +244,7 @@ def adam_versatile(datasets: list[DatasetResult]) -> Claim:
 
 _ADAM_TEXT = ("Adam generally works better than Adagrad and RMSprop: ranking every optimizer "
               "that ran on all datasets by mean test metric, Adam's mean rank is better than "
-              "Adagrad's (founding formula) and RMSprop's in at least 95 % of bootstrap "
+              "Adagrad's (textbook formula) and RMSprop's in at least 95 % of bootstrap "
               "resamples of the seeds (not supported: strictly worse than the better of the "
               "two in at least 95 %).")
 

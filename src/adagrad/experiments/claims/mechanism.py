@@ -87,7 +87,7 @@ def per_parameter_rates(datasets: list[DatasetResult]) -> Claim:
     return _measured("per-parameter-rates",
                     f"Adagrad gives each parameter its own learning rate: after training, the 95th "
                     f"percentile of the per-coordinate rates lr/sqrt(G) is at least {SPREAD_MIN:g}× "
-                    f"the 5th (founding formula, every dataset; SGD's ratio is 1 for contrast).",
+                    f"the 5th (textbook formula, every dataset; SGD's ratio is 1 for contrast).",
                     ok, evidence, notes, missing=f"{SUBJECT} did not run")
 
 

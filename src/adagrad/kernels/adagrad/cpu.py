@@ -1,6 +1,6 @@
 """Dense Adagrad on the CPU: one numba pass over θ, g and G, no temporaries.
 
-Implements `StepRule` (ALGORITHMS.md §1) for contiguous float32/float64/bfloat16
+Implements `StepRule` (:ref:`algo-adagrad`) for contiguous float32/float64/bfloat16
 parameters with a float32 or float64 accumulator. Each element is read once and written
 once; large tensors are split over the threads.
 """
@@ -76,7 +76,7 @@ def supports(param: Tensor, grad: Tensor, state_sum: Tensor) -> bool:
 
 
 def dense_adagrad_(param: Tensor, grad: Tensor, state_sum: Tensor, rule: StepRule) -> None:
-    """One dense Adagrad step (ALGORITHMS.md §1), in place; see `supports` for the inputs."""
+    """One dense Adagrad step (:ref:`algo-adagrad`), in place; see `supports` for the inputs."""
     parallel = param.numel() >= PARALLEL_MIN_ELEMENTS
     if parallel:
         start_thread_pool()

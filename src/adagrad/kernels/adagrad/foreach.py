@@ -1,7 +1,7 @@
 """Dense Adagrad for many tensors from torch's foreach ops: the fallback on accelerators
 where neither torch's fused kernel nor Triton applies (issue 13).
 
-Implements `StepRule` (ALGORITHMS.md §1, every option), arithmetic in the accumulator's
+Implements `StepRule` (:ref:`algo-adagrad`, every option), arithmetic in the accumulator's
 dtype (float32 for bf16/fp16 parameters by default), as `portable.dense_adagrad_` does per
 tensor. A learning rate given as a 0-d device tensor is used on the device, never read on
 the host.

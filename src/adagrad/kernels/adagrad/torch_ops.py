@@ -1,6 +1,6 @@
 """Adagrad kernels built from torch ops: any device, any floating dtype, autograd-friendly.
 
-The semantics are those of ALGORITHMS.md §1-2 (see `StepRule`, `RowClocks`); the CPU fast
+The semantics are those of :ref:`algo-adagrad`, :ref:`algo-sparse` (see `StepRule`, `RowClocks`); the CPU fast
 paths in `dense_cpu` and `sparse_cpu` are held to the same reference by the tests.
 Arithmetic runs in the accumulator's dtype (float32 for bf16/fp16 parameters by default).
 """
@@ -18,7 +18,7 @@ from adagrad.kernels.engine.rule import StepRule
 
 def _adagrad_rows(param: Tensor, grad: Tensor, state_sum: Tensor, rule: StepRule,
                   sum_factor: Tensor | float) -> Tensor:
-    """The §1 update on matching tensors, in the accumulator's dtype; returns the new θ.
+    """The :ref:`algo-adagrad` update on matching tensors, in the accumulator's dtype; returns the new θ.
 
     ``param`` is not modified; ``state_sum`` is, in place.
     """
@@ -44,7 +44,7 @@ def _adagrad_rows(param: Tensor, grad: Tensor, state_sum: Tensor, rule: StepRule
 
 
 def dense_adagrad_(param: Tensor, grad: Tensor, state_sum: Tensor, rule: StepRule) -> None:
-    """One dense Adagrad step (ALGORITHMS.md §1), in place on ``param`` and ``state_sum``."""
+    """One dense Adagrad step (:ref:`algo-adagrad`), in place on ``param`` and ``state_sum``."""
     new_param = _adagrad_rows(param, grad, state_sum, rule, rule.accumulator_decay)
     param.copy_(new_param)
 
@@ -63,7 +63,7 @@ def _row_factors(clock: float, snapshots: Tensor | None, rows: Tensor) -> Tensor
 def summed_rows(indices: Tensor, values: Tensor, value_of: Tensor | None,
                 scale: Tensor | None, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """A row gradient (see `sparse_adagrad_`) as its distinct rows, ascending, and each
-    one's summed gradient in ``dtype`` (ALGORITHMS.md §2, step 1)."""
+    one's summed gradient in ``dtype`` (:ref:`algo-sparse`, step 1)."""
     if value_of is not None:
         values = values.index_select(0, value_of.long())
     if scale is not None:
@@ -77,7 +77,7 @@ def summed_rows(indices: Tensor, values: Tensor, value_of: Tensor | None,
 def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: Tensor,
                     rule: StepRule, clocks: RowClocks, value_of: Tensor | None = None,
                     scale: Tensor | None = None) -> None:
-    """One sparse Adagrad step (ALGORITHMS.md §2) on a ``(rows, D)`` table.
+    """One sparse Adagrad step (:ref:`algo-sparse`) on a ``(rows, D)`` table.
 
     Position ``k`` of the gradient adds ``scale[k]·values[value_of[k]]`` to row
     ``indices[k]`` (``value_of`` defaults to the identity, ``scale`` to 1; a 1-element
@@ -104,7 +104,7 @@ def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: T
 
 
 def flush_rows_(param: Tensor, state_sum: Tensor, clocks: RowClocks) -> None:
-    """Bring every row up to date on its pending lazy decay (ALGORITHMS.md §2)."""
+    """Bring every row up to date on its pending lazy decay (:ref:`algo-sparse`)."""
     every_row = torch.arange(param.shape[0], device=param.device)
     for tensor, clock, snapshots in ((param, clocks.param_log, clocks.row_param_log),
                                      (state_sum, clocks.sum_log, clocks.row_sum_log)):
@@ -115,7 +115,7 @@ def flush_rows_(param: Tensor, state_sum: Tensor, clocks: RowClocks) -> None:
 
 def catch_up_rows_(param: Tensor, state_sum: Tensor, rows: Tensor, clocks: RowClocks) -> None:
     """Bring ``rows`` (may repeat) of a ``(rows, D)`` table up to date on their pending
-    lazy decay (ALGORITHMS.md §2), in place: what a fused layer does at lookup, so that
+    lazy decay (:ref:`algo-sparse`), in place: what a fused layer does at lookup, so that
     its forward reads the rows of the dense algorithm."""
     rows = rows.long()
     for tensor, clock, snapshots in ((param, clocks.param_log, clocks.row_param_log),

@@ -1,6 +1,6 @@
 """Dense Adagrad on CUDA in one Triton launch for many tensors (issue 13).
 
-Implements `StepRule` (ALGORITHMS.md §1, every option) for contiguous float32, bfloat16 and
+Implements `StepRule` (:ref:`algo-adagrad`, every option) for contiguous float32, bfloat16 and
 float16 parameters with a float32 accumulator: each element of θ, g and G is read once and
 θ and G are written once, whatever the number of tensors. The tensors of one launch share
 dtypes and rule; a small int64 table on the device (their pointers, sizes and first block
@@ -111,7 +111,7 @@ def launch_table(params: list[Tensor], grads: list[Tensor],
 
 def dense_adagrad_(params: list[Tensor], grads: list[Tensor], sums: list[Tensor],
                    rule: StepRule, lr: Tensor | None = None) -> None:
-    """One dense Adagrad step (ALGORITHMS.md §1) of every tensor, in place.
+    """One dense Adagrad step (:ref:`algo-adagrad`) of every tensor, in place.
 
     All tensors share one device, dtype and rule and pass `supports`. The step's learning
     rate is ``rule.lr``, or ``lr·rule.lr`` when ``lr`` (a 0-d tensor on the tensors'

@@ -1,5 +1,5 @@
 """Sparse Adagrad rows on CUDA: deduplication by a sort on the device, then one Triton
-pass over the touched rows (issue 13; ALGORITHMS.md §2, semantics of
+pass over the touched rows (issue 13; :ref:`algo-sparse`, semantics of
 `portable.sparse_adagrad_`).
 
 For ``nnz`` positions (row ``indices[k]``, gradient ``scale[k]·values[value_of[k]]``):
@@ -12,8 +12,8 @@ For ``nnz`` positions (row ``indices[k]``, gradient ``scale[k]·values[value_of[
    slot of a float32 ``(nnz, D)`` buffer (atomic adds: a row's duplicates are summed in
    no fixed order, so repeated rows may differ in the last bit between runs);
 3. `_update_rows` applies, at each first slot, the row's pending lazy decay factors
-   (``exp(clock - snapshot)``, ALGORITHMS.md §2, computed in float64 where the device has
-   it) and the §1 rule to θ and G of that row: each touched row is read and written once.
+   (``exp(clock - snapshot)``, :ref:`algo-sparse`, computed in float64 where the device has
+   it) and the :ref:`algo-adagrad` rule to θ and G of that row: each touched row is read and written once.
 
 Kernels take float32, bfloat16 and float16 tables with a float32 accumulator; arithmetic
 is float32.

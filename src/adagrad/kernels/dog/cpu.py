@@ -1,4 +1,4 @@
-"""`DoGAdagrad`'s sparse step on the CPU (ALGORITHMS.md §10): a client of the sparse row
+"""`DoGAdagrad`'s sparse step on the CPU (:ref:`algo-dog`): a client of the sparse row
 engine (`sparse_cpu`).
 
 Each touched row, once, its duplicates summed by the engine (the portable kernel's rule,
@@ -52,7 +52,7 @@ def _row_terms(param, state_sum, initial, row, load):
 
 @numba.njit(inline="always", error_model="numpy")
 def _dog_row(tables, row, grad_row, factor, coefficients, load, store):
-    """§10 on row ``row`` whose gradient is ``factor·grad_row``, and the change of its
+    """:ref:`algo-dog` on row ``row`` whose gradient is ``factor·grad_row``, and the change of its
     distance terms into its partition's slot. ``tables`` is ``(param, state_sum,
     initial)``, ``coefficients`` ``(scale, eps, sign, slots, parts)``; indexed, not
     unpacked (see `sparse_cpu`)."""
@@ -118,7 +118,7 @@ def sparse_dog_adagrad_(table: Tensor, state_sum: Tensor, initial: Tensor, indic
                         values: Tensor, scale: float, eps: float, maximize: bool,
                         value_of: Tensor | None = None,
                         scale_of: Tensor | None = None) -> tuple[float, float]:
-    """One sparse step (§10) of a ``(rows, D)`` table through the row engine; position
+    """One sparse step (:ref:`algo-dog`) of a ``(rows, D)`` table through the row engine; position
     ``k`` adds ``scale_of[k]·values[value_of[k]]`` to row ``indices[k]`` (`SparseGrad`).
     Returns the change of ``(moved, weight)`` over the touched rows. Indices are checked
     before anything is written (IndexError)."""

@@ -1,4 +1,4 @@
-"""The learning-rate-free Adagrad's update (ALGORITHMS.md §10) from torch ops, any device.
+"""The learning-rate-free Adagrad's update (:ref:`algo-dog`) from torch ops, any device.
 
 Per coordinate, with the scale ``c = lr·r̄`` of this step (a Python float)::
 

@@ -1,7 +1,7 @@
-"""Adagrad with dual averaging on the CPU (ALGORITHMS.md §5): one numba pass over θ, g,
+"""Adagrad with dual averaging on the CPU (:ref:`algo-dual-averaging`): one numba pass over θ, g,
 z and G.
 
-`dual_averaging_weight` is §5's θ as a closed form of (z, G) for a `DualAveragingRule`'s
+`dual_averaging_weight` is :ref:`algo-dual-averaging`'s θ as a closed form of (z, G) for a `DualAveragingRule`'s
 step T, written branch-free (l1 = 0 and l2 = 0 are neutral coefficients);
 `dual_averaging_coordinate` adds the gradient to the sums first. The same closed form
 brings an untouched row's θ to step T at lookup (``sparse_catch_up=True``), so a row
@@ -55,7 +55,7 @@ def dual_averaging_tuple(rule: DualAveragingRule, scalar) -> tuple:
 
 @numba.njit(inline="always", error_model="numpy")
 def dual_averaging_weight(z, s, rule):
-    """§5's θ from the sums z and G = ``s`` (``rule`` a `dual_averaging_tuple`)."""
+    """:ref:`algo-dual-averaging`'s θ from the sums z and G = ``s`` (``rule`` a `dual_averaging_tuple`)."""
     lr, _, l1_t, l2_t_lr, zero = rule
     shrunk = abs(z) - l1_t
     shrunk = zero if shrunk < zero else shrunk  # max(·, 0) that keeps NaN and vectorises
@@ -64,7 +64,7 @@ def dual_averaging_weight(z, s, rule):
 
 @numba.njit(inline="always", error_model="numpy")
 def dual_averaging_coordinate(g, z, s, rule):
-    """§5 on one coordinate; returns the new (θ, z, G)."""
+    """:ref:`algo-dual-averaging` on one coordinate; returns the new (θ, z, G)."""
     g = rule[1] * g
     z = z + g
     s = s + g * g
@@ -121,7 +121,7 @@ def supports(param: Tensor, grad: Tensor, grad_sum: Tensor, state_sum: Tensor) -
 
 def dense_dual_averaging_(param: Tensor, grad: Tensor, grad_sum: Tensor, state_sum: Tensor,
                           rule: DualAveragingRule) -> None:
-    """One dense step of ALGORITHMS.md §5, in place (inputs as `supports` accepts)."""
+    """One dense step of :ref:`algo-dual-averaging`, in place (inputs as `supports` accepts)."""
     parallel = param.numel() >= PARALLEL_MIN_ELEMENTS
     if parallel:
         start_thread_pool()
@@ -193,7 +193,7 @@ def weights_of_rows_(table: Tensor, grad_sum: Tensor, state_sum: Tensor, rows: T
                      row_step: Tensor, rule: DualAveragingRule) -> None:
     """Recompute θ of ``rows`` (may repeat) of a ``(rows, D)`` table from its sums at the
     rule's step, in place, skipping rows whose ``row_step`` (float64, one per row,
-    advanced here) says they are computed at that step already: the lazy catch-up of §5.
+    advanced here) says they are computed at that step already: the lazy catch-up of :ref:`algo-dual-averaging`.
     IndexError, before any write, for a row outside the table. Parallel from 65,536
     elements of rows."""
     rows = rows.long().contiguous().numpy()
@@ -242,7 +242,7 @@ def recompute_weights_(param: Tensor, grad_sum: Tensor, state_sum: Tensor,
 
 @numba.njit(inline="always", error_model="numpy")
 def _dual_averaging_row(tables, row, grad_row, factor, coefficients, load, store):
-    """The engine's row update: §5 with the row's summed gradient. ``tables`` is
+    """The engine's row update: :ref:`algo-dual-averaging` with the row's summed gradient. ``tables`` is
     ``(param, z, G)``, ``coefficients`` ``(rule,)``."""
     param = tables[0]
     grad_sum = tables[1]
@@ -301,7 +301,7 @@ _SPARSE_PARALLEL = {False: _sparse_float_parallel, True: _sparse_bf16_parallel}
 def sparse_dual_averaging_(table: Tensor, grad_sum: Tensor, state_sum: Tensor, indices: Tensor,
                            values: Tensor, rule: DualAveragingRule,
                            value_of: Tensor | None = None, scale: Tensor | None = None) -> None:
-    """One step of §5 on the touched rows of a ``(rows, D)`` table, in place: the contract
+    """One step of :ref:`algo-dual-averaging` on the touched rows of a ``(rows, D)`` table, in place: the contract
     of `adagrad.kernels.portable_dual_averaging.sparse_dual_averaging_`, on the inputs
     `sparse_supports` accepts; indices are checked here, before anything is written
     (IndexError)."""

@@ -1,4 +1,4 @@
-"""Adagrad-with-dual-averaging kernels built from torch ops (ALGORITHMS.md §5): any
+"""Adagrad-with-dual-averaging kernels built from torch ops (:ref:`algo-dual-averaging`): any
 device, any floating dtype, autograd-friendly.
 
 The semantics are `DualAveragingRule`'s; `adagrad.kernels.dual_averaging_cpu` implements
@@ -16,7 +16,7 @@ from adagrad.kernels.engine.rule import DualAveragingRule
 
 
 def _weights(grad_sum: Tensor, state_sum: Tensor, rule: DualAveragingRule) -> Tensor:
-    """§5's θ from the sums z and G at the rule's step T."""
+    """:ref:`algo-dual-averaging`'s θ from the sums z and G at the rule's step T."""
     shrunk = (grad_sum.abs() - rule.l1 * rule.step).clamp_min(0)
     return -torch.copysign(shrunk, grad_sum) * rule.lr / (
         state_sum.sqrt() + rule.l2 * rule.step * rule.lr)
@@ -33,7 +33,7 @@ def _add_to_sums(grad: Tensor, grad_sum: Tensor, state_sum: Tensor,
 
 def dense_dual_averaging_(param: Tensor, grad: Tensor, grad_sum: Tensor, state_sum: Tensor,
                           rule: DualAveragingRule) -> None:
-    """One dense step of ALGORITHMS.md §5, in place on ``param`` and both sums."""
+    """One dense step of :ref:`algo-dual-averaging`, in place on ``param`` and both sums."""
     _add_to_sums(grad, grad_sum, state_sum, rule)
     param.copy_(_weights(grad_sum, state_sum, rule))
 
@@ -41,7 +41,7 @@ def dense_dual_averaging_(param: Tensor, grad: Tensor, grad_sum: Tensor, state_s
 def sparse_dual_averaging_(table: Tensor, grad_sum: Tensor, state_sum: Tensor, indices: Tensor,
                            values: Tensor, rule: DualAveragingRule,
                            value_of: Tensor | None = None, scale: Tensor | None = None) -> None:
-    """One step of §5 with a row gradient of a ``(rows, D)`` table, in place.
+    """One step of :ref:`algo-dual-averaging` with a row gradient of a ``(rows, D)`` table, in place.
 
     Position ``k`` adds ``scale[k]·values[value_of[k]]`` to row ``indices[k]`` (as in
     `adagrad.kernels.portable.sparse_adagrad_`); duplicates are summed first, then the
@@ -62,7 +62,7 @@ def weights_of_rows_(table: Tensor, grad_sum: Tensor, state_sum: Tensor, rows: T
                      row_step: Tensor, rule: DualAveragingRule) -> None:
     """Recompute θ of ``rows`` (may repeat) of a ``(rows, D)`` table from its sums at the
     rule's step, in place, skipping rows whose ``row_step`` (float64, one per row,
-    advanced here) says they are computed at that step already: the lazy catch-up of §5."""
+    advanced here) says they are computed at that step already: the lazy catch-up of :ref:`algo-dual-averaging`."""
     rows = torch.unique(rows.long())
     rows = rows[row_step[rows] != rule.step]
     weights = _weights(grad_sum.index_select(0, rows), state_sum.index_select(0, rows), rule)

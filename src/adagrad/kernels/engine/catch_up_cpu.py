@@ -1,4 +1,4 @@
-"""Catching rows up on their pending lazy decay at lookup, on the CPU (ALGORITHMS.md §2).
+"""Catching rows up on their pending lazy decay at lookup, on the CPU (:ref:`algo-sparse`).
 
 A fused embedding layer calls this before its forward, so that the rows it reads are those
 of the dense algorithm. Positions may repeat: a row is caught up the first time it is met

@@ -1,4 +1,4 @@
-"""Lazy per-row catch-up for sparse updates (ALGORITHMS.md §2).
+"""Lazy per-row catch-up for sparse updates (:ref:`algo-sparse`).
 
 A row that a sparse gradient does not touch still decays in the dense algorithm: its
 parameter by ``(1 - lr_s·wd)`` each step under decoupled weight decay, its accumulator by

@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from adagrad.kernels.engine.rule import StepRule
+from adagrad.kernels.engine.rule import AdagradGroupRule
 
 TORCH_FUSED, TRITON, FOREACH = "torch_fused", "triton", "foreach"
 _TORCH_FUSED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -65,24 +64,24 @@ def has_torch_fused(kind: str) -> bool:
         "aten::_fused_adagrad_", key)
 
 
-def is_torch_rule(param: Tensor, state_sum: Tensor, group: dict[str, Any]) -> bool:
-    """Whether ``group`` asks for exactly what torch's fused kernel computes for this
+def is_torch_rule(param: Tensor, state_sum: Tensor, rule: AdagradGroupRule) -> bool:
+    """Whether ``rule`` asks for exactly what torch's fused kernel computes for this
     tensor: ε outside, no ρ, L2 (coupled) weight decay, the accumulator in θ's dtype."""
     return (state_sum.dtype == param.dtype and param.dtype in _TORCH_FUSED_DTYPES
-            and group["eps_placement"] == "outside" and group["accumulator_decay"] == 1.0
-            and (group["weight_decay"] == 0 or not group["decoupled_weight_decay"])
-            and not group["differentiable"])
+            and not rule.eps_inside and rule.accumulator_decay == 1.0
+            and (rule.weight_decay == 0 or not rule.decoupled)
+            and not rule.differentiable)
 
 
-def takes_dense(param: Tensor, group: dict[str, Any]) -> bool:
+def takes_dense(param: Tensor, rule: AdagradGroupRule) -> bool:
     """Whether this module steps ``param``'s dense gradient: off the CPU, no autograd."""
-    return device_type(param) != "cpu" and not group["differentiable"]
+    return device_type(param) != "cpu" and not rule.differentiable
 
 
-def dense_path(param: Tensor, grad: Tensor, state_sum: Tensor, group: dict[str, Any]) -> str:
+def dense_path(param: Tensor, grad: Tensor, state_sum: Tensor, rule: AdagradGroupRule) -> str:
     """The path (module docstring) a dense tensor taken by `takes_dense` follows."""
     kind = device_type(param)
-    if has_torch_fused(kind) and is_torch_rule(param, state_sum, group):
+    if has_torch_fused(kind) and is_torch_rule(param, state_sum, rule):
         return TORCH_FUSED
     return TRITON if triton_takes(param, grad, state_sum) else FOREACH
 
@@ -128,35 +127,35 @@ def _learning_rate(lr: float | Tensor, device: torch.device) -> tuple[float, Ten
 
 
 def dense_adagrad_(entries: list[tuple[Tensor, Tensor, Tensor, Tensor]],
-                   group: dict[str, Any], rule_at: Callable[[float, int], StepRule]) -> None:
+                   rule: AdagradGroupRule) -> None:
     """One dense Adagrad step of ``(param, grad, sum, step)`` entries (steps already
-    advanced, host tensors), batched per path, device, dtypes and step count.
-    ``rule_at(lr, t)`` is the group's rule at step ``t`` for learning rate ``lr``."""
+    advanced, host tensors) of a group with ``rule``, batched per path, device, dtypes
+    and step count."""
     batches: dict[tuple[Any, ...], list[list[Tensor]]] = {}
     for param, grad, state_sum, step in entries:
-        key = (dense_path(param, grad, state_sum, group), param.device, param.dtype,
+        key = (dense_path(param, grad, state_sum, rule), param.device, param.dtype,
                state_sum.dtype, int(step.item()))
         batch = batches.setdefault(key, [[], [], []])
         for tensors, tensor in zip(batch, (param, grad, state_sum)):
             tensors.append(tensor)
     for (path, device, _, _, step), (params, grads, sums) in batches.items():
-        lr, lr_tensor = _learning_rate(group["lr"], device)
+        lr, lr_tensor = _learning_rate(rule.lr, device)
         if path == TORCH_FUSED:
-            _torch_fused(params, grads, sums, group, step, lr if lr_tensor is None else lr_tensor)
+            _torch_fused(params, grads, sums, rule, step, lr if lr_tensor is None else lr_tensor)
             continue
         if path == TRITON:
             from adagrad.kernels.adagrad import triton as kernel
         else:
             from adagrad.kernels.adagrad import foreach as kernel
         # with a device lr, the rule's lr is the decay factor multiplying it
-        kernel.dense_adagrad_(params, grads, sums, rule_at(lr, step), lr_tensor)
+        kernel.dense_adagrad_(params, grads, sums, rule.at(lr, step), lr_tensor)
 
 
 def _torch_fused(params: list[Tensor], grads: list[Tensor], sums: list[Tensor],
-                 group: dict[str, Any], step: int, lr: float | Tensor) -> None:
+                 rule: AdagradGroupRule, step: int, lr: float | Tensor) -> None:
     """torch's fused kernel, which reads the step count from the device: one 0-d tensor
     holding it (a fill on the device, no copy) serves the whole batch."""
     on_device = torch.full((), float(step), dtype=torch.float32, device=params[0].device)
     torch._fused_adagrad_(params, grads, sums, [on_device] * len(params), lr=lr,
-                          lr_decay=group["lr_decay"], weight_decay=group["weight_decay"],
-                          eps=group["eps"], maximize=group["maximize"])
+                          lr_decay=rule.lr_decay, weight_decay=rule.weight_decay,
+                          eps=rule.eps, maximize=rule.maximize)

@@ -1,14 +1,16 @@
 """The hyperparameters of one step on one tensor, as every kernel receives them: `StepRule`
-(Adagrad, §1), `ProximalRule` (§4), `DualAveragingRule` (§5)."""
+(Adagrad, :ref:`algo-adagrad`), `ProximalRule` (:ref:`algo-proximal`), `DualAveragingRule`
+(:ref:`algo-dual-averaging`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
 class StepRule:
-    """One step of ALGORITHMS.md §1 on one tensor, with the learning rate already decayed.
+    """One step of :ref:`algo-adagrad` on one tensor, with the learning rate already decayed.
 
     Per coordinate, in this order::
 
@@ -22,7 +24,7 @@ class StepRule:
     Attributes:
       lr: the step's learning rate ``lr_t = lr / (1 + (t-1)·lr_decay)``.
       eps: the ε of the denominator.
-      eps_inside: ε inside the square root (the founding formula, optax, Keras).
+      eps_inside: ε inside the square root (the textbook formula, optax, Keras).
       maximize: ascend instead of descend.
       weight_decay: the decay coefficient ``wd``.
       decoupled: decoupled decay (AdamW/Keras style) instead of L2 added to the gradient.
@@ -40,8 +42,50 @@ class StepRule:
 
 
 @dataclass(frozen=True)
+class AdagradGroupRule:
+    """Adagrad's hyperparameters of one parameter group, before a step's learning-rate
+    decay: what the device dispatch (`cuda_dispatch`) takes instead of the group itself.
+    `at` gives the `StepRule` of one step.
+
+    Attributes:
+      lr: the learning rate (a float, or a 0-d tensor, possibly on an accelerator).
+      lr_decay: ``lr_t = lr / (1 + (t-1)·lr_decay)``.
+      eps, eps_inside, maximize, weight_decay, decoupled, accumulator_decay: as in
+        `StepRule`.
+      differentiable: the step must be traced by autograd (torch ops only).
+    """
+
+    lr: Any
+    lr_decay: float
+    eps: float
+    eps_inside: bool = False
+    maximize: bool = False
+    weight_decay: float = 0.0
+    decoupled: bool = False
+    accumulator_decay: float = 1.0
+    differentiable: bool = False
+
+    def at(self, lr: float, step: float) -> StepRule:
+        """The rule of step ``step`` (1-based) for the learning rate ``lr`` (a host float:
+        the group's, or 1.0 where a device ``lr`` multiplies the decay factor)."""
+        return decayed_step_rule(lr, step, self.lr_decay, self.eps, self.eps_inside,
+                                 self.maximize, self.weight_decay, self.decoupled,
+                                 self.accumulator_decay)
+
+
+def decayed_step_rule(lr: float, step: float, lr_decay: float, eps: float, eps_inside: bool,
+                      maximize: bool, weight_decay: float, decoupled: bool,
+                      accumulator_decay: float) -> StepRule:
+    """Adagrad's `StepRule` of step ``step`` (1-based): the learning rate decayed to
+    ``lr / (1 + (step-1)·lr_decay)``, the other fields as given."""
+    return StepRule(lr=lr / (1 + (step - 1) * lr_decay), eps=eps, eps_inside=eps_inside,
+                    maximize=maximize, weight_decay=weight_decay, decoupled=decoupled,
+                    accumulator_decay=accumulator_decay)
+
+
+@dataclass(frozen=True)
 class FtrlRule:
-    """One FTRL-Proximal step (ALGORITHMS.md §6) on one tensor, per coordinate::
+    """One FTRL-Proximal step (:ref:`algo-ftrl`) on one tensor, per coordinate::
 
         σ = (sqrt(n + g²) - sqrt(n)) / lr ;  z ← z + g - σ·θ ;  n ← n + g²
         θ ← 0                                            if |z| ≤ l1
@@ -62,7 +106,7 @@ class FtrlRule:
 
 @dataclass(frozen=True)
 class ProximalRule:
-    """One step of ALGORITHMS.md §4 (proximal Adagrad) on one tensor, the learning rate
+    """One step of :ref:`algo-proximal` (proximal Adagrad) on one tensor, the learning rate
     already decayed. Per coordinate::
 
         g ← -g                               if maximize
@@ -92,7 +136,7 @@ class ProximalRule:
 
 @dataclass(frozen=True)
 class DualAveragingRule:
-    """One step ``T`` of ALGORITHMS.md §5 (Adagrad with dual averaging) on one tensor.
+    """One step ``T`` of :ref:`algo-dual-averaging` (Adagrad with dual averaging) on one tensor.
     Per coordinate::
 
         g ← -g                               if maximize

@@ -1,7 +1,7 @@
 """The sparse row engine on the CPU, and Adagrad's sparse kernel as its first client.
 
-A sparse step of a ``(rows, D)`` table (``indices`` may repeat, unsorted; ALGORITHMS.md
-§2) is, for every member of the family, the same work around a different row update: the
+A sparse step of a ``(rows, D)`` table (``indices`` may repeat, unsorted;
+:ref:`algo-sparse`) is, for every member of the family, the same work around a different row update: the
 engine validates the indices, groups the positions by row, sums each row's duplicates and
 hands each touched row, once, to the member's ``update_row``. No temporary the size of the
 table and no coalesced copy of the gradient: the grouping is a hash of the touched rows,
@@ -442,7 +442,7 @@ def _catch_up(param, state_sum, row, clocks, load, store):
 
 @numba.njit(inline="always", error_model="numpy")
 def _adagrad_row(tables, row, grad_row, factor, coefficients, load, store):
-    """Catch the row up on its lazy decay, then §1 on it with its summed gradient.
+    """Catch the row up on its lazy decay, then :ref:`algo-adagrad` on it with its summed gradient.
     ``tables`` is ``(param, state_sum)``, ``coefficients`` ``(rule_tuple, clocks)``."""
     param = tables[0]
     state_sum = tables[1]
@@ -510,7 +510,7 @@ def supports(param: Tensor, state_sum: Tensor, values: Tensor) -> bool:
 def sparse_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: Tensor,
                     rule: StepRule, clocks: RowClocks, value_of: Tensor | None = None,
                     scale: Tensor | None = None) -> None:
-    """One sparse Adagrad step (ALGORITHMS.md §2) on a ``(rows, D)`` table, in place.
+    """One sparse Adagrad step (:ref:`algo-sparse`) on a ``(rows, D)`` table, in place.
 
     Same contract as `adagrad.kernels.portable.sparse_adagrad_`, except that indices are
     validated here, before anything is written (IndexError).

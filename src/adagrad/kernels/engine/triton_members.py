@@ -1,6 +1,7 @@
 """Dense steps of the element-wise family members on CUDA in Triton (issue 13): proximal
-Adagrad (§4, `ProximalRule`), Adagrad with dual averaging (§5, `DualAveragingRule`) and
-FTRL-Proximal (§6, `FtrlRule`), with the semantics of their torch-ops kernels
+Adagrad (:ref:`algo-proximal`, `ProximalRule`), Adagrad with dual averaging
+(:ref:`algo-dual-averaging`, `DualAveragingRule`) and FTRL-Proximal (:ref:`algo-ftrl`,
+`FtrlRule`), with the semantics of their torch-ops kernels
 (`portable_proximal`, `portable_dual_averaging`, `ftrl_portable`).
 
 One launch per tensor (the members' step paths go one tensor at a time), each element of
@@ -82,7 +83,7 @@ def _grid(param: Tensor) -> tuple[int]:
 
 
 def dense_proximal_(param: Tensor, grad: Tensor, state_sum: Tensor, rule: ProximalRule) -> None:
-    """One dense proximal Adagrad step (§4), in place."""
+    """One dense proximal Adagrad step (:ref:`algo-proximal`), in place."""
     if param.numel():
         _proximal[_grid(param)](param, grad, state_sum, param.numel(), rule.lr, rule.l1,
                                 rule.l2, rule.eps, MAXIMIZE=rule.maximize, BLOCK=BLOCK,
@@ -91,7 +92,7 @@ def dense_proximal_(param: Tensor, grad: Tensor, state_sum: Tensor, rule: Proxim
 
 def dense_dual_averaging_(param: Tensor, grad: Tensor, grad_sum: Tensor, state_sum: Tensor,
                           rule: DualAveragingRule) -> None:
-    """One dense dual-averaging step (§5), in place."""
+    """One dense dual-averaging step (:ref:`algo-dual-averaging`), in place."""
     if param.numel():
         _dual_averaging[_grid(param)](param, grad, grad_sum, state_sum, param.numel(), rule.lr,
                                       rule.l1 * rule.step, rule.l2 * rule.step * rule.lr,
@@ -99,7 +100,7 @@ def dense_dual_averaging_(param: Tensor, grad: Tensor, grad_sum: Tensor, state_s
 
 
 def dense_ftrl_(param: Tensor, grad: Tensor, z: Tensor, n: Tensor, rule: FtrlRule) -> None:
-    """One dense FTRL-Proximal step (§6), in place."""
+    """One dense FTRL-Proximal step (:ref:`algo-ftrl`), in place."""
     if param.numel():
         _ftrl[_grid(param)](param, grad, z, n, param.numel(), rule.lr, rule.beta, rule.l1,
                             rule.l2, BLOCK=BLOCK, num_warps=WARPS)

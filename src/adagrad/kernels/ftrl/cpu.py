@@ -1,6 +1,6 @@
 """FTRL-Proximal on the CPU: one numba pass over θ, g, z and n, no temporaries.
 
-Implements `FtrlRule` (ALGORITHMS.md §6) for contiguous float32/float64/bfloat16
+Implements `FtrlRule` (:ref:`algo-ftrl`) for contiguous float32/float64/bfloat16
 parameters with float32 or float64 accumulators (z and n of one dtype, the compute type).
 Dense: each element is read once and written once; large tensors are split over the
 threads. Sparse: a client of the row engine of `sparse_cpu` (duplicates summed, each
@@ -11,8 +11,6 @@ sparse step equals the dense step on the touched rows bit for bit.
 
 from __future__ import annotations
 
-import functools
-import math
 
 import numba
 import torch
@@ -38,34 +36,7 @@ from adagrad.kernels.engine.sparse_cpu import (
     update_rows_,
     update_rows_serial,
 )
-
-
-@functools.lru_cache(maxsize=256)
-def ftrl_tuple(rule: FtrlRule, scalar) -> tuple:
-    """`FtrlRule` as the coefficients `ftrl_coordinate` takes, in the compute type:
-    (α, β, λ1, λ2). Every option is a plain coefficient (λ1 = 0, λ2 = 0 are neutral), so
-    one straight-line body serves all of them and vectorises."""
-    return (scalar(rule.lr), scalar(rule.beta), scalar(rule.l1), scalar(rule.l2))
-
-
-@numba.njit(inline="always", error_model="numpy")
-def ftrl_coordinate(p, g, z, n, rule):
-    """§6 on one coordinate; returns the new (θ, z, n). ``rule`` is an `ftrl_tuple`.
-
-    Every argument comes in the accumulators' dtype (the callers cast θ and g), so
-    float32 arithmetic stays float32: mixed with a float64 θ, sqrt(n) would be a float32
-    root and sqrt(n + g²) a float64 one, and σ would not be 0 for g = 0. The
-    operations and their order are those of the float64 reference; θ = 0 where
-    |z| ≤ λ1 is a select, not a branch (``l1 * 0``: a zero of the compute type).
-    """
-    lr, beta, l1, l2 = rule
-    new_n = n + g * g
-    root = math.sqrt(new_n)
-    sigma = (root - math.sqrt(n)) / lr
-    z = z + g - sigma * p
-    denom = (beta + root) / lr + l2
-    theta = -(z - math.copysign(l1, z)) / denom
-    return (l1 * 0 if abs(z) <= l1 else theta), z, new_n  # NaN in z stays NaN in θ
+from adagrad.kernels.ftrl.coordinate import ftrl_coordinate, ftrl_tuple  # noqa: F401
 
 
 @numba.njit(inline="always", error_model="numpy")
@@ -117,7 +88,7 @@ def supports(param: Tensor, grad: Tensor, z: Tensor, n: Tensor) -> bool:
 
 
 def dense_ftrl_(param: Tensor, grad: Tensor, z: Tensor, n: Tensor, rule: FtrlRule) -> None:
-    """One dense FTRL step (ALGORITHMS.md §6), in place; see `supports` for the inputs."""
+    """One dense FTRL step (:ref:`algo-ftrl`), in place; see `supports` for the inputs."""
     parallel = param.numel() >= PARALLEL_MIN_ELEMENTS
     if parallel:
         start_thread_pool()
@@ -131,7 +102,7 @@ def dense_ftrl_(param: Tensor, grad: Tensor, z: Tensor, n: Tensor, rule: FtrlRul
 
 @numba.njit(inline="always", error_model="numpy")
 def _ftrl_row(tables, row, grad_row, factor, coefficients, load, store):
-    """§6 on one touched row with its summed gradient ``grad_row[d]·factor``; ``tables``
+    """:ref:`algo-ftrl` on one touched row with its summed gradient ``grad_row[d]·factor``; ``tables``
     is ``(param, z, n)``, ``coefficients`` ``(ftrl_tuple,)`` (indexed, not unpacked: see
     `sparse_cpu`)."""
     param = tables[0]
@@ -200,7 +171,7 @@ def supports_rows(param: Tensor, z: Tensor, n: Tensor, values: Tensor) -> bool:
 def sparse_ftrl_(param: Tensor, z: Tensor, n: Tensor, indices: Tensor, values: Tensor,
                  rule: FtrlRule, value_of: Tensor | None = None,
                  scale: Tensor | None = None) -> None:
-    """One sparse FTRL step (ALGORITHMS.md §2, §6) on a ``(rows, D)`` table, in place;
+    """One sparse FTRL step (:ref:`algo-sparse`, :ref:`algo-ftrl`) on a ``(rows, D)`` table, in place;
     see `supports_rows` for the inputs. Same contract as
     `adagrad.kernels.ftrl_portable.sparse_ftrl_`, except that indices are validated here,
     before anything is written (IndexError)."""

@@ -1,6 +1,6 @@
 """FTRL-Proximal from torch ops: any device, any floating dtype, autograd-friendly.
 
-ALGORITHMS.md §6 (see `FtrlRule`), dense and on the rows of a ``(rows, D)`` table.
+:ref:`algo-ftrl` (see `FtrlRule`), dense and on the rows of a ``(rows, D)`` table.
 Arithmetic runs in the accumulators' dtype (float32 for bf16/fp16 parameters by default);
 the new θ is rounded once to the parameter's. The numba kernels of `ftrl_cpu` are held to
 the same reference by the tests.
@@ -17,7 +17,7 @@ from adagrad.kernels.engine.rule import FtrlRule
 
 def _ftrl_values(param: Tensor, grad: Tensor, z: Tensor, n: Tensor,
                  rule: FtrlRule) -> tuple[Tensor, Tensor, Tensor]:
-    """§6 on matching tensors, out of place: the new (θ, z, n), in ``n``'s dtype."""
+    """:ref:`algo-ftrl` on matching tensors, out of place: the new (θ, z, n), in ``n``'s dtype."""
     grad = grad.to(n.dtype)
     param = param.to(n.dtype)
     new_n = n + grad * grad
@@ -31,7 +31,7 @@ def _ftrl_values(param: Tensor, grad: Tensor, z: Tensor, n: Tensor,
 
 
 def dense_ftrl_(param: Tensor, grad: Tensor, z: Tensor, n: Tensor, rule: FtrlRule) -> None:
-    """One dense FTRL step (ALGORITHMS.md §6), in place on ``param``, ``z`` and ``n``."""
+    """One dense FTRL step (:ref:`algo-ftrl`), in place on ``param``, ``z`` and ``n``."""
     theta, new_z, new_n = _ftrl_values(param, grad, z, n, rule)
     z.copy_(new_z)
     n.copy_(new_n)
@@ -42,7 +42,7 @@ def sparse_ftrl_(param: Tensor, z: Tensor, n: Tensor, indices: Tensor, values: T
                  rule: FtrlRule, value_of: Tensor | None = None,
                  scale: Tensor | None = None) -> None:
     """One sparse FTRL step on a ``(rows, D)`` table: duplicates summed first
-    (ALGORITHMS.md §2), then §6 on the touched rows; the others keep θ, z and n.
+    (:ref:`algo-sparse`), then :ref:`algo-ftrl` on the touched rows; the others keep θ, z and n.
 
     Position ``k`` adds ``scale[k]·values[value_of[k]]`` to row ``indices[k]`` (as
     `adagrad.kernels.portable.sparse_adagrad_`). Indices must already lie in

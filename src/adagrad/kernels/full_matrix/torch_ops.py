@@ -1,4 +1,4 @@
-"""Full-matrix Adagrad from torch ops, batched over blocks, in float64 (ALGORITHMS.md §8).
+"""Full-matrix Adagrad from torch ops, batched over blocks, in float64 (:ref:`algo-full-matrix`).
 
 A parameter's d real coordinates, flattened, are cut into blocks of ``size`` consecutive
 coordinates (one block of d without a block size); each block ``i`` keeps its own

@@ -1,4 +1,4 @@
-"""``||g||²`` on the CPU in one numba pass with float64 accumulators (ALGORITHMS.md §7).
+"""``||g||²`` on the CPU in one numba pass with float64 accumulators (:ref:`algo-norm`).
 
 AdaGrad-Norm's b² is a sum over every coordinate of every step, so the reduction's error
 enters each step size. torch's CPU ``linalg.vector_norm`` of a float32 tensor accumulates

@@ -1,4 +1,4 @@
-"""AdaGrad-Norm's update (ALGORITHMS.md §7): a reduction, then a scaled copy of g::
+"""AdaGrad-Norm's update (:ref:`algo-norm`): a reduction, then a scaled copy of g::
 
     b² ← b² + ||g||² ;  θ ← θ - c·g,   c = lr / (sqrt(b²) + ε)
 
@@ -67,7 +67,7 @@ def descend_(param: Tensor, grad: Tensor, factor: Tensor) -> None:
 def summed_rows(indices: Tensor, values: Tensor, value_of: Tensor | None, scale: Tensor | None,
                 dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """The touched rows of a row gradient and their gradients, duplicates summed in
-    ``dtype`` (ALGORITHMS.md §2): ``(rows, grads)``, ``rows`` unique and sorted.
+    ``dtype`` (:ref:`algo-sparse`): ``(rows, grads)``, ``rows`` unique and sorted.
 
     Position ``k`` adds ``scale[k]·values[value_of[k]]`` to row ``indices[k]`` (the
     layout of `adagrad.optim.base.SparseGrad`; None means the identity, 1).

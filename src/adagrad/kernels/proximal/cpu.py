@@ -1,4 +1,4 @@
-"""Proximal Adagrad on the CPU (ALGORITHMS.md §4): one numba pass over θ, g and G.
+"""Proximal Adagrad on the CPU (:ref:`algo-proximal`): one numba pass over θ, g and G.
 
 `proximal_coordinate` is `ProximalRule` on one coordinate, written branch-free (l1 = 0
 and l2 = 0 are neutral coefficients, not separate code); `zero_steps_row` is the
@@ -10,7 +10,6 @@ are a client of the row engine in `adagrad.kernels.sparse_cpu`.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numba
@@ -39,33 +38,12 @@ from adagrad.kernels.engine.sparse_cpu import (
     update_rows_,
     update_rows_serial,
 )
-
-
-@functools.lru_cache(maxsize=256)
-def proximal_tuple(rule: ProximalRule, scalar) -> tuple:
-    """`ProximalRule` as the coefficients `proximal_coordinate` takes, in the compute
-    type: (lr, sign, l1, l2, ε, 0, 1) (the constants typed, so float32 stays float32)."""
-    return (scalar(rule.lr), scalar(-1.0 if rule.maximize else 1.0), scalar(rule.l1),
-            scalar(rule.l2), scalar(rule.eps), scalar(0.0), scalar(1.0))
-
-
-@numba.njit(inline="always", error_model="numpy")
-def proximal_coordinate(p, g, s, rule):
-    """§4 on one coordinate; returns the new (θ, G). ``rule`` is a `proximal_tuple`;
-    scalars come in the accumulator's dtype."""
-    lr, sign, l1, l2, eps, zero, one = rule
-    g = sign * g
-    s = s + g * g
-    eta = lr / (math.sqrt(s) + eps)
-    v = p - eta * g
-    shrunk = abs(v) - eta * l1
-    shrunk = zero if shrunk < zero else shrunk  # max(·, 0) that keeps NaN and vectorises
-    return math.copysign(shrunk, v) / (one + eta * l2), s
+from adagrad.kernels.proximal.coordinate import proximal_coordinate, proximal_tuple  # noqa: F401
 
 
 @numba.njit(inline="always", error_model="numpy")
 def zero_steps_row(table, state_sum, row, pending, rule, scratch, load, store):
-    """``pending`` steps of §4 with g = 0 on row ``row`` of a table whose G is
+    """``pending`` steps of :ref:`algo-proximal` with g = 0 on row ``row`` of a table whose G is
     ``state_sum`` (so each coordinate's η is the same at every one of them), in float64.
     ``rule`` is a `zero_steps_tuple`; ``scratch`` a float64 ``(4, D)`` array.
 
@@ -159,7 +137,7 @@ _KERNELS = {(False, False): _float_serial, (False, True): _float_parallel,
 
 
 def dense_proximal_(param: Tensor, grad: Tensor, state_sum: Tensor, rule: ProximalRule) -> None:
-    """One dense proximal Adagrad step (ALGORITHMS.md §4), in place; the inputs are those
+    """One dense proximal Adagrad step (:ref:`algo-proximal`), in place; the inputs are those
     `adagrad.kernels.dense_cpu.supports` accepts."""
     parallel = param.numel() >= PARALLEL_MIN_ELEMENTS
     if parallel:
@@ -251,7 +229,7 @@ def catch_up_rows_(table: Tensor, state_sum: Tensor, rows: Tensor, row_step: Ten
 @numba.njit(inline="always", error_model="numpy")
 def _proximal_row(tables, row, grad_row, factor, coefficients, load, store):
     """The engine's row update: catch the row up on its skipped zero-gradient steps (with
-    a ``row_step`` table), then §4 with its summed gradient. ``tables`` is ``(param, sum,
+    a ``row_step`` table), then :ref:`algo-proximal` with its summed gradient. ``tables`` is ``(param, sum,
     row_step)`` (``row_step`` a ``(rows, 1)`` view, empty without the catch-up),
     ``coefficients`` ``(rule, zero-step rule, step)``."""
     param = tables[0]
@@ -321,7 +299,7 @@ _NO_ROW_STEP = torch.zeros(0, 1, dtype=torch.float64)
 def sparse_proximal_(table: Tensor, state_sum: Tensor, indices: Tensor, values: Tensor,
                      rule: ProximalRule, step: int, row_step: Tensor | None = None,
                      value_of: Tensor | None = None, scale: Tensor | None = None) -> None:
-    """Step ``step`` of §4 on the touched rows of a ``(rows, D)`` table, in place: the
+    """Step ``step`` of :ref:`algo-proximal` on the touched rows of a ``(rows, D)`` table, in place: the
     contract of `adagrad.kernels.portable_proximal.sparse_proximal_`, on the inputs
     `adagrad.kernels.sparse_cpu.supports` accepts; indices are checked here, before
     anything is written (IndexError)."""

@@ -1,4 +1,4 @@
-"""Proximal Adagrad kernels built from torch ops (ALGORITHMS.md §4): any device, any
+"""Proximal Adagrad kernels built from torch ops (:ref:`algo-proximal`): any device, any
 floating dtype, autograd-friendly.
 
 The semantics are `ProximalRule`'s; `adagrad.kernels.proximal_cpu` implements the same
@@ -17,7 +17,7 @@ from adagrad.kernels.engine.rule import ProximalRule
 
 
 def _proximal_rows(param: Tensor, grad: Tensor, state_sum: Tensor, rule: ProximalRule) -> Tensor:
-    """§4 on matching tensors, in the accumulator's dtype; returns the new θ. ``param``
+    """:ref:`algo-proximal` on matching tensors, in the accumulator's dtype; returns the new θ. ``param``
     is not modified; ``state_sum`` is, in place."""
     grad = grad.to(state_sum.dtype)
     param = param.to(state_sum.dtype)
@@ -31,7 +31,7 @@ def _proximal_rows(param: Tensor, grad: Tensor, state_sum: Tensor, rule: Proxima
 
 
 def dense_proximal_(param: Tensor, grad: Tensor, state_sum: Tensor, rule: ProximalRule) -> None:
-    """One dense proximal Adagrad step (ALGORITHMS.md §4), in place on ``param`` and
+    """One dense proximal Adagrad step (:ref:`algo-proximal`), in place on ``param`` and
     ``state_sum``."""
     param.copy_(_proximal_rows(param, grad, state_sum, rule))
 
@@ -39,7 +39,7 @@ def dense_proximal_(param: Tensor, grad: Tensor, state_sum: Tensor, rule: Proxim
 def sparse_proximal_(table: Tensor, state_sum: Tensor, indices: Tensor, values: Tensor,
                      rule: ProximalRule, step: int, row_step: Tensor | None = None,
                      value_of: Tensor | None = None, scale: Tensor | None = None) -> None:
-    """Step ``step`` of §4 with a row gradient of a ``(rows, D)`` table, in place.
+    """Step ``step`` of :ref:`algo-proximal` with a row gradient of a ``(rows, D)`` table, in place.
 
     Position ``k`` adds ``scale[k]·values[value_of[k]]`` to row ``indices[k]`` (as in
     `adagrad.kernels.portable.sparse_adagrad_`); duplicates are summed first, then only
@@ -63,7 +63,7 @@ def sparse_proximal_(table: Tensor, state_sum: Tensor, indices: Tensor, values: 
 def catch_up_rows_(table: Tensor, state_sum: Tensor, rows: Tensor, row_step: Tensor,
                    up_to: int, rule: ProximalRule) -> None:
     """Bring ``rows`` (may repeat) of a ``(rows, D)`` table from their steps in
-    ``row_step`` to step ``up_to`` by the closed form of zero-gradient §4 steps with G
+    ``row_step`` to step ``up_to`` by the closed form of zero-gradient :ref:`algo-proximal` steps with G
     fixed (see `adagrad.kernels.proximal_cpu.zero_steps_row`), in float64."""
     rows = torch.unique(rows.long())
     pending = up_to - row_step[rows]

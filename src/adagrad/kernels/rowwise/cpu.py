@@ -1,8 +1,8 @@
-"""Row-wise Adagrad on the CPU (ALGORITHMS.md §3, FBGEMM ``EXACT_ROWWISE_ADAGRAD``).
+"""Row-wise Adagrad on the CPU (:ref:`algo-rowwise`, FBGEMM ``EXACT_ROWWISE_ADAGRAD``).
 
 Per row of a ``(rows, D)`` table: one pass over the row for ``mean(g'²)``, then one pass
 that updates it with the row's single factor ``m_r = lr_t / (sqrt(G_r) + ε)``. The
-coefficients are `rule_tuple`'s (the §1 kernels' branch-free tuple; row-wise Adagrad
+coefficients are `rule_tuple`'s (the :ref:`algo-adagrad` kernels' branch-free tuple; row-wise Adagrad
 uses its lr, sign, L2 coefficient, decoupled shrink and outside ε), so one straight-line
 row body serves every option::
 
@@ -31,6 +31,7 @@ from adagrad.kernels.engine.elementwise import (
     as_numpy,
     load_bf16,
     load_float,
+    prefetch_entry,
     prefetch_row,
     rule_tuple,
     scalar_type,
@@ -68,7 +69,7 @@ def _mean_square(param, row, grad_row, factor, rule, load, load_grad):
 
 @numba.njit(inline="always", error_model="numpy")
 def rowwise_row(param, state_sum, row, grad_row, factor, rule, load, store, load_grad):
-    """§3 on row ``row`` of ``param`` (accumulator ``state_sum[row]``) whose gradient is
+    """:ref:`algo-rowwise` on row ``row`` of ``param`` (accumulator ``state_sum[row]``) whose gradient is
     ``factor·grad_row``: the mean-square pass, then the update pass. ``load``/``store``
     convert the parameter's storage, ``load_grad`` the gradient row's. A row of width 0
     is left alone (its mean square would be 0/0)."""
@@ -136,9 +137,9 @@ def supports(param: Tensor, grad: Tensor, state_sum: Tensor) -> bool:
 
 def dense_rowwise_adagrad_(param: Tensor, grad: Tensor, state_sum: Tensor,
                            rule: StepRule) -> None:
-    """One dense row-wise step (§3), in place, on ``param`` seen as ``(rows, D)`` with
+    """One dense row-wise step (:ref:`algo-rowwise`), in place, on ``param`` seen as ``(rows, D)`` with
     ``state_sum`` of ``rows`` entries; see `supports`. ``rule.eps_inside`` and
-    ``rule.accumulator_decay`` must be off (§3 has neither)."""
+    ``rule.accumulator_decay`` must be off (:ref:`algo-rowwise` has neither)."""
     if param.numel() == 0:  # no rows, or rows of width 0: nothing changes
         return
     rows = param.shape[0]
@@ -156,7 +157,7 @@ def dense_rowwise_adagrad_(param: Tensor, grad: Tensor, state_sum: Tensor,
 @numba.njit(inline="always", error_model="numpy")
 def _sparse_row(tables, row, grad_row, factor, coefficients, load, store):
     """The engine's row update: catch the row up on its lazy decoupled decay (``param_log``
-    clock and per-row snapshots; none when the snapshots are empty), then §3 with the
+    clock and per-row snapshots; none when the snapshots are empty), then :ref:`algo-rowwise` with the
     row's summed gradient ``factor·grad_row``. ``tables`` is ``(param, state_sum)``,
     ``coefficients`` ``(rule_tuple, param_log, row_param_log)``; indexed, not unpacked
     (see `sparse_cpu`)."""
@@ -176,7 +177,7 @@ def _sparse_row(tables, row, grad_row, factor, coefficients, load, store):
 @numba.njit(inline="always", error_model="numpy")
 def _sparse_prefetch(tables, row):
     prefetch_row(tables[0], row)
-    prefetch_row(tables[1].reshape((tables[1].size, 1)), row)
+    prefetch_entry(tables[1], row)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -231,8 +232,8 @@ def sparse_supports(param: Tensor, state_sum: Tensor, values: Tensor) -> bool:
 def sparse_rowwise_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: Tensor,
                             rule: StepRule, clocks: RowClocks, value_of: Tensor | None = None,
                             scale: Tensor | None = None) -> None:
-    """One sparse row-wise step (§2-3) on a ``(rows, D)`` table through the sparse row
-    engine; same contract as `adagrad.kernels.rowwise_portable.sparse_rowwise_adagrad_`,
+    """One sparse row-wise step (:ref:`algo-sparse`, :ref:`algo-rowwise`) on a ``(rows, D)`` table through
+    the sparse row engine; same contract as `adagrad.kernels.rowwise_portable.sparse_rowwise_adagrad_`,
     except that indices are validated here, before anything is written (IndexError)."""
     snapshots = _NO_SNAPSHOTS if clocks.row_param_log is None else clocks.row_param_log.numpy()
     coefficients = (rule_tuple(rule, scalar_type(state_sum)), float(clocks.param_log), snapshots)

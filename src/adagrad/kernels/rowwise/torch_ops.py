@@ -1,4 +1,4 @@
-"""Row-wise Adagrad from torch ops (ALGORITHMS.md §3): any device, any floating dtype.
+"""Row-wise Adagrad from torch ops (:ref:`algo-rowwise`): any device, any floating dtype.
 
 The semantics are `adagrad.kernels.rowwise_cpu`'s (the same `StepRule` fields: lr, eps
 outside, maximize, weight decay L2 or decoupled); arithmetic runs in the accumulator's
@@ -18,7 +18,7 @@ from adagrad.kernels.engine.rule import StepRule
 
 
 def _rowwise_rows(param: Tensor, grad: Tensor, state_sum: Tensor, rule: StepRule) -> Tensor:
-    """§3 on ``param`` (rows along dim 0, any strides) with one accumulator per row in
+    """:ref:`algo-rowwise` on ``param`` (rows along dim 0, any strides) with one accumulator per row in
     ``state_sum`` (updated in place); returns the new θ in the accumulator's dtype.
     Rows of width 0 are left alone."""
     if math.prod(param.shape[1:]) == 0:
@@ -40,7 +40,7 @@ def _rowwise_rows(param: Tensor, grad: Tensor, state_sum: Tensor, rule: StepRule
 
 def dense_rowwise_adagrad_(param: Tensor, grad: Tensor, state_sum: Tensor,
                            rule: StepRule) -> None:
-    """One dense row-wise step (§3), in place on ``param`` (ndim ≥ 1, rows along dim 0)
+    """One dense row-wise step (:ref:`algo-rowwise`), in place on ``param`` (ndim ≥ 1, rows along dim 0)
     and ``state_sum`` (one entry per row)."""
     param.copy_(_rowwise_rows(param, grad, state_sum.view(-1), rule))
 
@@ -48,13 +48,13 @@ def dense_rowwise_adagrad_(param: Tensor, grad: Tensor, state_sum: Tensor,
 def sparse_rowwise_adagrad_(param: Tensor, state_sum: Tensor, indices: Tensor, values: Tensor,
                             rule: StepRule, clocks: RowClocks, value_of: Tensor | None = None,
                             scale: Tensor | None = None) -> None:
-    """One sparse row-wise step (§2-3) on a ``(rows, D)`` table with ``state_sum`` of
-    ``rows`` entries.
+    """One sparse row-wise step (:ref:`algo-sparse`, :ref:`algo-rowwise`) on a ``(rows, D)`` table with
+    ``state_sum`` of ``rows`` entries.
 
     Position ``k`` adds ``scale[k]·values[value_of[k]]`` to row ``indices[k]`` (as
     `adagrad.kernels.portable.sparse_adagrad_`). Duplicates are summed first; each
     touched row is then caught up on its lazy decoupled decay (``clocks.param_log``;
-    the accumulator has no decay) and takes §3 with ``rule`` (whose weight decay, L2 or
+    the accumulator has no decay) and takes :ref:`algo-rowwise` with ``rule`` (whose weight decay, L2 or
     decoupled, applies to the touched rows only). Indices must lie in ``[0, rows)``.
     """
     if value_of is not None:
