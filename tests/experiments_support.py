@@ -16,7 +16,7 @@ from adagrad.experiments.data import (
     TextData,
     TextSplit,
 )
-from adagrad.experiments.experiment import DatasetResult, GridPoint, OptimizerResult, metric_for
+from adagrad.experiments.experiment import DatasetResult, GridPoint, OptimizerResult, Trivial, metric_for
 from adagrad.experiments.optimizers import BY_KEY
 from adagrad.experiments.training import RunOutcome, StepTrace, TrainSettings
 
@@ -47,9 +47,10 @@ def run(key: str, test: float, val: float = math.nan, lr: float | None = 0.1, se
 
 def result(data, key: str, tests: list[float], vals: list[float] | None = None,
            grid: list[tuple[float, float]] | None = None, lr: float | None = 0.1,
-           **first_run) -> OptimizerResult:
+           trivial: Trivial | None = None, **first_run) -> OptimizerResult:
     """``key``'s result with these test (and validation) values per seed and, optionally, a
-    grid of ``(lr, validation metric)`` points (NaN: diverged)."""
+    grid of ``(lr, validation metric)`` points (NaN: diverged) and the trivial predictor's
+    metrics (None: unknown, a failed seed stays unscored)."""
     vals = vals or tests
     spec = BY_KEY[key]
     lr = lr if spec.tuned else None
@@ -58,13 +59,14 @@ def result(data, key: str, tests: list[float], vals: list[float] | None = None,
     points = [GridPoint(g_lr, 0.5, v, not math.isfinite(v)) for g_lr, v in (grid or [])]
     if spec.tuned and not points:
         points = [GridPoint(lr, 0.5, vals[0], False)]
-    return OptimizerResult(spec, lr, points, runs, metric_for(data))
+    return OptimizerResult(spec, lr, points, runs, metric_for(data), trivial=trivial)
 
 
-def dataset(data, results: list[OptimizerResult], variant_of: str | None = None) -> DatasetResult:
+def dataset(data, results: list[OptimizerResult], variant_of: str | None = None,
+            heldout: bool = False) -> DatasetResult:
     kind = TEXT_KIND if isinstance(data, TextData) else TABULAR_KIND
     info = DatasetInfo(data.name, data.task, kind, data.name, "none", "none", True,
-                       lambda: data, lambda: True)
+                       lambda: data, lambda: True, heldout=heldout)
     return DatasetResult(info, data, SETTINGS, results, 1.0, variant_of=variant_of)
 
 

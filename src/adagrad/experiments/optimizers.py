@@ -77,6 +77,8 @@ class OptimizerSpec:
       reset_every_epoch: call ``optimizer.reset_state()`` at the end of every epoch.
       warmup_epochs: the learning rate rises linearly from a tenth of ``lr`` over this many
         epochs (0: no warm-up).
+      average_iterates: evaluate the polynomial-decay average of the iterates (γ = 8,
+        Shamir & Zhang 2013), as DoG's authors advise (``dog.PolynomialDecayAverager``).
       note: one line for the report.
       missing: why the factory is None (for the report).
     """
@@ -90,6 +92,7 @@ class OptimizerSpec:
     kinds: frozenset[str] = ALL_KINDS
     reset_every_epoch: bool = False
     warmup_epochs: int = 0
+    average_iterates: bool = False
     note: str = ""
     missing: str = ""
 
@@ -221,6 +224,16 @@ REGISTRY: tuple[OptimizerSpec, ...] = (
                   missing=f"pip install {_DOG}"),
     OptimizerSpec("ldog", "L-DoG (dog-optimizer)", _learning_rate_free("dog", "LDoG"), None,
                   sparse=False, role=LR_FREE, note=f"{_DOG} LDoG with its defaults",
+                  missing=f"pip install {_DOG}"),
+    OptimizerSpec("dog-avg", "DoG + iterate averaging", _learning_rate_free("dog", "DoG"), None,
+                  sparse=False, role=LR_FREE, average_iterates=True,
+                  note=f"{_DOG} DoG with its defaults, evaluated at its PolynomialDecayAverager "
+                       f"(γ = 8) average, as its authors advise",
+                  missing=f"pip install {_DOG}"),
+    OptimizerSpec("ldog-avg", "L-DoG + iterate averaging", _learning_rate_free("dog", "LDoG"),
+                  None, sparse=False, role=LR_FREE, average_iterates=True,
+                  note=f"{_DOG} LDoG with its defaults, evaluated at its PolynomialDecayAverager "
+                       f"(γ = 8) average, as its authors advise",
                   missing=f"pip install {_DOG}"),
 )
 

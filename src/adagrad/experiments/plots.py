@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,27 +11,8 @@ from matplotlib.figure import Figure
 from adagrad.experiments.claims import SUBJECT, early_index, spearman, steps_per_epoch, usable_range
 from adagrad.experiments.data import TextData
 from adagrad.experiments.experiment import DatasetResult
-from adagrad.experiments.optimizers import ADAGRAD, BASELINE, REGISTRY
-
-_PALETTE = ("#1f77b4", "#17becf", "#9467bd", "#2ca02c", "#bcbd22", "#8c564b", "#e377c2",
-            "#7f7f7f", "#d62728", "#ff7f0e", "#000000")
-COLORS = {spec.key: _PALETTE[i % len(_PALETTE)] for i, spec in enumerate(REGISTRY)}
-DPI = 110
-
-
-@dataclass(frozen=True)
-class Plot:
-    """A PNG written into the report folder and the caption shown under it."""
-
-    file: str
-    title: str
-    caption: str
-    dataset: str | None
-    claims: tuple[str, ...] = ()  # the claims whose evidence this plot shows
-
-
-def _color(key: str) -> str:
-    return COLORS.get(key, "#333333")
+from adagrad.experiments.figure_style import Plot, color, save
+from adagrad.experiments.optimizers import ADAGRAD, BASELINE
 
 
 def _labelled(res) -> str:
@@ -50,15 +30,6 @@ def _style(spec) -> str:
     return "-"
 
 
-def _save(fig: Figure, folder: Path, name: str, legend_rows: int = 0) -> str:
-    """Lay out (leaving ``legend_rows`` rows at the bottom for a figure legend) and save."""
-    height = fig.get_size_inches()[1]
-    bottom = min((0.22 * legend_rows + 0.15) / height, 0.45) if legend_rows else 0.0
-    fig.tight_layout(rect=(0, bottom, 1, 1))
-    fig.savefig(folder / name, dpi=DPI)
-    return name
-
-
 def _legend_below(fig: Figure, ax, ncol: int = 3) -> int:
     """A figure legend under the plots with ``ax``'s entries; returns its number of rows."""
     handles, labels = ax.get_legend_handles_labels()
@@ -74,7 +45,7 @@ def loss_curves(ds: DatasetResult, folder: Path) -> Plot:
                              (axes[1], "val_loss", "validation loss")):
         for res in ds.results:
             epochs, values = res.mean_curve(which)
-            ax.plot(epochs, values, color=_color(res.spec.key), lw=1.6,
+            ax.plot(epochs, values, color=color(res.spec.key), lw=1.6,
                     ls=_style(res.spec),
                     label=_labelled(res))
         ax.set_xlabel("epoch")
@@ -86,7 +57,7 @@ def loss_curves(ds: DatasetResult, folder: Path) -> Plot:
     axes[0].set_ylabel(loss)
     rows = _legend_below(fig, axes[0])
     fig.suptitle(f"{ds.data.title}: loss curves at each optimizer's chosen learning rate")
-    name = _save(fig, folder, f"loss_curves_{ds.name}.png", rows)
+    name = save(fig, folder, f"loss_curves_{ds.name}.png", rows)
     return Plot(name, f"Loss curves — {ds.name}",
                 f"Training and validation {loss} after each epoch, mean over seeds, each optimizer "
                 f"at the learning rate it won on the validation split.", ds.name)
@@ -108,26 +79,26 @@ def rate_vs_frequency(ds: DatasetResult, folder: Path) -> Plot | None:
     if not isinstance(ds.data, TextData):
         return None
     subject = ds.result(SUBJECT)
-    if subject is None or subject.runs[0].word_rate is None:
+    if subject is None or subject.traced.word_rate is None:
         return None
     seen = ds.data.doc_freq > 0  # a sampled training set does not hold every word
     df = ds.data.doc_freq[seen].astype(np.float64)
-    rate = subject.runs[0].word_rate[seen]
+    rate = subject.traced.word_rate[seen]
     rng = np.random.default_rng(0)
     jitter = df * np.exp(rng.uniform(-0.12, 0.12, size=len(df)))
     fig = Figure(figsize=(8, 5.2))
     ax = fig.subplots()
-    ax.scatter(jitter, rate, s=4, alpha=0.25, color=_color(SUBJECT), lw=0,
+    ax.scatter(jitter, rate, s=4, alpha=0.25, color=color(SUBJECT), lw=0,
                label=f"{subject.spec.label}: one dot per word")
     for res in ds.results:
-        if res.runs[0].word_rate is None or not res.spec.key.startswith("adagrad"):
+        if res.traced.word_rate is None or not res.spec.key.startswith("adagrad"):
             continue
-        cx, cy = _binned_median(df, res.runs[0].word_rate[seen])
-        ax.plot(cx, cy, color=_color(res.spec.key), lw=2.2 if res.spec.key == SUBJECT else 1.3,
+        cx, cy = _binned_median(df, res.traced.word_rate[seen])
+        ax.plot(cx, cy, color=color(res.spec.key), lw=2.2 if res.spec.key == SUBJECT else 1.3,
                 marker="o", ms=3, label=f"{_labelled(res)}: binned median")
     sgd = ds.result("sgd")
     if sgd is not None:
-        ax.axhline(sgd.lr, color=_color("sgd"), ls="--", lw=1.2,
+        ax.axhline(sgd.lr, color=color("sgd"), ls="--", lw=1.2,
                    label=f"{sgd.spec.label}: lr={sgd.lr:g} for every word")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -138,7 +109,7 @@ def rate_vs_frequency(ds: DatasetResult, folder: Path) -> Plot | None:
     ax.grid(alpha=0.3, which="both")
     rows = _legend_below(fig, ax, ncol=2)
     fig.set_size_inches(8, 5.2 + 0.25 * rows)
-    name = _save(fig, folder, f"effective_lr_vs_frequency_{ds.name}.png", rows)
+    name = save(fig, folder, f"effective_lr_vs_frequency_{ds.name}.png", rows)
     return Plot(name, f"Effective learning rate per word vs frequency — {ds.name}",
                 "Each dot is a word of the vocabulary: its Adagrad step size after training "
                 "(lr/sqrt(G) of its row, mean over classes) against how many training documents "
@@ -149,17 +120,17 @@ def rate_vs_frequency(ds: DatasetResult, folder: Path) -> Plot | None:
 
 def median_step(ds: DatasetResult, folder: Path) -> Plot | None:
     """Median effective step over training, absolute and relative to after the first epoch."""
-    traced = [r for r in ds.results if r.runs[0].trace.steps]
+    traced = [r for r in ds.results if r.traced.trace.steps]
     if not traced:
         return None
     spe = steps_per_epoch(ds)
     fig = Figure(figsize=(11, 4.4))
     axes = fig.subplots(1, 2)
     for res in traced:
-        trace = res.runs[0].trace
+        trace = res.traced.trace
         steps = np.asarray(trace.steps) / spe
         med = np.asarray(trace.median)
-        style = dict(color=_color(res.spec.key), lw=1.6,
+        style = dict(color=color(res.spec.key), lw=1.6,
                      ls=_style(res.spec))
         axes[0].plot(steps, med, label=_labelled(res), **style)
         i = early_index(trace, spe)
@@ -178,7 +149,7 @@ def median_step(ds: DatasetResult, folder: Path) -> Plot | None:
     rows = _legend_below(fig, axes[0])
     fig.set_size_inches(11, 4.4 + 0.25 * rows)
     fig.suptitle(f"{ds.data.title}: median effective step over training (seed 0)")
-    name = _save(fig, folder, f"median_step_{ds.name}.png", rows)
+    name = save(fig, folder, f"median_step_{ds.name}.png", rows)
     return Plot(name, f"Median effective step over time — {ds.name}",
                 "Median over the coordinates that have had a gradient of each optimizer's "
                 "per-coordinate step (Adagrad: lr/sqrt(G); RMSprop: lr/sqrt(v); Adam: "
@@ -201,21 +172,21 @@ def lr_selection(ds: DatasetResult, folder: Path) -> Plot:
     scale = 100.0 if ds.metric.higher_is_better else 1.0
     for res in ds.results:
         if not res.grid:
-            ax.axhline(float(np.nanmean(res.val_values)) * scale, color=_color(res.spec.key),
+            ax.axhline(float(np.nanmean(res.val_values)) * scale, color=color(res.spec.key),
                        ls="-.", lw=1.2, label=f"{res.spec.label} (no grid)")
             continue
         lrs = [g.lr for g in res.grid]
         vals = [g.val_metric * scale for g in res.grid]
-        ax.plot(lrs, vals, marker="o", color=_color(res.spec.key), label=res.spec.label,
+        ax.plot(lrs, vals, marker="o", color=color(res.spec.key), label=res.spec.label,
                 ls=_style(res.spec))
         chosen = next(g for g in res.grid if g.lr == res.lr)
         ax.plot([chosen.lr], [chosen.val_metric * scale], marker="*", ms=13,
-                color=_color(res.spec.key))
+                color=color(res.spec.key))
     for key in (SUBJECT, "sgd"):
         res = ds.result(key)
         usable = usable_range(res) if res is not None and res.grid else None
         if usable is not None:
-            ax.axvspan(usable.lo / 1.15, usable.hi * 1.15, color=_color(key), alpha=0.08)
+            ax.axvspan(usable.lo / 1.15, usable.hi * 1.15, color=color(key), alpha=0.08)
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel(_metric_label(ds, "validation"))
@@ -224,7 +195,7 @@ def lr_selection(ds: DatasetResult, folder: Path) -> Plot:
     ax.grid(alpha=0.3, which="both")
     rows = _legend_below(fig, ax)
     fig.set_size_inches(9, 4.6 + 0.25 * rows)
-    name = _save(fig, folder, f"lr_selection_{ds.name}.png", rows)
+    name = save(fig, folder, f"lr_selection_{ds.name}.png", rows)
     return Plot(name, f"Learning-rate selection — {ds.name}",
                 "Each optimizer's validation metric over its learning-rate grid (seed 0, two "
                 "rates per decade, grown until the best rate is interior); the star is the rate "
@@ -247,7 +218,7 @@ def test_metrics(datasets: list[DatasetResult], folder: Path) -> Plot:
         stds = np.asarray([r.std * scale for r in ds.results])
         y = np.arange(len(labels))
         ax.barh(y, np.nan_to_num(means), xerr=stds, capsize=3,
-                color=[_color(r.spec.key) for r in ds.results], alpha=0.85)
+                color=[color(r.spec.key) for r in ds.results], alpha=0.85)
         ax.set_yticks(y, labels, fontsize=7)
         ax.invert_yaxis()
         finite = means[np.isfinite(means)]
@@ -266,25 +237,8 @@ def test_metrics(datasets: list[DatasetResult], folder: Path) -> Plot:
     for ax in axes[len(datasets):]:
         ax.set_visible(False)
     fig.suptitle("Test metric at the chosen learning rate: mean ± std over seeds")
-    name = _save(fig, folder, "test_metrics.png")
+    name = save(fig, folder, "test_metrics.png")
     return Plot(name, "Final test metrics",
                 "Mean ± sample standard deviation over seeds at each optimizer's chosen learning "
                 "rate (learning-rate-free optimizers: their defaults).", None,
                 ("sparse-text-vs-sgd", "adam-versatile"))
-
-
-def draw_all(datasets: list[DatasetResult], folder: Path) -> list[Plot]:
-    """Every figure of the report, written into ``folder``."""
-    from adagrad.experiments.claim_plots import CLAIM_PLOTS
-
-    plots: list[Plot] = [test_metrics(datasets, folder)]
-    for make_claim_plot in CLAIM_PLOTS:
-        plot = make_claim_plot(datasets, folder)
-        if plot is not None:
-            plots.append(plot)
-    for ds in datasets:
-        for make in (loss_curves, rate_vs_frequency, median_step, lr_selection):
-            plot = make(ds, folder)
-            if plot is not None:
-                plots.append(plot)
-    return plots

@@ -17,7 +17,7 @@ from adagrad import __version__
 from adagrad.experiments.claims import Claim
 from adagrad.experiments.experiment import DatasetResult, OptimizerResult
 from adagrad.experiments.optimizers import unavailable
-from adagrad.experiments.plots import Plot
+from adagrad.experiments.figure_style import Plot
 from adagrad.experiments.statistics import HOLDS, INCONCLUSIVE, NOT_SUPPORTED
 
 GENERATOR = "adagrad compare"
@@ -36,14 +36,27 @@ FAIRNESS_NOTE = ("Fair comparison: each optimizer's learning rate is chosen on a
                  "(20% of the training data, never the test set) with seed 0, as the rate with "
                  "the lowest final validation loss, from a grid of two rates per decade that is "
                  "the same lattice for every optimizer and grows until the best rate is interior "
-                 "and the usable range is closed on both sides (or the next rate diverges); the "
-                 "chosen rate is then trained with every seed and evaluated once on the test "
-                 "set. Learning-rate-free optimizers run with their defaults and no grid.")
+                 "(or the next rate diverges); only Adagrad's (textbook formula) and SGD's grids "
+                 "also grow until their usable range is closed on both sides. The chosen rate is "
+                 "then trained with fresh seeds 1 … N (the grid's own run is not one of them) "
+                 "and evaluated once on the test set. Every other choice (the best optimizer of "
+                 "a dataset, the better of an anchor's two variants) is made on the validation "
+                 "split too. Learning-rate-free optimizers run with their defaults and no grid; "
+                 "DoG and L-DoG also with their authors' iterate averaging, the better of the two "
+                 "chosen on validation.")
 STATISTICS_NOTE = ("Verdicts: a comparison between optimizers holds only when it is significant "
                    "over the seeds (Welch's t-test, one-sided, p < 0.05, on the contrast of "
-                   "group means the claim names; Adam's ranks: a percentile bootstrap over seeds, "
-                   "95 %); it is not supported when the opposite is significant, and "
-                   "inconclusive otherwise. --quick (one seed) never shows a comparison.")
+                   "group means the claim names, shown with its 90 % confidence interval; Adam's "
+                   "ranks: a percentile bootstrap over seeds, 95 %). A claim made on every "
+                   "dataset holds only if every part is significant (intersection–union test, "
+                   "level 0.05), and is not supported only if some part's opposite survives "
+                   "Holm–Bonferroni at family-wise level 0.05; otherwise inconclusive. "
+                   "no-manual-tuning is judged by a rule (usable ranges robust to ±2 seed "
+                   "standard deviations), not a p-value; its error rates are simulated in the "
+                   "tests. A seed that diverged or ended worse than the trivial predictor "
+                   "(training majority class or mean) is failed and scored as the worse of its "
+                   "metric and the trivial predictor's; nothing is dropped. --quick (one seed, "
+                   "short training) declares no comparison in either direction.")
 
 
 def _finite(x: float) -> float | None:
@@ -56,7 +69,7 @@ def _gradients(ds: DatasetResult, res: OptimizerResult) -> str:
 
 def run_json(ds: DatasetResult, res: OptimizerResult) -> dict:
     """One entry of metrics.json's ``runs``."""
-    trace = res.runs[0].trace
+    trace = res.traced.trace
     epochs, train_loss = res.mean_curve("train_loss")
     _, val_loss = res.mean_curve("val_loss")
     return {
@@ -78,7 +91,12 @@ def run_json(ds: DatasetResult, res: OptimizerResult) -> dict:
         "validation_metric": {"name": res.metric.name,
                               "values": [_finite(v) for v in res.val_values]},
         "seeds": len(res.runs),
+        "seed_ids": [r.seed for r in res.runs],
+        "raw_test_values": [_finite(r.test_metric) for r in res.runs],
         "diverged_seeds": res.diverged_seeds,
+        "failed_seeds": res.failed_seeds,
+        "trivial_predictor": ({"val": _finite(res.trivial.val), "test": _finite(res.trivial.test)}
+                              if res.trivial else None),
         "seconds": round(sum(r.seconds for r in res.runs), 2),
         "curves": {
             "epoch": epochs,
@@ -101,7 +119,8 @@ def metrics_json(datasets: list[DatasetResult], claims: list[Claim], plots: list
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "settings": settings,
         "datasets": [{"name": ds.name, "task": ds.info.task, "kind": ds.info.kind,
-                      "variant_of": ds.variant_of, "title": ds.data.title,
+                      "variant_of": ds.variant_of, "held_out": ds.info.heldout,
+                      "title": ds.data.title,
                       "source": ds.data.source, "description": ds.data.describe(),
                       "epochs": ds.settings.epochs, "batch_size": ds.settings.batch_size,
                       "seconds": round(ds.seconds, 1)} for ds in datasets],
@@ -159,7 +178,8 @@ def terminal_table(datasets: list[DatasetResult], claims: list[Claim], report_pa
     lines = ["Claims (judged from the measurements):"]
     width = max(len(c.id) for c in claims)
     for c in claims:
-        lines.append(f"  {c.id.ljust(width)}  {VERDICT_WORDS[c.verdict].ljust(13)}  {c.summary}")
+        lines.append(f"  {c.id.ljust(width)}  {VERDICT_WORDS[c.verdict].ljust(13)}  "
+                     f"{c.headline or c.summary}")
     for ds in datasets:
         metric = "test accuracy" if ds.metric.higher_is_better else "test RMSE"
         lines.append(f"\n{ds.data.title}  ({ds.data.describe()})")
@@ -195,15 +215,19 @@ def _plot_anchor(p: Plot) -> str:
 
 
 def verdicts_html(claims: list[Claim], plots: list[Plot]) -> str:
-    """The report's opening: one line per claim, its verdict, links to its plot and evidence."""
+    """The report's opening: one line per claim (its deciding figures), its verdict, the test,
+    the multiplicity rule and the failed seeds, linked to its plot and evidence."""
     rows = []
     for c in claims:
         shown = [p for p in plots if c.id in p.claims]
         links = " · ".join(f"<a href='#{_plot_anchor(p)}'>{_e(p.title)}</a>" for p in shown[:2])
         rows.append(f"<tr><td><a href='#claim-{_e(c.id)}'><code>{_e(c.id)}</code></a></td>"
-                    f"<td class='{_CLASS[c.verdict]}'>{_e(c.verdict)}</td><td>{_e(c.summary)}</td>"
+                    f"<td class='{_CLASS[c.verdict]}'>{_e(c.verdict)}</td>"
+                    f"<td>{_e(c.headline or c.summary)}</td><td class='small'>{_e(c.test)}</td>"
+                    f"<td class='small'>{_e(c.multiplicity)}</td><td class='num'>{c.failed_seeds}</td>"
                     f"<td class='small'>{links or '—'}</td></tr>")
-    return ("<table><tr><th>claim</th><th>verdict</th><th>in one line</th><th>plot</th></tr>"
+    return ("<table><tr><th>claim</th><th>verdict</th><th>in one line</th><th>test</th>"
+            "<th>multiplicity</th><th>failed seeds</th><th>plot</th></tr>"
             + "".join(rows) + "</table>")
 
 
@@ -230,7 +254,8 @@ def _results_html(ds: DatasetResult) -> str:
     for res in ds.results:
         grid = ", ".join(f"{g.lr:g}" for g in res.grid) or "—"
         limited = " <span class='small'>(grid limit reached)</span>" if res.grid_limited else ""
-        div = f" <span class='small'>({res.diverged_seeds} seed(s) diverged)</span>" if res.diverged_seeds else ""
+        div = (f" <span class='small'>({res.failed_seeds} seed(s) failed, scored as the trivial "
+               f"predictor or worse)</span>" if res.failed_seeds else "")
         rows.append(f"<tr><td>{_e(res.spec.label)}<br><span class='small'>{_e(res.spec.note)}</span></td>"
                     f"<td>{_gradients(ds, res)}</td><td class='num'>{_e(_lr_text(res))}</td>"
                     f"<td class='small'>{grid}{limited}</td>"

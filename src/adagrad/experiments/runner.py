@@ -21,6 +21,7 @@ from adagrad.experiments.experiment import (
     OptimizerResult,
     metric_for,
     settings_for,
+    trivial_predictor,
     tune_and_repeat,
 )
 from adagrad.experiments.optimizers import BY_KEY
@@ -48,7 +49,7 @@ class Job:
         spec = BY_KEY[self.spec_key]
         if not spec.tuned:
             return self.seeds
-        return len(spec.start_grid(self.kind, self.quick)) + self.seeds - 1
+        return len(spec.start_grid(self.kind, self.quick)) + self.seeds - (1 if self.quick else 0)
 
     @property
     def epochs(self) -> int:
@@ -64,11 +65,14 @@ class JobResult:
     grid: list[GridPoint]
     runs: list[RunOutcome]
     grid_limited: bool
+    winner: RunOutcome | None = None
 
     def attach(self, job: Job, data: Data) -> OptimizerResult:
-        """The `OptimizerResult` this stands for."""
+        """The `OptimizerResult` this stands for (failed seeds scored against ``data``'s
+        trivial predictor)."""
         return OptimizerResult(BY_KEY[job.spec_key], self.lr, self.grid, self.runs,
-                               metric_for(data), self.grid_limited)
+                               metric_for(data), self.grid_limited, trivial_predictor(data),
+                               self.winner)
 
 
 def run_job(job: Job, data: Data, on_progress: ProgressFn | None = None) -> JobResult:
@@ -87,7 +91,7 @@ def run_job(job: Job, data: Data, on_progress: ProgressFn | None = None) -> JobR
         return train(data, spec, lr, seed, settings, tick, keep_rates)
 
     result = tune_and_repeat(spec, job.kind, train_at, metric_for(data), job.seeds, job.quick)
-    return JobResult(result.lr, result.grid, result.runs, result.grid_limited)
+    return JobResult(result.lr, result.grid, result.runs, result.grid_limited, result.winner)
 
 
 # --- worker processes ------------------------------------------------------------------------

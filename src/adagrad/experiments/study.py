@@ -22,6 +22,12 @@ from adagrad.experiments.runner import Job, JobResult, run_jobs
 #: The optimizers trained on the rare-word variant of each text dataset (claim
 #: ``learns-from-rare-words``).
 RARE_WORD_OPTIMIZERS = ("adagrad-founding", "sgd")
+#: The optimizers trained on a held-out dataset (claim ``lr-free-matches-tuned``, judged there
+#: only): tuned Adagrad, the learning-rate-free member and the anchors with their variants.
+HELD_OUT_OPTIMIZERS = ("adagrad-founding", "adagrad-lr-free", "dadapt-adagrad", "dog", "dog-avg",
+                       "ldog", "ldog-avg")
+#: Run on the held-out datasets only (the claim they serve is judged there).
+HELD_OUT_ONLY = ("dog-avg", "ldog-avg")
 #: ``--quick`` trains on at most this many documents of each text dataset.
 QUICK_DOCUMENTS = 1500
 
@@ -42,7 +48,7 @@ class StudyData:
 
 def load_all(infos: list[DatasetInfo], say: Callable[[str], None],
              quick: bool = False) -> list[StudyData]:
-    """Load every dataset and derive the rare-word variant of each text dataset (``quick``:
+    """Load every dataset and derive the rare-word variant of each development text dataset (``quick``:
     from a sample of `QUICK_DOCUMENTS` training documents)."""
     loaded: list[StudyData] = []
     for info in infos:
@@ -52,7 +58,7 @@ def load_all(infos: list[DatasetInfo], say: Callable[[str], None],
             data = sample_documents(data, QUICK_DOCUMENTS)
         say(f"{info.name}: {data.describe()} (loaded in {time.perf_counter() - start:.1f} s)")
         loaded.append(StudyData(info, data))
-        if info.kind == TEXT_KIND:
+        if info.kind == TEXT_KIND and not info.heldout:
             loaded.append(StudyData(info, rare_words_only(data), variant_of=info.name))
     return loaded
 
@@ -60,8 +66,10 @@ def load_all(infos: list[DatasetInfo], say: Callable[[str], None],
 def _specs(item: StudyData) -> list:
     specs = optimizers_for(item.info.kind, item.info.task)
     if item.variant_of is not None:
-        specs = [s for s in specs if s.key in RARE_WORD_OPTIMIZERS]
-    return specs
+        return [s for s in specs if s.key in RARE_WORD_OPTIMIZERS]
+    if item.info.heldout:
+        return [s for s in specs if s.key in HELD_OUT_OPTIMIZERS]
+    return [s for s in specs if s.key not in HELD_OUT_ONLY]
 
 
 def plan(datasets: list[StudyData], seeds: int, quick: bool, full: bool) -> list[Job]:

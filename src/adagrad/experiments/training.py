@@ -145,13 +145,24 @@ class _Curves:
     diverged: bool = False
 
 
+def _averager(spec: OptimizerSpec, model: nn.Module):
+    """DoG's authors' iterate averaging (``dog.PolynomialDecayAverager``) for a spec that
+    asks for it, else None."""
+    if not spec.average_iterates:
+        return None
+    from dog import PolynomialDecayAverager
+
+    return PolynomialDecayAverager(model)
+
+
 def _fit(optimizer: torch.optim.Optimizer, spec: OptimizerSpec, settings: TrainSettings,
          n: int, rng: np.random.Generator, batch_loss: Callable[[np.ndarray], torch.Tensor],
          evaluate: Callable[[], tuple[float, float]], tracer: _Tracer,
-         progress: Progress | None, too_large: float = math.inf) -> _Curves:
+         progress: Progress | None, too_large: float = math.inf, averager=None) -> _Curves:
     """The training loop both tasks share: shuffled mini-batches of ``n`` examples,
     ``evaluate()`` (train and validation loss) after every epoch, the spec's reset, the
-    tracer's snapshots; stops at a non-finite (or ``too_large``) loss."""
+    tracer's snapshots, the ``averager``'s step after every optimizer step; stops at a
+    non-finite (or ``too_large``) loss."""
     steps_per_epoch = math.ceil(n / settings.batch_size)
     every = max(1, steps_per_epoch // settings.snapshots_per_epoch)
     warmup = (torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=WARMUP_START,
@@ -166,6 +177,8 @@ def _fit(optimizer: torch.optim.Optimizer, spec: OptimizerSpec, settings: TrainS
             optimizer.zero_grad(set_to_none=True)
             batch_loss(order[b * settings.batch_size:(b + 1) * settings.batch_size]).backward()
             optimizer.step()
+            if averager is not None:
+                averager.step()
             if warmup is not None:
                 warmup.step()
             step += 1
@@ -204,21 +217,24 @@ def train_text(data: TextData, spec: OptimizerSpec, lr: float | None, seed: int,
             for name, split in (("train", data.train), ("val", data.val), ("test", data.test))}
     labels = torch.from_numpy(data.train.labels)
 
+    averager = _averager(spec, model)
+    scored = averager.averaged_model if averager is not None else model
+
     def batch_loss(rows: np.ndarray) -> torch.Tensor:
         return nn.functional.cross_entropy(model(*bags(data.train, rows)), labels[rows])
 
     def evaluate() -> tuple[float, float]:
-        return (_text_eval(model, data.train, full["train"])[0],
-                _text_eval(model, data.val, full["val"])[0])
+        return (_text_eval(scored, data.train, full["train"])[0],
+                _text_eval(scored, data.val, full["val"])[0])
 
     curves = _fit(optimizer, spec, settings, len(data.train), np.random.default_rng(seed),
-                  batch_loss, evaluate, tracer, progress)
+                  batch_loss, evaluate, tracer, progress, averager=averager)
     diverged = curves.diverged
     if diverged:
         val_acc = test_acc = float("nan")
     else:
-        _, val_acc = _text_eval(model, data.val, full["val"])
-        _, test_acc = _text_eval(model, data.test, full["test"])
+        _, val_acc = _text_eval(scored, data.val, full["val"])
+        _, test_acc = _text_eval(scored, data.test, full["test"])
     word_rate = coordinate_rate = None
     if keep_rates and not diverged:
         eff = effective_lr(optimizer, model.words.weight)
@@ -261,20 +277,23 @@ def train_tabular(data: TabularData, spec: OptimizerSpec, lr: float | None, seed
     xs, ys = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
     loss_fn = nn.functional.mse_loss if regression else nn.functional.cross_entropy
 
+    averager = _averager(spec, model)
+    scored = averager.averaged_model if averager is not None else model
+
     def batch_loss(rows: np.ndarray) -> torch.Tensor:
         rows = torch.from_numpy(rows)
         return loss_fn(model(xt[rows]), yt[rows])
 
     curves = _fit(optimizer, spec, settings, len(yt), np.random.default_rng(seed), batch_loss,
-                  lambda: (_tabular_eval(model, xt, yt)[0], _tabular_eval(model, xv, yv)[0]),
-                  tracer, progress, too_large=1e6)
+                  lambda: (_tabular_eval(scored, xt, yt)[0], _tabular_eval(scored, xv, yv)[0]),
+                  tracer, progress, too_large=1e6, averager=averager)
     diverged = curves.diverged
     scale = data.y_std if regression else 1.0
     if diverged:
         val_metric = test_metric = float("nan")
     else:
-        val_metric = _tabular_eval(model, xv, yv)[1] * scale
-        test_metric = _tabular_eval(model, xs, ys)[1] * scale
+        val_metric = _tabular_eval(scored, xv, yv)[1] * scale
+        test_metric = _tabular_eval(scored, xs, ys)[1] * scale
     coordinate_rate = None
     if keep_rates and not diverged:
         eff = [effective_lr(optimizer, p) for p in params]

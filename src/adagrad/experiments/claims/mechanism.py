@@ -74,7 +74,7 @@ def per_parameter_rates(datasets: list[DatasetResult]) -> Claim:
     for ds in primary(datasets):
         entry = {}
         for res in ds.results:
-            rates = res.runs[0].coordinate_rate
+            rates = res.traced.coordinate_rate
             if res.spec.role != ADAGRAD and res.spec.key != "sgd" or rates is None or len(rates) == 0:
                 continue
             p5, p50, p95 = np.percentile(rates, [5, 50, 95])
@@ -100,7 +100,7 @@ def rare_features(datasets: list[DatasetResult]) -> Claim:
         if not isinstance(ds.data, TextData):
             continue
         res = subject(ds)
-        rates = res.runs[0].word_rate if res else None
+        rates = res.traced.word_rate if res else None
         if rates is None:
             continue
         seen = ds.data.doc_freq > 0  # a sampled training set does not hold every word
@@ -137,7 +137,7 @@ def step_shrinks(datasets: list[DatasetResult]) -> Claim:
         for res in ds.results:
             if res.spec.role != ADAGRAD:
                 continue
-            trace = res.runs[0].trace
+            trace = res.traced.trace
             if not trace.steps or trace.compared == 0:
                 continue
             first = early_index(trace, spe) or 0
@@ -170,12 +170,12 @@ def remedies(datasets: list[DatasetResult]) -> Claim:
         plain = subject(ds)
         if plain is None:
             continue
-        base = keep_ratio(plain.runs[0].trace, spe)
+        base = keep_ratio(plain.traced.trace, spe)
         entry: dict = {plain.spec.key: {"ratio": rounded(base), "role": "plain Adagrad"}}
         for res in ds.results:
             if res.spec.role != REMEDY:
                 continue
-            ratio = keep_ratio(res.runs[0].trace, spe)
+            ratio = keep_ratio(res.traced.trace, spe)
             keeps = (math.isfinite(ratio) and ratio >= KEEP_RATIO_MIN
                      and (not math.isfinite(base) or ratio > base))
             entry[res.spec.key] = {"ratio": rounded(ratio), "keeps": keeps}
@@ -201,4 +201,6 @@ def remedies(datasets: list[DatasetResult]) -> Claim:
 
 def _measured(claim_id: str, text: str, ok: list[bool], evidence: dict, notes: list[str],
               missing: str) -> Claim:
-    return claim(claim_id, text, measured_verdict(ok), evidence, notes, missing)
+    headline = f"{sum(ok)} of {len(ok)} measurements pass; {notes[0]}" if notes else ""
+    return claim(claim_id, text, measured_verdict(ok), evidence, notes, missing,
+                 headline=headline)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adagrad.experiments.claims.base import SUBJECT, Claim, claim, primary, rounded
+from adagrad.experiments.claims.base import SUBJECT, Claim, claim, failed, primary, rounded
 from adagrad.experiments.experiment import DatasetResult, OptimizerResult, decades
-from adagrad.experiments.statistics import HOLDS, INCONCLUSIVE, NOT_SUPPORTED, all_of
+from adagrad.experiments.statistics import HOLDS, INCONCLUSIVE, NOT_SUPPORTED, rule_family
 
 SGD = "sgd"
 LR_FREE = "adagrad-lr-free"
@@ -77,27 +77,31 @@ def _ranges(res: OptimizerResult) -> tuple[UsableRange | None, UsableRange | Non
 def wider(a: OptimizerResult, b: OptimizerResult) -> str:
     """Is ``a``'s usable range wider than ``b``'s? ``holds`` if even ``a``'s narrowed range is
     wider than ``b``'s widened one (and ``b``'s is bounded), ``not supported`` if ``a``'s
-    widened range is no wider than ``b``'s narrowed one (and ``a``'s is bounded)."""
+    widened range is narrower than ``b``'s narrowed one (and ``a``'s is bounded). Equal
+    widths decide nothing: on a half-decade lattice "no wider" at the boundary is a coin flip,
+    and calling it ``not supported`` was wrong 17 % of the time at the least-favourable true
+    configuration (simulated in tests/test_experiments_error_rates.py; strict: 0.2 %)."""
     a_narrow, _, a_wide = _ranges(a)
     b_narrow, _, b_wide = _ranges(b)
     if None in (a_narrow, a_wide, b_narrow, b_wide):
         return INCONCLUSIVE
     if b_wide.bounded and a_narrow.width > b_wide.width:
         return HOLDS
-    if a_wide.bounded and a_wide.width <= b_narrow.width:
+    if a_wide.bounded and a_wide.width < b_narrow.width:
         return NOT_SUPPORTED
     return INCONCLUSIVE
 
 
 def no_manual_tuning(datasets: list[DatasetResult]) -> Claim:
     """Plain Adagrad's usable learning-rate range is wider than SGD's on every dataset."""
-    evidence, verdicts, notes = {}, [], []
+    evidence, verdicts, notes, lines, used = {}, [], [], [], []
     for ds in primary(datasets):
         ada, sgd = ds.result(SUBJECT), ds.result(SGD)
         if ada is None or sgd is None:
             continue
         verdict = wider(ada, sgd)
         verdicts.append(verdict)
+        used += [ada, sgd]
         entry = {r.spec.key: _range_json(r) for r in ds.results if r.spec.tuned}
         free = ds.result(LR_FREE)
         if free is not None:
@@ -106,15 +110,21 @@ def no_manual_tuning(datasets: list[DatasetResult]) -> Claim:
         evidence[ds.name] = {"adagrad_wider_than_sgd": verdict, "usable_range": entry}
         a, s = usable_range(ada), usable_range(sgd)
         notes.append(f"{ds.name}: Adagrad {_width_text(a)} vs SGD {_width_text(s)} decades ({verdict})")
+        lines.append(f"{ds.name} {_width_text(a)} vs {_width_text(s)}")
     return claim("no-manual-tuning",
                  "You don't have to tweak the learning rate: plain Adagrad's usable learning-rate "
                  "range (validation metric within 1 accuracy point or 2 % RMSE of its best, on a "
                  "half-decade grid shared by every optimizer) is wider than SGD's on every "
                  "dataset, robust to ±2 seed standard deviations of the validation metric. The "
                  "learning-rate-free member (adagrad-lr-free) is reported beside it.",
-                 all_of(verdicts), evidence, notes, "no dataset with both Adagrad and SGD",
+                 rule_family(verdicts), evidence, notes, "no dataset with both Adagrad and SGD",
                  comparative=True,
-                 test="usable-range widths with the tolerance moved by ±2 seed standard deviations")
+                 test="rule, not a p-value: usable-range widths with the tolerance moved by ±2 "
+                      "seed standard deviations",
+                 multiplicity="rule-based, no level: holds if every dataset passes the rule, not "
+                              "supported if one fails it (error rates simulated in the tests)",
+                 failed_seeds=failed(used),
+                 headline="usable range Adagrad vs SGD, decades: " + ", ".join(lines))
 
 
 def _range_json(res: OptimizerResult) -> dict:
