@@ -21,7 +21,12 @@ from adagrad.kernels.rowwise import torch_ops as _rowwise_ops
 from adagrad.kernels.engine.clocks import RowClocks
 from adagrad.kernels.engine.rule import DualAveragingRule, FtrlRule, ProximalRule, StepRule
 
-from adagrad.kernels import __all__  # noqa: F401 (the names dispatched here, listed once)
+__all__ = ["DualAveragingRule", "FtrlRule", "ProximalRule", "RowClocks", "StepRule",
+           "catch_up_proximal_rows_", "catch_up_rows_", "dense_adagrad_",
+           "dense_dual_averaging_", "dense_ftrl_", "dense_proximal_", "dense_rowwise_adagrad_",
+           "dual_averaging_weights_", "dual_averaging_weights_of_rows_", "flush_rows_",
+           "sparse_adagrad_", "sparse_dual_averaging_", "sparse_ftrl_", "sparse_proximal_",
+           "sparse_rowwise_adagrad_"]
 
 flush_rows_ = _adagrad_ops.flush_rows_
 
