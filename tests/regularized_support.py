@@ -29,7 +29,7 @@ UNIT = {torch.float64: 2.0 ** -53, torch.float32: 2.0 ** -24, torch.bfloat16: 2.
 K = 8  # arithmetic slack, in units of the accumulator's roundoff
 
 # hypothesis examples per case: the default pass (the parallel kernels' cases cost ~10x
-# more), and the slow pass (pytest -m slow)
+# more; float32 only, see `sparse_case`), and the slow pass (pytest -m slow, every dtype)
 N_EXAMPLES, N_PARALLEL, N_SLOW = 12, 5, 60
 
 
@@ -175,12 +175,14 @@ EXPECTED_SPARSE = {"numba-serial": {"sparse:numba", "numba-serial"},
 
 
 @st.composite
-def sparse_case(draw, path: str, kw: dict[str, Any]) -> dict[str, Any]:
+def sparse_case(draw, path: str, kw: dict[str, Any], float32_only: bool = False) -> dict[str, Any]:
     """A table and row gradients that take ``path`` by the documented dispatch rules:
     numba for float32/float64/bfloat16 tables with float32/float64 values and sums
     (serial below nnz·D = 65,536, parallel from there); "torch-ops-half" for fp16/bf16
     gradient values or half-precision sums; "torch-ops" the same float32/float64 cases
-    with the CPU kernels switched off (`cpu_kernels_off`: the path CUDA takes)."""
+    with the CPU kernels switched off (`cpu_kernels_off`: the path CUDA takes).
+    ``float32_only`` (the default pass): float32 tables, values and sums, so each numba
+    kernel compiles one signature; the slow pass draws every dtype."""
     if path == "torch-ops-half":
         dtype = draw(st.sampled_from([torch.bfloat16, torch.float16, torch.float32]))
         state_dtype = draw(st.sampled_from(
@@ -188,9 +190,9 @@ def sparse_case(draw, path: str, kw: dict[str, Any]) -> dict[str, Any]:
         values_dtype, feed = dtype, "grad"
     else:
         dtypes = [torch.float32, torch.float64] + ([torch.bfloat16] if path != "torch-ops" else [])
-        dtype = draw(st.sampled_from(dtypes))
+        dtype = draw(st.sampled_from(dtypes[:1] if float32_only else dtypes))
         state_dtype = draw(st.sampled_from([None, torch.float32] if dtype == torch.bfloat16
-                                           else [None, torch.float32, torch.float64]))
+                                           or float32_only else [None, torch.float32, torch.float64]))
         # a bf16 table's COO gradient is bf16, which the numba kernels do not read; a row
         # gradient with float32 values (what a fused layer may hand over) is
         values_dtype = torch.float32 if dtype == torch.bfloat16 else dtype
