@@ -1155,7 +1155,7 @@ LAYER_DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 
 
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("dtype", LAYER_DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", LAYER_DTYPES[:1], ids=str)  # float32; every dtype: the slow twin
 @settings(max_examples=N_DEFAULT)
 @given(data=st.data())
 def test_fused_layers(dtype, size, data):
