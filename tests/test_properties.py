@@ -744,6 +744,9 @@ def _run_sparse(case: SparseCase) -> None:
     independent = _independent(case.dtype, sum_dtype)
     rstate = reference.adagrad_sparse_init(_ref_view(case, to64(param)), iav)
     traj_theta = _ref_view(case, to64(param))
+    # after flush(), lazy decay equals dense decoupled decay (touched L2 does not)
+    check_dense = independent and not (hp["sparse_weight_decay"] == "touched"
+                                       and hp["weight_decay"])
     dense_theta, dense_state = to64(param), reference.adagrad_init(to64(param), iav)
     dense_hp = dict(hp, decoupled_weight_decay=True)
     dense_hp.pop("sparse_weight_decay")
@@ -755,20 +758,18 @@ def _run_sparse(case: SparseCase) -> None:
         return theta, (_ref_view(case, to64(state["sum"])) if state
                        else _initial_sum(theta.shape, iav, sum_dtype))
 
+    theta, G = ours()
     with PathSpy() as spy:
         for t in range(1, case.steps + 1):
             flat, values = _random_rows(case, gen)
-            theta_prev, G_prev = ours()
+            theta_prev, G_prev = theta, G  # what the optimizer holds: nothing ran since
             if case.feed == "grad":
                 grad = _coo(case, flat, values)
                 param.grad = grad
                 opt.step()
-                dense_grad = grad.to_dense().to(torch.float64).numpy()
             else:
                 table = param.detach().view(case.shape[0], -1)
                 opt.step_rows(param, SparseGrad(table, flat, values.to(case.values_dtype)))
-                dense_grad = np.zeros(case.shape)
-                np.add.at(dense_grad, flat.numpy(), values.numpy())
             assert spy.take() == expected_events, f"step {t} did not take {case.path}"
             state = opt.state[param]
             assert state["sum"].dtype == sum_dtype and param.dtype == case.dtype
@@ -788,14 +789,20 @@ def _run_sparse(case: SparseCase) -> None:
                         sum_dtype, lazy, what=f"step {t}")
             traj_theta, rstate = reference.adagrad_sparse(traj_theta, flat.numpy(),
                                                           values.numpy(), rstate, **hp)
-            dense_theta, dense_state = reference.adagrad(dense_theta, dense_grad, dense_state,
-                                                         **dense_hp)
+            if check_dense:
+                if case.feed == "grad":
+                    dense_grad = grad.to_dense().to(torch.float64).numpy()
+                else:
+                    dense_grad = np.zeros(case.shape)
+                    np.add.at(dense_grad, flat.numpy(), values.numpy())
+                dense_theta, dense_state = reference.adagrad(dense_theta, dense_grad,
+                                                             dense_state, **dense_hp)
             if independent:
                 tol = _trajectory_tol(case.dtype, sum_dtype)
                 np.testing.assert_allclose(theta, traj_theta, **tol)
                 np.testing.assert_allclose(G, rstate["sum"], **tol)
     # flush(): every row's pending decay applied; then lazy equals dense decoupled decay
-    theta_prev, G_prev = ours()
+    theta_prev, G_prev = theta, G
     opt.flush()
     theta, G = ours()
     flush_hp = {k: hp[k] for k in ("weight_decay", "accumulator_decay", "sparse_weight_decay")}
@@ -808,7 +815,7 @@ def _run_sparse(case: SparseCase) -> None:
         traj_theta, rstate = reference.adagrad_sparse_flush(traj_theta, rstate, **flush_hp)
         np.testing.assert_allclose(theta, traj_theta, **tol)
         np.testing.assert_allclose(G, rstate["sum"], **tol)
-        if hp["sparse_weight_decay"] != "touched" or not hp["weight_decay"]:
+        if check_dense:
             np.testing.assert_allclose(theta, _ref_view(case, dense_theta), **tol)
             np.testing.assert_allclose(G, _ref_view(case, dense_state["sum"]), **tol)
 
@@ -939,6 +946,7 @@ def _run_kernel(case: KernelCase) -> None:
     rstate = reference.adagrad_sparse_init(to64(param), case.iav)
     traj = to64(param)
     independent = _independent(case.dtype, case.sum_dtype) and case.values_dtype not in HALF
+    theta, G = to64(param), to64(state_sum)
     with PathSpy() as spy:
         fn = sparse_cpu.sparse_adagrad_ if case.kernel == "numba" else portable.sparse_adagrad_
         for t in range(1, case.steps + 1):
@@ -963,7 +971,7 @@ def _run_kernel(case: KernelCase) -> None:
             elif case.gather == "scalar scale":
                 scale = torch.tensor([1.5], dtype=torch.float64)
                 expanded = expanded * 1.5
-            theta_prev, G_prev = to64(param), to64(state_sum)
+            theta_prev, G_prev = theta, G
             rule = StepRule(lr=lr_t, eps=case.eps, eps_inside=case.eps_inside,
                             maximize=case.maximize,
                             weight_decay=case.weight_decay if case.mode == "touched" else 0.0,
@@ -980,14 +988,15 @@ def _run_kernel(case: KernelCase) -> None:
                 assert events == ["sparse:torch-ops"], events
             theta_star, star = reference.adagrad_sparse(
                 theta_prev, indices.numpy(), expanded.numpy(), dict(rstate, sum=G_prev), **hp)
-            _check_step(to64(param), to64(state_sum), theta_star, star["sum"], theta_prev,
-                        lr_t, case.dtype, case.sum_dtype, lazy, what=f"step {t}")
+            theta, G = to64(param), to64(state_sum)
+            _check_step(theta, G, theta_star, star["sum"], theta_prev, lr_t, case.dtype,
+                        case.sum_dtype, lazy, what=f"step {t}")
             traj, rstate = reference.adagrad_sparse(traj, indices.numpy(), expanded.numpy(),
                                                     rstate, **hp)
             if independent:
                 tol = _trajectory_tol(case.dtype, case.sum_dtype)
-                np.testing.assert_allclose(to64(param), traj, **tol)
-                np.testing.assert_allclose(to64(state_sum), rstate["sum"], **tol)
+                np.testing.assert_allclose(theta, traj, **tol)
+                np.testing.assert_allclose(G, rstate["sum"], **tol)
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -1085,6 +1094,9 @@ def _run_layer(case: LayerCase) -> None:
     flush_hp = {k: hp[k] for k in ("weight_decay", "accumulator_decay", "sparse_weight_decay")}
     expected_events = _expected_events(case.path)
     u_p = UNIT[case.dtype]
+    state = opt.state.get(weight)
+    theta = to64(weight)
+    G = to64(state["sum"]) if state else _initial_sum(theta.shape, iav, sum_dtype)
     with PathSpy() as spy:
         for t in range(1, case.steps + 1):
             ids = torch.randint(0, case.rows, (case.ids,), generator=gen)
@@ -1101,9 +1113,7 @@ def _run_layer(case: LayerCase) -> None:
             # times the weights: exact in bf16; one sign per column, so that a row's
             # contributions add up (|g_r| ≥ 0.25) and touched L2 never cancels them
             head = _dyadic(out_shape, gen, 0.0, bits=6, sign=_signs(out_shape[-1:], gen))
-            state = opt.state.get(weight)
-            theta_prev = to64(weight)
-            G_prev = to64(state["sum"]) if state else _initial_sum(theta_prev.shape, iav, sum_dtype)
+            theta_prev, G_prev = theta, G  # what the optimizer holds: nothing ran since
             out = layer(*args)
             # forward: the looked-up rows as the dense algorithm holds them
             dense_rows, _ = reference.adagrad_sparse_flush(theta_prev, dict(rstate, sum=G_prev),

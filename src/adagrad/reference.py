@@ -168,6 +168,13 @@ def adagrad_sparse_init(param: Any, initial_accumulator_value: float = 0.0) -> S
     return state
 
 
+def _distinct_rows(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of the (non-negative) row indices ``idx``, ascending (as
+    ``np.unique``), and each position's place among them (as ``np.searchsorted``)."""
+    touched = np.bincount(idx) > 0
+    return np.flatnonzero(touched), (np.cumsum(touched) - 1)[idx]
+
+
 def _copy_sparse_state(param: np.ndarray, state: State) -> State:
     new = {"step": int(state["step"]), "sum": _f64(state["sum"])}
     rows = param.shape[0]
@@ -177,6 +184,21 @@ def _copy_sparse_state(param: np.ndarray, state: State) -> State:
     )
     new["lr_history"] = list(state.get("lr_history", []))
     return new
+
+
+def _decay_factors(last: np.ndarray, upto: int, lr_history: list[float],
+                   weight_decay: float) -> np.ndarray:
+    """``Π_{s=last[r]+1..upto}(1 - lr_s·wd)`` for each entry r of ``last``: the decoupled
+    decay each row missed (:ref:`algo-sparse`), multiplied in step order (1 where none)."""
+    factor = np.ones(last.shape, np.float64)
+    for s in range(int(last.min(initial=upto)) + 1, upto + 1):
+        factor = np.where(last < s, factor * (1.0 - lr_history[s - 1] * weight_decay), factor)
+    return factor
+
+
+def _per_row(values: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Per-row ``values`` shaped to broadcast over the rows' trailing dimensions."""
+    return values.reshape(values.shape + (1,) * (table.ndim - 1))
 
 
 def _catch_up_rows(
@@ -189,26 +211,21 @@ def _catch_up_rows(
     accumulator_decay: float,
     sparse_weight_decay: str | None,
 ) -> None:
-    """Bring ``rows`` lazily up to step ``upto`` (in place, on the copies made by the callers).
+    """Bring ``rows`` (distinct) lazily up to step ``upto`` (in place, on the copies made by
+    the callers); rows already there are left alone.
 
     θ_r <- θ_r · Π_{s=last+1..upto}(1 - lr_s·wd)     (sparse_weight_decay="lazy")
     G_r <- ρ^(upto-last) · G_r                          (accumulator_decay ρ < 1)
     """
     G = state["sum"]
     last = state["last"]
-    hist = state["lr_history"]
-    for r in rows:
-        last_r = int(last[r])
-        if last_r >= upto:
-            continue
-        if sparse_weight_decay == "lazy" and weight_decay != 0:
-            factor = 1.0
-            for s in range(last_r + 1, upto + 1):
-                factor *= 1.0 - hist[s - 1] * weight_decay
-            theta[r] = theta[r] * factor
-        if accumulator_decay != 1.0:
-            G[r] = G[r] * accumulator_decay ** (upto - last_r)
-        last[r] = upto
+    rows = rows[last[rows] < upto]
+    if sparse_weight_decay == "lazy" and weight_decay != 0:
+        factor = _decay_factors(last[rows], upto, state["lr_history"], weight_decay)
+        theta[rows] = theta[rows] * _per_row(factor, theta)
+    if accumulator_decay != 1.0:
+        G[rows] = G[rows] * _per_row(accumulator_decay ** (upto - last[rows]), G)
+    last[rows] = upto
 
 
 def adagrad_sparse(
@@ -283,23 +300,18 @@ def adagrad_sparse(
     new["lr_history"].append(lr_t)
 
     # 1. sum duplicates
-    rows = np.unique(idx)
+    rows, pos = _distinct_rows(idx)
     g = np.zeros((rows.size,) + theta.shape[1:], np.float64)
-    pos = np.searchsorted(rows, idx)
     np.add.at(g, pos, vals)
 
     # 3. catch up touched rows to step t-1 for G, to step t for lazy decay (incl. step t)
+    last = new["last"][rows]
     if sparse_weight_decay == "lazy" and weight_decay != 0:
-        for r in rows:
-            last_r = int(new["last"][r])
-            factor = 1.0
-            for s in range(last_r + 1, t + 1):
-                factor *= 1.0 - new["lr_history"][s - 1] * weight_decay
-            theta[r] = theta[r] * factor
+        factor = _decay_factors(last, t, new["lr_history"], weight_decay)
+        theta[rows] = theta[rows] * _per_row(factor, theta)
     if accumulator_decay != 1.0:
-        for r in rows:
-            last_r = int(new["last"][r])
-            new["sum"][r] = new["sum"][r] * accumulator_decay ** (t - 1 - last_r)
+        new["sum"][rows] = new["sum"][rows] * _per_row(accumulator_decay ** (t - 1 - last),
+                                                       new["sum"])
     new["last"][rows] = t
 
     # dense :ref:`algo-adagrad` formula on the touched rows
@@ -410,14 +422,6 @@ def rowwise_adagrad_sparse_init(param: Any, initial_accumulator_value: float = 0
     return state
 
 
-def _lazy_decay_factor(state: State, r: int, upto: int, weight_decay: float) -> float:
-    """``Π_{s=last[r]+1..upto}(1 - lr_s·wd)``: the decoupled decay row r missed (:ref:`algo-sparse`)."""
-    factor = 1.0
-    for s in range(int(state["last"][r]) + 1, upto + 1):
-        factor *= 1.0 - state["lr_history"][s - 1] * weight_decay
-    return factor
-
-
 def rowwise_adagrad_sparse(
     param: Any,
     indices: Any,
@@ -474,15 +478,15 @@ def rowwise_adagrad_sparse(
     new["lr_history"].append(lr_t)
 
     # 1. sum duplicates
-    rows = np.unique(idx)
+    rows, pos = _distinct_rows(idx)
     g = np.zeros((rows.size,) + theta.shape[1:], np.float64)
-    np.add.at(g, np.searchsorted(rows, idx), vals)
+    np.add.at(g, pos, vals)
 
     # 2. lazy decoupled decay: catch the touched rows up to step t, step t's factor included
     lazy = sparse_weight_decay == "lazy" and weight_decay != 0
     if lazy:
-        for r in rows:
-            theta[r] = theta[r] * _lazy_decay_factor(new, r, t, weight_decay)
+        factor = _decay_factors(new["last"][rows], t, new["lr_history"], weight_decay)
+        theta[rows] = theta[rows] * _per_row(factor, theta)
     new["last"][rows] = t
 
     # 3. the :ref:`algo-rowwise` step on the touched rows (a 1-d table as rows of width 1)
@@ -509,8 +513,8 @@ def rowwise_adagrad_sparse_flush(param: Any, state: State, *, weight_decay: floa
     new = {"step": int(state["step"]), "sum": _f64(state["sum"]),
            "last": np.array(state["last"], np.int64), "lr_history": list(state["lr_history"])}
     if sparse_weight_decay == "lazy":
-        for r in range(theta.shape[0]):
-            theta[r] = theta[r] * _lazy_decay_factor(new, r, new["step"], weight_decay)
+        factor = _decay_factors(new["last"], new["step"], new["lr_history"], weight_decay)
+        theta = theta * _per_row(factor, theta)
     new["last"][:] = new["step"]
     return theta, new
 
@@ -564,9 +568,9 @@ def _summed_rows(indices: Any, values: Any, row_shape: tuple[int, ...]):
     """A COO row gradient as its distinct rows and each one's summed values (:ref:`algo-sparse` step 1)."""
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
     vals = np.asarray(values, dtype=np.float64).reshape((idx.size,) + row_shape)
-    rows = np.unique(idx)
+    rows, pos = _distinct_rows(idx)
     g = np.zeros((rows.size,) + row_shape, np.float64)
-    np.add.at(g, np.searchsorted(rows, idx), vals)
+    np.add.at(g, pos, vals)
     return rows, g
 
 
