@@ -252,9 +252,9 @@ def _dyadic(shape: tuple[int, ...], gen: torch.Generator, zero_frac: float,
     ``sign`` (broadcast to ``shape``) fixes the signs."""
     k = torch.randint(2 ** (bits - 2), 2 ** bits, shape, generator=gen).to(torch.float64)
     if sign is None:
-        sign = torch.randint(0, 2, shape, generator=gen).to(torch.float64) * 2 - 1
-    keep = (torch.rand(shape, generator=gen) >= zero_frac).to(torch.float64)
-    return sign * k / 2 ** (bits - 1) * keep
+        sign = torch.randint(0, 2, shape, generator=gen).to(torch.float64).mul_(2).sub_(1)
+    keep = torch.rand(shape, generator=gen) >= zero_frac
+    return (sign * k).div_(2 ** (bits - 1)).mul_(keep)
 
 
 def _signs(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
@@ -742,12 +742,13 @@ def _run_sparse(case: SparseCase) -> None:
     opt = Adagrad([param], **{k: v for k, v in case.kwargs.items() if v is not None})
     sum_dtype = case.sum_dtype
     independent = _independent(case.dtype, sum_dtype)
-    rstate = reference.adagrad_sparse_init(_ref_view(case, to64(param)), iav)
-    traj_theta = _ref_view(case, to64(param))
+    theta0 = to64(param)  # the references copy what they are given
+    rstate = reference.adagrad_sparse_init(_ref_view(case, theta0), iav)
+    traj_theta = _ref_view(case, theta0)
     # after flush(), lazy decay equals dense decoupled decay (touched L2 does not)
     check_dense = independent and not (hp["sparse_weight_decay"] == "touched"
                                        and hp["weight_decay"])
-    dense_theta, dense_state = to64(param), reference.adagrad_init(to64(param), iav)
+    dense_theta, dense_state = theta0, reference.adagrad_init(theta0, iav)
     dense_hp = dict(hp, decoupled_weight_decay=True)
     dense_hp.pop("sparse_weight_decay")
     expected_events = _expected_events(case.path)
