@@ -13,8 +13,9 @@ asking the code under test:
 - dense, torch's fused CPU kernel: ≥ 65,536 real elements, ε outside, ρ = 1, no or
   coupled weight decay, accumulator dtype = parameter dtype, not differentiable;
 - dense, numba: float32/float64/bfloat16 parameters (bfloat16 with a float32 sum) with a
-  float32/float64 sum, serial below 65,536 elements (all of a step's small tensors in one
-  call of the batched kernel, `dense_adagrad_batch_`), parallel from there;
+  float32/float64 sum, serial below 65,536 elements, parallel from there (a group's
+  tensors of one step count in one call of `dense_adagrad_batch_`: one serial kernel for
+  the small ones, one parallel kernel for the large);
 - dense, torch ops (`adagrad.kernels.portable`): ``differentiable=True``, float16
   parameters, half-precision accumulators, bfloat16 with a float64 sum;
 - sparse, numba: float32/float64/bfloat16 tables with float32/float64 gradient values

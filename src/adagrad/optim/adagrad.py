@@ -222,12 +222,13 @@ class Adagrad(AdagradFamily):
     def _step_dense(self, group: dict[str, Any], params: list[Tensor]) -> None:
         """The dense parameters of ``group`` together: batched per kernel (torch's fused
         CPU kernel, `cuda_dispatch`, numba or torch ops), their counters advanced in one
-        op. Small CPU tensors the numba kernel takes go to `dense_cpu.dense_adagrad_batch_`,
-        one call per step count (it advances their counters itself); everything that
-        depends only on the group (the rule, the kernel) is decided once."""
+        op. CPU tensors the numba kernels take go to `dense_cpu.dense_adagrad_batch_`, one
+        call per step count (one serial kernel for the small tensors, one parallel kernel
+        for the large; it advances their counters itself); everything that depends only
+        on the group (the rule, the kernel) is decided once."""
         rule = group_rule(group)
-        steps: list[Tensor] = []  # counters advanced in one op (all but the small batch's)
-        small: dict[float, tuple[list[Tensor], ...]] = {}  # step → θ, g, G, counters
+        steps: list[Tensor] = []  # counters advanced in one op (all but the numba batches')
+        numba_batches: dict[float, tuple[list[Tensor], ...]] = {}  # step → θ, g, G, counters
         per_tensor: list[tuple[Tensor, Tensor, Tensor, float]] = []  # numba or torch ops
         torch_fused: dict[tuple[torch.device, torch.dtype], list[list[Tensor]]] = {}
         on_device: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # cuda_dispatch's
@@ -243,17 +244,17 @@ class Adagrad(AdagradFamily):
             if cuda_dispatch.takes_dense(param, rule):
                 on_device.append((param, grad, state_sum, counter))
                 steps.append(counter)
-            elif batch_allowed and dense_cpu.batch_supports(param, grad, state_sum, counter):
-                batch = small.get(counter.item() + 1)
-                if batch is None:
-                    batch = small[counter.item() + 1] = ([], [], [], [])
-                for tensors, tensor in zip(batch, (param, grad, state_sum, counter)):
-                    tensors.append(tensor)
             elif self._is_torch_fused_case(param, state_sum, rule):
                 batch = torch_fused.setdefault((param.device, param.dtype), [[], [], [], []])
                 for tensors, tensor in zip(batch, (param, grad, state_sum, counter)):
                     tensors.append(tensor)
                 steps.append(counter)
+            elif batch_allowed and dense_cpu.batch_supports(param, grad, state_sum, counter):
+                batch = numba_batches.get(counter.item() + 1)
+                if batch is None:
+                    batch = numba_batches[counter.item() + 1] = ([], [], [], [])
+                for tensors, tensor in zip(batch, (param, grad, state_sum, counter)):
+                    tensors.append(tensor)
             else:
                 per_tensor.append((param, grad, state_sum, counter.item() + 1))
                 steps.append(counter)
@@ -261,8 +262,8 @@ class Adagrad(AdagradFamily):
             torch._foreach_add_(steps, 1.0)
         cuda_dispatch.dense_adagrad_(on_device, rule)
         # a host float only where the CPU kernels need one (a device lr would sync)
-        lr = float(group["lr"]) if per_tensor or torch_fused or small else 0.0
-        for step, (params_, grads, sums, counters) in small.items():
+        lr = float(group["lr"]) if per_tensor or torch_fused or numba_batches else 0.0
+        for step, (params_, grads, sums, counters) in numba_batches.items():
             dense_cpu.dense_adagrad_batch_(params_, grads, sums, counters, rule.at(lr, step))
         dense = portable.dense_adagrad_ if rule.differentiable else kernels.dense_adagrad_
         rules: dict[float, StepRule] = {}
