@@ -253,8 +253,10 @@ class Adagrad(AdagradFamily):
                 batch = numba_batches.get(counter.item() + 1)
                 if batch is None:
                     batch = numba_batches[counter.item() + 1] = ([], [], [], [])
-                for tensors, tensor in zip(batch, (param, grad, state_sum, counter)):
-                    tensors.append(tensor)
+                batch[0].append(param)
+                batch[1].append(grad)
+                batch[2].append(state_sum)
+                batch[3].append(counter)
             else:
                 per_tensor.append((param, grad, state_sum, counter.item() + 1))
                 steps.append(counter)
@@ -281,7 +283,7 @@ class Adagrad(AdagradFamily):
         """torch's fused CPU kernel computes exactly torch's rule: use it for large tensors
         when the group asks for nothing else. (On small ones its thread pool costs more
         than the update, and far more on a busy machine: our serial kernel wins there.)"""
-        return (param.device.type == "cpu" and param.numel() >= PARALLEL_MIN_ELEMENTS
+        return (param.numel() >= PARALLEL_MIN_ELEMENTS and param.device.type == "cpu"
                 and cuda_dispatch.is_torch_rule(param, state_sum, rule))
 
     def _step_sparse(self, param: Tensor, sparse: SparseGrad, group: dict[str, Any]) -> None:
