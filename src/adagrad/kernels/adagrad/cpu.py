@@ -2,9 +2,11 @@
 
 Implements `StepRule` (:ref:`algo-adagrad`) for contiguous float32/float64/bfloat16
 parameters with a float32 or float64 accumulator. Each element is read once and written
-once; large tensors are split over the threads. Many small tensors with the same rule
-take one call between them (`dense_adagrad_batch_`), which also advances their step
-counters: per tensor, a numba call and a torch op cost more than a small update.
+once; large tensors are split over the threads. The optimizer steps all of a step's
+tensors with the same rule in one call (`dense_adagrad_batch_`: one serial kernel for
+the small ones, one parallel region for the large), which also advances their step
+counters: per tensor, a numba call and a torch op cost more than a small update, and a
+parallel region per tensor more than one for all.
 """
 
 from __future__ import annotations
