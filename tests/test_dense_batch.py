@@ -22,7 +22,7 @@ from adagrad.kernels.adagrad import cpu as dense_cpu
 
 # serial kernel below 65,536 elements, parallel (cut into BATCH_CHUNK pieces) from there;
 # and a 0-d tensor, added by `_tensors`
-SIZES = [0, 1, 3, 17, 64, 1000, 4097, 1 << 16, 3 * dense_cpu.BATCH_CHUNK + 5]
+SIZES = [0, 1, 3, 17, 64, 1000, 4097, 1 << 16, 5 * dense_cpu.BATCH_CHUNK + 5]
 OPTIONS = {  # name: (StepRule keywords, adagrad.Adagrad / reference keywords)
     "torch": ({}, {}),
     "eps inside": ({"eps_inside": True}, {"eps_placement": "inside"}),
