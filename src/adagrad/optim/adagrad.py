@@ -236,8 +236,8 @@ class Adagrad(AdagradFamily):
         for param in params:
             grad = param.grad
             state = self._state_for(param, group)
-            if len(state) > 2:  # lazy-decay clocks of sparse steps: catch the rows up
-                self._flush_rows(param, state)
+            if PARAM_DECAY.snapshots in state or SUM_DECAY.snapshots in state:
+                self._flush_rows(param, state)  # rows a lazy sparse decay left behind
             counter, state_sum = state["step"], state["sum"]
             if param.is_complex():
                 param, grad, state_sum = as_real(param, grad, state_sum)
