@@ -274,10 +274,11 @@ def _probe(slots, mask, rows, row, distinct):
 
 # `_group_part` and `_sum_duplicates` run once per partition and take no member function:
 # they are compiled as functions of their own (once per process, shared by every member's
-# kernel), not inlined. Inlined (`inline="always"`), numba copied their IR, with the
-# variables of the whole function, at every level of inlining above them: two thirds of
-# the compile time of a member's kernel (measured: `docs/cold-start.md`), for the same
-# machine code.
+# kernel), not inlined (`inline="always"` copies a callee's IR at every level of inlining
+# above it, and the whole kernel is then typed at once). With the numpy constructors they
+# no longer call (np.full, np.zeros, np.array: each a function numba compiles on its own),
+# a member's cold serial kernel compiles 6 functions besides itself instead of 15, in
+# ~0.85x the CPU time (`docs/cold-start.md`).
 @numba.njit(error_model="numpy")
 def _group_part(indices, order, lo, hi):
     """Group the positions ``order[lo:hi]`` (a partition's, ascending) by row, with a hash
