@@ -11,6 +11,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -102,16 +103,20 @@ def time_alternating(
     ``candidates[name](i)`` runs one repetition with index ``i`` (the candidate chooses its
     batch from ``i`` so every candidate sees the same sequence of batches). Warm-up calls
     (negative indices are not used: warm-up reuses indices 0..warmup-1) are not recorded.
-    The order of candidates rotates every round so no one always runs right after another.
+    The order of candidates is shuffled every round (seeded, so a run can be repeated), so
+    that no candidate always runs right after the same neighbour (a rotation would keep
+    each one's predecessor: a candidate that leaves the caches or the memory allocator in a
+    bad state would always slow the same next one).
     """
     names = list(candidates)
+    shuffle = random.Random(0).shuffle
     for w in range(warmup):
         for name in names:
             candidates[name](w)
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(reps):
-        k = r % len(names)
-        order = names[k:] + names[:k]
+        order = list(names)
+        shuffle(order)
         for name in order:
             t0 = time.perf_counter()
             candidates[name](r)

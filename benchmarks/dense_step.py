@@ -1,23 +1,28 @@
-"""Dense step (targets: benchmarks/README.md, "Targets"; issue 2, item 7).
+"""Dense step (targets: benchmarks/README.md, "Targets"; issue 2, item 7; issue 21).
 
 Ten float32 tensors of 1,000,000 elements with dense gradients (set once beforehand); only
-``step()`` is timed. Anchor: ``torch.optim.Adagrad(fused=True)``. Every row is timed
-against it; the ``kernel`` column says which kernel the row's step runs:
+``step()`` is timed. ``--small``: 200 tensors of 1,000 elements instead (``--tensors`` and
+``--numel`` still choose), where the step is per-tensor overhead rather than memory
+traffic (results/dense_step_small.json). Anchor: ``torch.optim.Adagrad(fused=True)``.
+Every row is timed against it; the ``kernel`` column says which kernel the row's step runs:
 
   torch-fused          torch.optim.Adagrad(fused=True), the anchor       torch fused
   torch-foreach        torch.optim.Adagrad(foreach=True), context        torch foreach
   torch-single-tensor  torch.optim.Adagrad() (its CPU default), context  torch single-tensor
   adagrad-torch-config adagrad.Adagrad() with torch's arguments; on CPU tensors of
                        >= 65,536 elements it hands them to torch's fused kernel
-                       (Adagrad._is_torch_fused_case), so this row times torch's kernel.
+                       (Adagrad._is_torch_fused_case), so this row times torch's kernel
+                       plus our per-step overhead; smaller ones take our batched serial
+                       numba kernel (one call for all, dense_adagrad_batch_).
                        Target: within 1.02x of torch fused (speed >= 0.98)  torch fused
-  numba-torch-config   the same configuration on our numba kernel, called directly per
-                       tensor (kernels.adagrad.cpu.dense_adagrad_ with the StepRule
-                       adagrad.Adagrad builds): what our own kernel does on torch's case,
-                       held to the same >= 0.95                           numba
+  numba-torch-config   the same configuration on our numba kernels, called directly
+                       (kernels.adagrad.cpu.dense_adagrad_batch_ on all tensors, with the
+                       StepRule adagrad.Adagrad builds): what our own kernels do on
+                       torch's case, held to >= 0.95                      numba
   adagrad-eps-inside   eps_placement="inside"                       } each within 1.05x of
   adagrad-decoupled    decoupled_weight_decay=True, weight_decay=0.01} torch fused (speed
-  adagrad-rho0.9       accumulator_decay=0.9                          } >= 0.952)  numba
+  adagrad-rho0.9       accumulator_decay=0.9                          } >= 0.952)  numba,
+                       all of a step's tensors in one call (dense_adagrad_batch_)
   torch-fused-bf16     torch fused on bf16 parameters, context (its bf16 `sum` stalls at
                        256)                                               torch fused
   adagrad-bf16         bf16 parameters, float32 state (our default for bf16), within 1.25x
@@ -77,8 +82,10 @@ class Candidate:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Dense Adagrad step benchmark")
-    p.add_argument("--tensors", type=int, default=10)
-    p.add_argument("--numel", type=int, default=1_000_000)
+    p.add_argument("--small", action="store_true",
+                   help="200 tensors of 1,000 elements (defaults of --tensors, --numel)")
+    p.add_argument("--tensors", type=int, default=None, help="10; 200 with --small")
+    p.add_argument("--numel", type=int, default=None, help="1,000,000; 1,000 with --small")
     p.add_argument("--reps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3)
     add_thread_args(p)
@@ -86,10 +93,19 @@ def parse_args(argv=None):
     p.add_argument("--no-single-tensor", action="store_true",
                    help="skip torch's slow single-tensor path (context only)")
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--json", default="dense_step", help="results/NAME.json ('' = none)")
+    p.add_argument("--json", default=None,
+                   help="results/NAME.json ('' = none); dense_step or dense_step_small")
     a = p.parse_args(argv)
+    if a.tensors is None:
+        a.tensors = 200 if a.small else 10
+    if a.numel is None:
+        a.numel = 1_000 if a.small else 1_000_000
+    if a.json is None:
+        a.json = "dense_step_small" if a.small else "dense_step"
     if a.quick:
-        a.numel, a.reps, a.warmup = 100_000, 10, 2
+        a.reps, a.warmup = 10, 2
+        if not a.small:
+            a.numel = 100_000
     return a
 
 
@@ -114,11 +130,11 @@ def param_factory(a) -> Callable:
     return params
 
 
-def numba_label(numel: int) -> str:
+def numba_label(numel: int, how: str = "adagrad.kernels.adagrad.cpu") -> str:
     from adagrad.kernels.engine.elementwise import PARALLEL_MIN_ELEMENTS
 
     threads = "parallel" if numel >= PARALLEL_MIN_ELEMENTS else "serial"
-    return f"numba {threads} (adagrad.kernels.adagrad.cpu)"
+    return f"numba {threads} ({how})"
 
 
 def adagrad_kernel(opt) -> str:
@@ -129,17 +145,22 @@ def adagrad_kernel(opt) -> str:
 
     group = opt.param_groups[0]
     param = group["params"][0]
-    state_sum = opt.state[param]["sum"]
+    state_sum, step = opt.state[param]["sum"], opt.state[param]["step"]
     if type(opt)._is_torch_fused_case(param, state_sum, group_rule(group)):
         return f"{TORCH_FUSED} (handed off)"
+    if not group["differentiable"] and dense_cpu.batch_supports(param, param.grad, state_sum,
+                                                               step):
+        return numba_label(param.numel(), "batched, adagrad.kernels.adagrad.cpu."
+                                          "dense_adagrad_batch_")
     if group["differentiable"] or not dense_cpu.supports(param, param.grad, state_sum):
         return PORTABLE
     return numba_label(param.numel())
 
 
 class NumbaKernelRunner:
-    """torch's configuration on our numba kernel, bypassing adagrad.Adagrad's hand-off to
-    torch: per tensor, `kernels.adagrad.cpu.dense_adagrad_` with the `StepRule` that
+    """torch's configuration on our numba kernels, bypassing adagrad.Adagrad's hand-off to
+    torch: `kernels.adagrad.cpu.dense_adagrad_batch_` on all tensors at once (what
+    adagrad.Adagrad runs for every other configuration) with the `StepRule` that
     adagrad.Adagrad builds for the step (`_step_rule` on its own resolved param group)."""
 
     def __init__(self, params, **hyperparameters):
@@ -150,10 +171,11 @@ class NumbaKernelRunner:
 
         self.group = adagrad.Adagrad(params, **hyperparameters).param_groups[0]
         self.state = {p: {"sum": torch.full_like(p.detach(),
-                                                 self.group["initial_accumulator_value"])}
+                                                 self.group["initial_accumulator_value"]),
+                          "step": torch.tensor(0.0)}
                       for p in self.group["params"]}
         for p, st in self.state.items():
-            if not dense_cpu.supports(p, p.grad, st["sum"]):
+            if not dense_cpu.batch_supports(p, p.grad, st["sum"], st["step"]):
                 raise TypeError(f"numba kernel does not take {p.dtype} tensors here")
         self.steps = 0
 
@@ -163,8 +185,10 @@ class NumbaKernelRunner:
 
         self.steps += 1
         rule = _step_rule(self.group, float(self.group["lr"]), self.steps)
-        for p, st in self.state.items():
-            dense_cpu.dense_adagrad_(p, p.grad, st["sum"], rule)
+        params = list(self.state)
+        dense_cpu.dense_adagrad_batch_(params, [p.grad for p in params],
+                                       [st["sum"] for st in self.state.values()],
+                                       [st["step"] for st in self.state.values()], rule)
 
 
 def torch_candidates(a, params) -> list[Candidate]:
@@ -191,7 +215,9 @@ def adagrad_candidates(a, params) -> list[Candidate]:
         Candidate("adagrad-torch-config", "adagrad.Adagrad(), torch config",
                   lambda: Ours(params(), lr=LR), adagrad_kernel, TORCH_CONFIG_TARGET),
         Candidate("numba-torch-config", "numba kernel called directly, torch config",
-                  lambda: NumbaKernelRunner(params(), lr=LR), numba_label(a.numel), 0.95),
+                  lambda: NumbaKernelRunner(params(), lr=LR),
+                  numba_label(a.numel, "batched, adagrad.kernels.adagrad.cpu."
+                                       "dense_adagrad_batch_"), 0.95),
         Candidate("adagrad-eps-inside", 'adagrad.Adagrad(eps_placement="inside")',
                   lambda: Ours(params(), lr=LR, eps_placement="inside"), adagrad_kernel, EXTRAS_TARGET),
         Candidate("adagrad-decoupled", "adagrad.Adagrad(decoupled_weight_decay, wd=0.01)",

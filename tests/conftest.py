@@ -43,6 +43,14 @@ def from64(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     return t.to(like.dtype)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The slow pass (``-m slow``) hands its tests to the workers one by one (``--dist
+    load``): they are few and long, and one module holds most of them, which the default
+    pass's ``--dist loadfile`` (pyproject.toml) would put on a single worker."""
+    if config.option.markexpr == "slow" and getattr(config.option, "dist", None) == "loadfile":
+        config.option.dist = "load"
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     """Every test starts from the same RNG state."""

@@ -19,9 +19,6 @@ CLAIM_IDS = {"per-parameter-rates", "rare-features-get-larger-steps", "step-size
              "lr-free-matches-tuned"}
 DENSE_GRADIENTS = {"rmsprop", "adadelta", "adam", "full-matrix-adagrad", "dadapt-adagrad", "dog", "ldog"}
 
-# one worker builds the module fixtures (see pyproject: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("compare-cli")
-
 
 @pytest.fixture(scope="session", params=[
     pytest.param(("ames", "cells"), id="tabular"),

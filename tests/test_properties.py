@@ -13,7 +13,9 @@ asking the code under test:
 - dense, torch's fused CPU kernel: ≥ 65,536 real elements, ε outside, ρ = 1, no or
   coupled weight decay, accumulator dtype = parameter dtype, not differentiable;
 - dense, numba: float32/float64/bfloat16 parameters (bfloat16 with a float32 sum) with a
-  float32/float64 sum, serial below 65,536 elements, parallel from there;
+  float32/float64 sum, serial below 65,536 elements, parallel from there (a group's
+  tensors of one step count in one call of `dense_adagrad_batch_`: one serial kernel for
+  the small ones, one parallel kernel for the large);
 - dense, torch ops (`adagrad.kernels.portable`): ``differentiable=True``, float16
   parameters, half-precision accumulators, bfloat16 with a float64 sum;
 - sparse, numba: float32/float64/bfloat16 tables with float32/float64 gradient values
@@ -121,6 +123,7 @@ class PathSpy:
     kernel compiled with ``parallel=True``, ``...:numba-serial`` otherwise)."""
 
     ENTRY_POINTS = ((dense_cpu, "dense_adagrad_", "dense:numba"),
+                    (dense_cpu, "dense_adagrad_batch_", "dense:numba"),
                     (portable, "dense_adagrad_", "dense:torch-ops"),
                     (sparse_cpu, "sparse_adagrad_", "sparse:numba"),
                     (portable, "sparse_adagrad_", "sparse:torch-ops"))

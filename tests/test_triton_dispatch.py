@@ -16,6 +16,7 @@ from adagrad import kernels
 from adagrad import reference as ref
 from adagrad.kernels.engine import cuda_dispatch
 from adagrad.optim.adagrad import group_rule
+from adagrad.kernels.adagrad import cpu as dense_cpu
 from adagrad.kernels.adagrad import foreach as foreach_dense
 from adagrad.kernels.adagrad import torch_ops as portable
 from adagrad.kernels.adagrad import triton as triton_dense
@@ -36,6 +37,7 @@ def _recorder(monkeypatch):
     recorder.watch(foreach_dense, "dense_adagrad_", "foreach")
     recorder.watch(portable, "dense_adagrad_", "portable")
     recorder.watch(kernels, "dense_adagrad_", "cpu")
+    recorder.watch(dense_cpu, "dense_adagrad_batch_", "cpu")  # small CPU tensors, batched
     return recorder
 
 

@@ -15,6 +15,7 @@ from adagrad import kernels
 from adagrad.kernels import RowClocks, StepRule
 from adagrad.kernels.engine.rule import AdagradGroupRule, decayed_step_rule
 from adagrad.kernels.engine import cuda_dispatch
+from adagrad.kernels.adagrad import cpu as dense_cpu
 from adagrad.kernels.adagrad import torch_ops as portable
 from adagrad.kernels.engine.clocks import clock_device
 from adagrad.kernels.engine.elementwise import PARALLEL_MIN_ELEMENTS
@@ -221,36 +222,59 @@ class Adagrad(AdagradFamily):
     def _step_dense(self, group: dict[str, Any], params: list[Tensor]) -> None:
         """The dense parameters of ``group`` together: batched per kernel (torch's fused
         CPU kernel, `cuda_dispatch`, numba or torch ops), their counters advanced in one
-        op."""
+        op. CPU tensors the numba kernels take go to `dense_cpu.dense_adagrad_batch_`, one
+        call per step count (one serial kernel for the small tensors, one parallel kernel
+        for the large; it advances their counters itself); everything that depends only
+        on the group (the rule, the kernel) is decided once."""
         rule = group_rule(group)
-        steps: list[Tensor] = []  # the dense parameters' counters, advanced in one op
-        numba_or_portable: list[tuple[Tensor, Tensor, Tensor, float]] = []
+        steps: list[Tensor] = []  # counters advanced in one op (all but the numba batches')
+        numba_batches: dict[float, tuple[list[Tensor], ...]] = {}  # step → θ, g, G, counters
+        per_tensor: list[tuple[Tensor, Tensor, Tensor, float]] = []  # numba or torch ops
         torch_fused: dict[tuple[torch.device, torch.dtype], list[list[Tensor]]] = {}
         on_device: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # cuda_dispatch's
+        batch_allowed = not rule.differentiable
         for param in params:
             grad = param.grad
             state = self._state_for(param, group)
-            self._flush_rows(param, state)
-            steps.append(state["step"])
-            param, grad, state_sum = as_real(param, grad, state["sum"])
+            if PARAM_DECAY.snapshots in state or SUM_DECAY.snapshots in state:
+                self._flush_rows(param, state)  # rows a lazy sparse decay left behind
+            counter, state_sum = state["step"], state["sum"]
+            if param.is_complex():
+                param, grad, state_sum = as_real(param, grad, state_sum)
             if cuda_dispatch.takes_dense(param, rule):
-                on_device.append((param, grad, state_sum, state["step"]))
+                on_device.append((param, grad, state_sum, counter))
+                steps.append(counter)
             elif self._is_torch_fused_case(param, state_sum, rule):
                 batch = torch_fused.setdefault((param.device, param.dtype), [[], [], [], []])
-                for tensors, tensor in zip(batch, (param, grad, state_sum, state["step"])):
+                for tensors, tensor in zip(batch, (param, grad, state_sum, counter)):
                     tensors.append(tensor)
+                steps.append(counter)
+            elif batch_allowed and dense_cpu.batch_supports(param, grad, state_sum, counter):
+                batch = numba_batches.get(counter.item() + 1)
+                if batch is None:
+                    batch = numba_batches[counter.item() + 1] = ([], [], [], [])
+                batch[0].append(param)
+                batch[1].append(grad)
+                batch[2].append(state_sum)
+                batch[3].append(counter)
             else:
-                numba_or_portable.append((param, grad, state_sum, state["step"].item() + 1))
+                per_tensor.append((param, grad, state_sum, counter.item() + 1))
+                steps.append(counter)
         if steps:
             torch._foreach_add_(steps, 1.0)
         cuda_dispatch.dense_adagrad_(on_device, rule)
         # a host float only where the CPU kernels need one (a device lr would sync)
-        lr = float(group["lr"]) if numba_or_portable or torch_fused else 0.0
-        kernel = portable if group["differentiable"] else kernels
-        for param, grad, state_sum, step in numba_or_portable:
-            kernel.dense_adagrad_(param, grad, state_sum, rule.at(lr, step))
-        for params, grads, sums, counters in torch_fused.values():
-            torch._fused_adagrad_(params, grads, sums, counters, lr=lr, lr_decay=rule.lr_decay,
+        lr = float(group["lr"]) if per_tensor or torch_fused or numba_batches else 0.0
+        for step, (params_, grads, sums, counters) in numba_batches.items():
+            dense_cpu.dense_adagrad_batch_(params_, grads, sums, counters, rule.at(lr, step))
+        dense = portable.dense_adagrad_ if rule.differentiable else kernels.dense_adagrad_
+        rules: dict[float, StepRule] = {}
+        for param, grad, state_sum, step in per_tensor:
+            if step not in rules:
+                rules[step] = rule.at(lr, step)
+            dense(param, grad, state_sum, rules[step])
+        for params_, grads, sums, counters in torch_fused.values():
+            torch._fused_adagrad_(params_, grads, sums, counters, lr=lr, lr_decay=rule.lr_decay,
                                   weight_decay=rule.weight_decay, eps=rule.eps,
                                   maximize=rule.maximize)
 
@@ -259,7 +283,7 @@ class Adagrad(AdagradFamily):
         """torch's fused CPU kernel computes exactly torch's rule: use it for large tensors
         when the group asks for nothing else. (On small ones its thread pool costs more
         than the update, and far more on a busy machine: our serial kernel wins there.)"""
-        return (param.device.type == "cpu" and param.numel() >= PARALLEL_MIN_ELEMENTS
+        return (param.numel() >= PARALLEL_MIN_ELEMENTS and param.device.type == "cpu"
                 and cuda_dispatch.is_torch_rule(param, state_sum, rule))
 
     def _step_sparse(self, param: Tensor, sparse: SparseGrad, group: dict[str, Any]) -> None:

@@ -196,10 +196,13 @@ class AdagradFamily(torch.optim.Optimizer):
             state.update(self._init_state(param, group))
             return state
         dtype = self.state_dtype(param, group)
+        on_cpu = param.is_cpu  # CPU with CPU: equal devices, no device objects built
         for key, value in state.items():
             if key == "step" or not isinstance(value, Tensor) or value.dim() == 0:
                 continue
             wanted = dtype if key in self._accumulators else value.dtype
+            if on_cpu and value.is_cpu and value.dtype == wanted:
+                continue
             device = clock_device(param.device) if key in self._float64_state else param.device
             if value.device != device or value.dtype != wanted:
                 state[key] = value.to(device=device, dtype=wanted)

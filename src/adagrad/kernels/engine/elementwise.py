@@ -91,6 +91,28 @@ def _prefetch_address(typingctx, address):
     return types.void(types.intp), codegen
 
 
+@intrinsic
+def _pointer_like(typingctx, address, like):
+    """``address`` (an integer) as a pointer to elements of the array ``like``'s dtype."""
+    if not isinstance(address, types.Integer) or not isinstance(like, types.Array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+    return types.CPointer(like.dtype)(address, like), codegen
+
+
+@numba.njit(inline="always", error_model="numpy")
+def array_at(address, size, like):
+    """The ``size`` elements at ``address`` as a 1-D C-contiguous array of ``like``'s dtype
+    (a view, nothing copied): how a kernel over many tensors reaches each of them from one
+    table of addresses. The caller guarantees what numba cannot check: ``address`` is the
+    first element of a live, contiguous buffer of at least ``size`` such elements, kept
+    alive by the caller for the whole call (`adagrad.kernels.adagrad.cpu.dense_adagrad_batch_`
+    holds the tensors)."""
+    return numba.carray(_pointer_like(address, like), size)
+
+
 @numba.njit(inline="always", error_model="numpy")
 def prefetch_row(table, row):
     """Start loading row ``row`` of a C-contiguous 2-D array into the cache."""
