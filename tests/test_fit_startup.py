@@ -133,3 +133,20 @@ def test_fit_refuses_a_non_finite_feature_value(tmp_path, capsys):
     train.write_text("1 1:0.5\n0 2:nan\n")
     assert main(["fit", str(train), "-o", str(tmp_path / "m.npz")]) == 1
     assert "a.svm:2: feature '2:nan' is not a finite number" in capsys.readouterr().err
+
+
+def test_main_called_from_python_leaves_the_garbage_collector_alone(tmp_path, capsys):
+    # only the `adagrad` program (argv None) pauses and freezes the collector at start-up
+    import gc
+
+    frozen = gc.get_freeze_count()
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert main(["fit", str(tmp_path / "missing.tsv"), "-o", str(tmp_path / "m.npz")]) == 1
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
+    train = tmp_path / "t.tsv"
+    train.write_text("pos\tgood movie\nneg\tbad film\n")
+    done = subprocess.run([sys.executable, "-m", "adagrad.cli", "fit", str(train), "-o",
+                           str(tmp_path / "m.npz")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr  # the program, with the collector paused
+    assert "model written to" in done.stdout and (tmp_path / "m.npz").exists()

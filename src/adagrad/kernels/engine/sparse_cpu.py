@@ -272,7 +272,14 @@ def _probe(slots, mask, rows, row, distinct):
         slot = (slot + np.uint64(1)) & mask
 
 
-@numba.njit(inline="always", error_model="numpy")
+# `_group_part` and `_sum_duplicates` run once per partition and take no member function:
+# they are compiled as functions of their own (once per process, shared by every member's
+# kernel), not inlined (`inline="always"` copies a callee's IR at every level of inlining
+# above it, and the whole kernel is then typed at once). With the numpy constructors they
+# no longer call (np.full, np.zeros, np.array: each a function numba compiles on its own),
+# a member's cold serial kernel compiles 6 functions besides itself instead of 15, in
+# ~0.85x the CPU time (`docs/cold-start.md`).
+@numba.njit(error_model="numpy")
 def _group_part(indices, order, lo, hi):
     """Group the positions ``order[lo:hi]`` (a partition's, ascending) by row, with a hash
     table of about twice their number.
@@ -285,10 +292,12 @@ def _group_part(indices, order, lo, hi):
     capacity = 2
     while capacity < 2 * m:
         capacity *= 2
-    slots = np.full(capacity, -1, np.int32)
+    slots = np.empty(capacity, np.int32)
+    for slot in range(capacity):  # all empty (np.full: one more function to compile)
+        slots[slot] = -1
     rows = np.empty(m, np.int64)
     first = np.empty(m, np.int64)
-    counts = np.zeros(m, np.int32)
+    counts = np.empty(m, np.int32)
     row_of = np.empty(m, np.int32)
     distinct = 0
     for j in range(m):
@@ -296,15 +305,14 @@ def _group_part(indices, order, lo, hi):
         u = _probe(slots, np.uint64(capacity - 1), rows, np.int64(indices[k]), distinct)
         if u == distinct:
             first[u] = k
+            counts[u] = 0
             distinct += 1
         row_of[j] = u
         counts[u] += 1
     return rows[:distinct], first[:distinct], counts[:distinct], row_of
 
 
-
-
-@numba.njit(inline="always", error_model="numpy")
+@numba.njit(error_model="numpy")
 def _sum_duplicates(grad, order, lo, counts, row_of):
     """Sum the contributions of every row touched more than once, in position order (one
     streaming pass over the partition's positions ``order[lo:lo + row_of.size]``).
@@ -313,13 +321,18 @@ def _sum_duplicates(grad, order, lo, counts, row_of):
     rows touched once keep ``slot[u] == -1`` and are read in place.
     """
     values, value_of, scale = grad
-    slot = np.full(counts.size, -1, np.int64)
+    slot = np.empty(counts.size, np.int64)
     repeated = 0
     for u in range(counts.size):
         if counts[u] > 1:
             slot[u] = repeated
             repeated += 1
-    sums = np.zeros((repeated, values.shape[1]), values.dtype)
+        else:
+            slot[u] = -1
+    sums = np.empty((repeated, values.shape[1]), values.dtype)
+    for target in range(repeated):  # zeros (np.zeros: one more function to compile)
+        for d in range(values.shape[1]):
+            sums[target, d] = 0
     for j in range(row_of.size):
         target = slot[row_of[j]]
         if target >= 0:
@@ -369,9 +382,11 @@ def update_partition(tables, indices, grad, coefficients, order, starts, part, u
 def update_rows_serial(tables, indices, grad, coefficients, update_row, prefetch, load,
                        store):
     """The body of a member's serial kernel: every position as one partition."""
-    update_partition(tables, indices, grad, coefficients, ALL_POSITIONS,
-                     np.array([0, indices.size], np.int64), 0, update_row, prefetch, load,
-                     store)
+    starts = np.empty(2, np.int64)  # (np.array of a list: one more function to compile)
+    starts[0] = 0
+    starts[1] = indices.size
+    update_partition(tables, indices, grad, coefficients, ALL_POSITIONS, starts, 0, update_row,
+                     prefetch, load, store)
 
 
 def update_rows_(serial: dict, parallel: dict, tables: tuple[Tensor, ...], indices: Tensor,
