@@ -32,7 +32,9 @@ def to64(t: torch.Tensor) -> np.ndarray:
     t = t.detach()
     if t.is_complex():
         t = torch.view_as_real(t)
-    return t.to(torch.float64).cpu().numpy().copy()
+    # one copy, of its own (C order, as .numpy().copy() gave)
+    return t.to(torch.float64, copy=True,
+                memory_format=torch.contiguous_format).cpu().numpy()
 
 
 def from64(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:

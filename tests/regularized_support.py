@@ -46,7 +46,9 @@ def run_examples(cases: st.SearchStrategy, run, count: int) -> None:
 
 def to64(t: torch.Tensor) -> np.ndarray:
     """A (real) tensor as a float64 numpy array."""
-    return t.detach().to(torch.float64).cpu().numpy().copy()
+    # one copy, of its own (C order, as .numpy().copy() gave)
+    return t.detach().to(torch.float64, copy=True,
+                         memory_format=torch.contiguous_format).cpu().numpy()
 
 
 def dyadic(shape: tuple[int, ...], gen: torch.Generator, zero_frac: float = 0.0) -> torch.Tensor:

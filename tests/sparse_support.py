@@ -46,7 +46,9 @@ def densify64(grad: torch.Tensor) -> np.ndarray:
 
 
 def np64(t: torch.Tensor) -> np.ndarray:
-    return t.detach().to(torch.float64).cpu().numpy().copy()
+    # one copy, of its own (C order, as .numpy().copy() gave)
+    return t.detach().to(torch.float64, copy=True,
+                         memory_format=torch.contiguous_format).cpu().numpy()
 
 
 def random_row_grad(rows: int, width: int, nnz: int, *, dtype=torch.float32, id_range=None,

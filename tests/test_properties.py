@@ -503,14 +503,16 @@ def _run_dense(case: DenseCase) -> None:
     opt = Adagrad([param], **{k: v for k, v in case.kwargs.items() if v is not None})
     sum_dtype = case.sum_dtype
     independent = _independent(case.dtype, sum_dtype)
-    traj_theta, traj_state = to64(param), reference.adagrad_init(to64(param), iav)
+    theta = to64(param)  # the references copy what they are given
+    traj_theta, traj_state = theta, reference.adagrad_init(theta, iav)
+    state = opt.state.get(param)
+    G = to64(state["sum"]) if state else _initial_sum(theta.shape, iav, sum_dtype)
     expected_events = _expected_events(case.path)
     with PathSpy() as spy:
         for t in range(1, case.steps + 1):
             g = _as_dtype(_dyadic(real_shape, gen, case.zero_frac), case.dtype)
-            theta_prev = to64(param)
-            state = opt.state.get(param)
-            G_prev = to64(state["sum"]) if state else _initial_sum(theta_prev.shape, iav, sum_dtype)
+            g64 = to64(g)
+            theta_prev, G_prev = theta, G  # what the optimizer holds: nothing ran since
             param.grad = g.clone()
             opt.step()
             assert spy.take() == expected_events, f"step {t} did not take {case.path}"
@@ -518,16 +520,17 @@ def _run_dense(case: DenseCase) -> None:
             assert state["sum"].dtype == sum_dtype
             assert param.dtype == case.dtype and tuple(param.shape) == case.shape
             assert float(state["step"]) == t
-            theta_star, star = reference.adagrad(theta_prev, to64(g),
+            theta, G = to64(param), to64(state["sum"])
+            theta_star, star = reference.adagrad(theta_prev, g64,
                                                  {"step": t - 1, "sum": G_prev}, **hp)
             lr_t = reference.lr_at(hp["lr"], hp["lr_decay"], t)
-            _check_step(to64(param), to64(state["sum"]), theta_star, star["sum"], theta_prev,
+            _check_step(theta, G, theta_star, star["sum"], theta_prev,
                         lr_t, case.dtype, sum_dtype, what=f"step {t}")
-            traj_theta, traj_state = reference.adagrad(traj_theta, to64(g), traj_state, **hp)
+            traj_theta, traj_state = reference.adagrad(traj_theta, g64, traj_state, **hp)
             if independent:
                 tol = _trajectory_tol(case.dtype, sum_dtype)
-                np.testing.assert_allclose(to64(param), traj_theta, **tol)
-                np.testing.assert_allclose(to64(state["sum"]), traj_state["sum"], **tol)
+                np.testing.assert_allclose(theta, traj_theta, **tol)
+                np.testing.assert_allclose(G, traj_state["sum"], **tol)
     if case.kwargs.get("differentiable"):
         assert param.grad_fn is not None  # the step was recorded by autograd
 
@@ -734,6 +737,92 @@ def _coo(case: SparseCase, flat: torch.Tensor, values: torch.Tensor) -> torch.Te
                                    check_invariants=False)
 
 
+# How the sparse runs below spend their time: a step touches a few rows of a table of up to
+# 6.4M elements, so the whole table is handled once per step in its own dtype (a copy
+# before the step; after it, "did any untouched row change", bit for bit), and in float64
+# only on the touched rows. That checks what whole-table float64 comparisons checked:
+#
+# - untouched rows keep θ and G bit for bit (`_assert_rows_kept`: `!=` on the tensors is
+#   np.array_equal on their exact float64 values: ±0 equal, NaN never);
+# - the one-step bound (`_check_step`) on the touched rows: on an untouched row θ = θ_prev
+#   (just asserted) and the reference keeps θ* = θ_prev, G* = G_prev, an error of 0;
+# - the reference's sparse step on the touched rows alone (`_sparse_ref_rows`): its update
+#   is row by row (a row's new θ, G and `last` depend on its own θ, G, `last`, summed
+#   gradient and the tensor's step/lr history), so those rows come out bit for bit as in
+#   the whole table's step, and it keeps every other row;
+# - the trajectory on the touched rows: an untouched row keeps its values on both sides
+#   (ours asserted, the reference's by its rule), so its comparison is that of the step it
+#   was last touched at, or, never touched, that of the start (`_check_start`).
+
+
+def _distinct(idx: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of ``idx`` (non-negative, below ``rows``), ascending, and each
+    position's place among them."""
+    distinct = np.flatnonzero(np.bincount(idx, minlength=rows))
+    place = np.zeros(rows, np.int64)
+    place[distinct] = np.arange(distinct.size)
+    return distinct, place[idx]
+
+
+def _held(state: dict[str, Any] | None, shape: tuple[int, ...], iav: float,
+          sum_dtype: torch.dtype) -> torch.Tensor:
+    """A copy of the accumulator the optimizer holds (G₀ before its first step)."""
+    if state:
+        return state["sum"].detach().clone()
+    return torch.full(shape, float(torch.tensor(iav, dtype=sum_dtype)), dtype=sum_dtype)
+
+
+def _untouched_changed(now: torch.Tensor, before: torch.Tensor, touched: np.ndarray) -> int:
+    """How many rows of the table (first dimension) outside ``touched`` differ from
+    ``before``'s, not bit for bit equal (as np.array_equal of the float64 values: ±0
+    equal, NaN differs)."""
+    assert now.shape == before.shape and now.dtype == before.dtype
+    changed = (now != before).reshape(now.shape[0], -1).any(dim=1)
+    changed[torch.from_numpy(touched)] = False
+    return int(changed.sum())
+
+
+def _assert_rows_kept(now: torch.Tensor, before: torch.Tensor, touched: np.ndarray,
+                      what: str) -> None:
+    """Rows outside ``touched`` keep their values bit for bit."""
+    changed = _untouched_changed(now, before, touched)
+    assert not changed, f"{what}: {changed} untouched rows changed"
+
+
+def _rows64(table: torch.Tensor, rows: np.ndarray) -> np.ndarray:
+    """``table[rows]`` as a float64 array."""
+    return to64(table[torch.from_numpy(rows)])
+
+
+def _sparse_ref_rows(theta_rows: np.ndarray, G_rows: np.ndarray, state: dict[str, Any],
+                     rows: np.ndarray, local: np.ndarray, values: np.ndarray,
+                     hp: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+    """`reference.adagrad_sparse` on the table's ``rows`` (distinct, ascending; θ and G
+    given for them alone) fed the positions ``local`` (places in ``rows``): those rows of
+    the whole table's step, bit for bit (see above). Its state holds those rows' G and
+    ``last``."""
+    return reference.adagrad_sparse(theta_rows, local, values,
+                                    dict(state, sum=G_rows, last=state["last"][rows]), **hp)
+
+
+def _traj_step(traj: np.ndarray, rstate: dict[str, Any], rows: np.ndarray, local: np.ndarray,
+               values: np.ndarray, hp: dict[str, Any]) -> None:
+    """One step of the float64 reference run (``traj``, ``rstate``), in place: the
+    reference's step on the touched ``rows``, every other row kept as its rule keeps it."""
+    theta_rows, new = _sparse_ref_rows(traj[rows], rstate["sum"][rows], rstate, rows, local,
+                                       values, hp)
+    traj[rows] = theta_rows
+    rstate["sum"][rows] = new["sum"]
+    rstate["last"][rows] = new["last"]
+    rstate["step"], rstate["lr_history"] = new["step"], new["lr_history"]
+
+
+def _check_start(G0: torch.Tensor, rstate: dict[str, Any], tol: dict[str, float]) -> None:
+    """The start against the reference's, what a row no step has touched yet is compared
+    with: the optimizer's initial accumulator G₀ (θ₀ is the reference's own start)."""
+    np.testing.assert_allclose(to64(G0), rstate["sum"], **tol)
+
+
 def _run_sparse(case: SparseCase) -> None:
     hp, iav = _sparse_hp(case.kwargs)
     _label(case.path, case.dtype, case.sum_dtype, case.nnz * case.width, case.shape,
@@ -745,9 +834,10 @@ def _run_sparse(case: SparseCase) -> None:
     opt = Adagrad([param], **{k: v for k, v in case.kwargs.items() if v is not None})
     sum_dtype = case.sum_dtype
     independent = _independent(case.dtype, sum_dtype)
+    tol = _trajectory_tol(case.dtype, sum_dtype)
     theta0 = to64(param)  # the references copy what they are given
     rstate = reference.adagrad_sparse_init(_ref_view(case, theta0), iav)
-    traj_theta = _ref_view(case, theta0)
+    traj_theta = _ref_view(case, theta0).copy()  # stepped in place
     # after flush(), lazy decay equals dense decoupled decay (touched L2 does not)
     check_dense = independent and not (hp["sparse_weight_decay"] == "touched"
                                        and hp["weight_decay"])
@@ -755,18 +845,21 @@ def _run_sparse(case: SparseCase) -> None:
     dense_hp = dict(hp, decoupled_weight_decay=True)
     dense_hp.pop("sparse_weight_decay")
     expected_events = _expected_events(case.path)
+    ref_rows = traj_theta.shape[0]
 
-    def ours() -> tuple[np.ndarray, np.ndarray]:
-        state = opt.state.get(param)
-        theta = _ref_view(case, to64(param))
-        return theta, (_ref_view(case, to64(state["sum"])) if state
-                       else _initial_sum(theta.shape, iav, sum_dtype))
+    def view(t: torch.Tensor) -> torch.Tensor:
+        """A tensor of the table's shape as the reference's table (see `_ref_view`)."""
+        return t.detach().reshape(-1) if case.layout == "sparse_dim2" else t.detach()
 
-    theta, G = ours()
+    if independent:
+        _check_start(view(_held(opt.state.get(param), case.shape, iav, sum_dtype)), rstate,
+                     tol)
     with PathSpy() as spy:
         for t in range(1, case.steps + 1):
             flat, values = _random_rows(case, gen)
-            theta_prev, G_prev = theta, G  # what the optimizer holds: nothing ran since
+            # what the optimizer holds: nothing ran since the last step
+            before_theta = view(param).clone()
+            before_G = view(_held(opt.state.get(param), case.shape, iav, sum_dtype))
             if case.feed == "grad":
                 grad = _coo(case, flat, values)
                 param.grad = grad
@@ -778,44 +871,42 @@ def _run_sparse(case: SparseCase) -> None:
             state = opt.state[param]
             assert state["sum"].dtype == sum_dtype and param.dtype == case.dtype
             assert float(state["step"]) == t
-            theta, G = ours()
             # rows no position touches keep θ and G bit for bit (:ref:`algo-sparse`)
-            untouched = np.ones(theta.shape[0], bool)
-            untouched[flat.numpy()] = False
-            assert np.array_equal(theta[untouched], theta_prev[untouched])
-            assert np.array_equal(G[untouched], G_prev[untouched])
+            idx = flat.numpy()
+            rows, local = _distinct(idx, ref_rows)
+            _assert_rows_kept(view(param), before_theta, rows, f"step {t} θ")
+            _assert_rows_kept(view(state["sum"]), before_G, rows, f"step {t} sum")
             # one step from the optimizer's own θ and G, the reference's bookkeeping
-            start = dict(rstate, sum=G_prev)
-            theta_star, star = reference.adagrad_sparse(theta_prev, flat.numpy(), values.numpy(),
-                                                        start, **hp)
+            theta_prev, G_prev = _rows64(before_theta, rows), _rows64(before_G, rows)
+            theta, G = _rows64(view(param), rows), _rows64(view(state["sum"]), rows)
+            theta_star, star = _sparse_ref_rows(theta_prev, G_prev, rstate, rows, local,
+                                                values.numpy(), hp)
             lr_t = reference.lr_at(hp["lr"], hp["lr_decay"], t)
             _check_step(theta, G, theta_star, star["sum"], theta_prev, lr_t, case.dtype,
-                        sum_dtype, lazy, what=f"step {t}")
-            traj_theta, rstate = reference.adagrad_sparse(traj_theta, flat.numpy(),
-                                                          values.numpy(), rstate, **hp)
+                        sum_dtype, lazy, what=f"step {t} (touched rows)")
+            _traj_step(traj_theta, rstate, rows, local, values.numpy(), hp)
             if check_dense:
                 if case.feed == "grad":
                     dense_grad = grad.to_dense().to(torch.float64).numpy()
                 else:
                     dense_grad = np.zeros(case.shape)
-                    np.add.at(dense_grad, flat.numpy(), values.numpy())
+                    np.add.at(dense_grad, idx, values.numpy())
                 dense_theta, dense_state = reference.adagrad(dense_theta, dense_grad,
                                                              dense_state, **dense_hp)
             if independent:
-                tol = _trajectory_tol(case.dtype, sum_dtype)
-                np.testing.assert_allclose(theta, traj_theta, **tol)
-                np.testing.assert_allclose(G, rstate["sum"], **tol)
+                np.testing.assert_allclose(theta, traj_theta[rows], **tol)
+                np.testing.assert_allclose(G, rstate["sum"][rows], **tol)
     # flush(): every row's pending decay applied; then lazy equals dense decoupled decay
-    theta_prev, G_prev = theta, G
+    theta_prev = to64(view(param))
+    G_prev = to64(view(_held(opt.state.get(param), case.shape, iav, sum_dtype)))
     opt.flush()
-    theta, G = ours()
+    theta, G = to64(view(param)), to64(view(opt.state[param]["sum"]))
     flush_hp = {k: hp[k] for k in ("weight_decay", "accumulator_decay", "sparse_weight_decay")}
     theta_star, star = reference.adagrad_sparse_flush(theta_prev, dict(rstate, sum=G_prev),
                                                       **flush_hp)
     _check_step(theta, G, theta_star, star["sum"], theta_prev, 0.0, case.dtype, sum_dtype,
                 lazy, what="flush")
     if independent:
-        tol = _trajectory_tol(case.dtype, sum_dtype)
         traj_theta, rstate = reference.adagrad_sparse_flush(traj_theta, rstate, **flush_hp)
         np.testing.assert_allclose(theta, traj_theta, **tol)
         np.testing.assert_allclose(G, rstate["sum"], **tol)
@@ -948,9 +1039,11 @@ def _run_kernel(case: KernelCase) -> None:
               accumulator_decay=case.rho, maximize=case.maximize,
               sparse_weight_decay=case.mode)
     rstate = reference.adagrad_sparse_init(to64(param), case.iav)
-    traj = to64(param)
+    traj = to64(param)  # stepped in place
     independent = _independent(case.dtype, case.sum_dtype) and case.values_dtype not in HALF
-    theta, G = to64(param), to64(state_sum)
+    tol = _trajectory_tol(case.dtype, case.sum_dtype)
+    if independent:
+        _check_start(state_sum, rstate, tol)
     with PathSpy() as spy:
         fn = sparse_cpu.sparse_adagrad_ if case.kernel == "numba" else portable.sparse_adagrad_
         for t in range(1, case.steps + 1):
@@ -975,7 +1068,7 @@ def _run_kernel(case: KernelCase) -> None:
             elif case.gather == "scalar scale":
                 scale = torch.tensor([1.5], dtype=torch.float64)
                 expanded = expanded * 1.5
-            theta_prev, G_prev = theta, G
+            before_theta, before_G = param.clone(), state_sum.clone()
             rule = StepRule(lr=lr_t, eps=case.eps, eps_inside=case.eps_inside,
                             maximize=case.maximize,
                             weight_decay=case.weight_decay if case.mode == "touched" else 0.0,
@@ -990,17 +1083,23 @@ def _run_kernel(case: KernelCase) -> None:
                     f"sparse:numba-{'parallel' if parallel else 'serial'}"), events
             else:
                 assert events == ["sparse:torch-ops"], events
-            theta_star, star = reference.adagrad_sparse(
-                theta_prev, indices.numpy(), expanded.numpy(), dict(rstate, sum=G_prev), **hp)
-            theta, G = to64(param), to64(state_sum)
+            # the rows the step touches; where an untouched row moved (which the bound may
+            # allow), every row, as a whole-table comparison
+            idx = indices.numpy()
+            rows, local = _distinct(idx, case.rows)
+            if (_untouched_changed(param, before_theta, rows)
+                    or _untouched_changed(state_sum, before_G, rows)):
+                rows, local = np.arange(case.rows), idx
+            theta_prev, G_prev = _rows64(before_theta, rows), _rows64(before_G, rows)
+            theta_star, star = _sparse_ref_rows(theta_prev, G_prev, rstate, rows, local,
+                                                expanded.numpy(), hp)
+            theta, G = _rows64(param, rows), _rows64(state_sum, rows)
             _check_step(theta, G, theta_star, star["sum"], theta_prev, lr_t, case.dtype,
                         case.sum_dtype, lazy, what=f"step {t}")
-            traj, rstate = reference.adagrad_sparse(traj, indices.numpy(), expanded.numpy(),
-                                                    rstate, **hp)
+            _traj_step(traj, rstate, rows, local, expanded.numpy(), hp)
             if independent:
-                tol = _trajectory_tol(case.dtype, case.sum_dtype)
-                np.testing.assert_allclose(theta, traj, **tol)
-                np.testing.assert_allclose(G, rstate["sum"], **tol)
+                np.testing.assert_allclose(theta, traj[rows], **tol)
+                np.testing.assert_allclose(G, rstate["sum"][rows], **tol)
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -1093,14 +1192,15 @@ def _run_layer(case: LayerCase) -> None:
     assert layer.update_in_backward(opt) is layer
     sum_dtype = case.sum_dtype
     independent = _independent(case.dtype, sum_dtype)
-    rstate = reference.adagrad_sparse_init(to64(weight), iav)
-    traj = to64(weight)
+    traj = to64(weight)  # stepped in place
+    rstate = reference.adagrad_sparse_init(traj, iav)
     flush_hp = {k: hp[k] for k in ("weight_decay", "accumulator_decay", "sparse_weight_decay")}
     expected_events = _expected_events(case.path)
     u_p = UNIT[case.dtype]
-    state = opt.state.get(weight)
-    theta = to64(weight)
-    G = to64(state["sum"]) if state else _initial_sum(theta.shape, iav, sum_dtype)
+    table_shape = (case.rows, case.width)
+    tol = _trajectory_tol(case.dtype, sum_dtype)
+    if independent:
+        _check_start(_held(opt.state.get(weight), table_shape, iav, sum_dtype), rstate, tol)
     with PathSpy() as spy:
         for t in range(1, case.steps + 1):
             ids = torch.randint(0, case.rows, (case.ids,), generator=gen)
@@ -1117,23 +1217,30 @@ def _run_layer(case: LayerCase) -> None:
             # times the weights: exact in bf16; one sign per column, so that a row's
             # contributions add up (|g_r| ≥ 0.25) and touched L2 never cancels them
             head = _dyadic(out_shape, gen, 0.0, bits=6, sign=_signs(out_shape[-1:], gen))
-            theta_prev, G_prev = theta, G  # what the optimizer holds: nothing ran since
+            # what the optimizer holds: nothing ran since the last step
+            before_theta = weight.detach().clone()
+            before_G = _held(opt.state.get(weight), table_shape, iav, sum_dtype)
             out = layer(*args)
-            # forward: the looked-up rows as the dense algorithm holds them
-            dense_rows, _ = reference.adagrad_sparse_flush(theta_prev, dict(rstate, sum=G_prev),
-                                                           **flush_hp)
+            # forward: the looked-up rows as the dense algorithm holds them (the flush of
+            # the looked-up rows alone: it is row by row, as the step)
+            looked_up, at = _distinct(ids.numpy(), case.rows)
+            dense_rows, _ = reference.adagrad_sparse_flush(
+                _rows64(before_theta, looked_up),
+                dict(rstate, sum=_rows64(before_G, looked_up), last=rstate["last"][looked_up]),
+                **flush_hp)
             dense_rows_t = torch.from_numpy(dense_rows)
+            at = torch.from_numpy(at)  # the lookup in that table: each id as its place in it
             if case.kind == "bag":
-                expected = F.embedding_bag(ids, dense_rows_t, offsets, mode="sum",
+                expected = F.embedding_bag(at, dense_rows_t, offsets, mode="sum",
                                            per_sample_weights=weights)
-                magnitude = F.embedding_bag(ids, dense_rows_t.abs(), offsets, mode="sum",
+                magnitude = F.embedding_bag(at, dense_rows_t.abs(), offsets, mode="sum",
                                             per_sample_weights=None if weights is None
                                             else weights.abs()).numpy()
                 # a sum of n terms rounded in θ's dtype: within (n + 1)·u of Σ|terms|
                 sizes = torch.diff(offsets, append=torch.tensor([case.ids])).numpy()
                 terms = (sizes + 2.0)[:, None]
             else:
-                expected = F.embedding(args[0], dense_rows_t)
+                expected = F.embedding(at.view(args[0].shape), dense_rows_t)
                 magnitude, terms = expected.abs().numpy(), 2.0
             _assert_within(to64(out), expected.numpy(),
                            (terms + K) * u_p * magnitude + _subnormal_step(case.dtype),
@@ -1148,21 +1255,19 @@ def _run_layer(case: LayerCase) -> None:
             theirs.zero_grad(set_to_none=True)
             (theirs(*args) * head.to(case.dtype)).sum().backward()
             idx, vals = rows_and_values(theirs.weight.grad)
-            theta, G = to64(weight), to64(state["sum"])
-            untouched = np.ones(case.rows, bool)
-            untouched[idx] = False
-            assert np.array_equal(theta[untouched], theta_prev[untouched])
-            assert np.array_equal(G[untouched], G_prev[untouched])
-            theta_star, star = reference.adagrad_sparse(theta_prev, idx, vals,
-                                                        dict(rstate, sum=G_prev), **hp)
+            rows, local = _distinct(idx, case.rows)
+            _assert_rows_kept(weight.detach(), before_theta, rows, f"step {t} θ")
+            _assert_rows_kept(state["sum"], before_G, rows, f"step {t} sum")
+            theta_prev, G_prev = _rows64(before_theta, rows), _rows64(before_G, rows)
+            theta, G = _rows64(weight.detach(), rows), _rows64(state["sum"], rows)
+            theta_star, star = _sparse_ref_rows(theta_prev, G_prev, rstate, rows, local, vals, hp)
             lr_t = reference.lr_at(hp["lr"], hp["lr_decay"], t)
             _check_step(theta, G, theta_star, star["sum"], theta_prev, lr_t, case.dtype,
-                        sum_dtype, lazy, what=f"step {t}")
-            traj, rstate = reference.adagrad_sparse(traj, idx, vals, rstate, **hp)
+                        sum_dtype, lazy, what=f"step {t} (touched rows)")
+            _traj_step(traj, rstate, rows, local, vals, hp)
             if independent:
-                tol = _trajectory_tol(case.dtype, sum_dtype)
-                np.testing.assert_allclose(theta, traj, **tol)
-                np.testing.assert_allclose(G, rstate["sum"], **tol)
+                np.testing.assert_allclose(theta, traj[rows], **tol)
+                np.testing.assert_allclose(G, rstate["sum"][rows], **tol)
 
 
 LAYER_DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]

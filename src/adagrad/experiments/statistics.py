@@ -190,22 +190,29 @@ def family_verdict(parts: Sequence[Contrast]) -> str:
     return CODE_VERDICT[int(code)]
 
 
+def bootstrap_means(groups: Sequence[Iterable[float]], seed: int = 0) -> np.ndarray | None:
+    """The resampled group means of `bootstrap_share`, shape ``(resamples, groups)``: each
+    group (one optimizer on one dataset: its seeds' measurements) resampled with replacement
+    independently, `BOOTSTRAP_RESAMPLES` times. None if a group has fewer than two values or
+    one that is not finite."""
+    data = [np.asarray(list(g), dtype=np.float64) for g in groups]
+    if any(len(v) < 2 or not np.isfinite(v).all() for v in data):
+        return None
+    rng = np.random.default_rng(seed)
+    return np.stack([v[rng.integers(0, len(v), (BOOTSTRAP_RESAMPLES, len(v)))].mean(axis=1)
+                     for v in data], axis=1)
+
+
 def bootstrap_share(groups: Sequence[Iterable[float]],
                     statistic: Callable[[np.ndarray], np.ndarray], seed: int = 0) -> float:
     """The share of bootstrap resamples for which ``statistic`` is true.
 
-    Each group (one optimizer on one dataset: its seeds' measurements) is resampled with
-    replacement independently, `BOOTSTRAP_RESAMPLES` times; ``statistic`` receives the
-    resampled group means, shape ``(resamples, groups)``, and returns one bool per resample.
-    Returns NaN if a group has fewer than two values or one that is not finite.
+    ``statistic`` receives the resampled group means (`bootstrap_means`), shape
+    ``(resamples, groups)``, and returns one bool per resample. Returns NaN if a group has
+    fewer than two values or one that is not finite.
     """
-    data = [np.asarray(list(g), dtype=np.float64) for g in groups]
-    if any(len(v) < 2 or not np.isfinite(v).all() for v in data):
-        return math.nan
-    rng = np.random.default_rng(seed)
-    means = np.stack([v[rng.integers(0, len(v), (BOOTSTRAP_RESAMPLES, len(v)))].mean(axis=1)
-                      for v in data], axis=1)
-    return float(np.mean(statistic(means)))
+    means = bootstrap_means(groups, seed)
+    return math.nan if means is None else float(np.mean(statistic(means)))
 
 
 def bootstrap_verdict(share_true: float, share_false: float) -> str:
