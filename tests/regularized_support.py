@@ -20,6 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba.core.dispatcher import Dispatcher
 
+from conftest import to64  # noqa: F401 (the members' tests take it from here)
+
 from adagrad.optim.base import SparseGrad
 
 PARALLEL = 1 << 16  # the documented threshold of the parallel kernels
@@ -42,13 +44,6 @@ def run_examples(cases: st.SearchStrategy, run, count: int) -> None:
     """``run`` on ``count`` examples of ``cases`` (a hypothesis test made here, so that the
     count can depend on the parametrized path)."""
     settings(max_examples=count)(given(case=cases)(run))()
-
-
-def to64(t: torch.Tensor) -> np.ndarray:
-    """A (real) tensor as a float64 numpy array."""
-    # one copy, of its own (C order, as .numpy().copy() gave)
-    return t.detach().to(torch.float64, copy=True,
-                         memory_format=torch.contiguous_format).cpu().numpy()
 
 
 def dyadic(shape: tuple[int, ...], gen: torch.Generator, zero_frac: float = 0.0) -> torch.Tensor:

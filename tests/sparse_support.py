@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from conftest import to64 as np64
+
 from adagrad import reference
 
 # Building COO tensors with out-of-range indices on purpose warns about disabled checks.
@@ -43,12 +45,6 @@ def densify64(grad: torch.Tensor) -> np.ndarray:
     out = np.zeros(tuple(grad.shape), np.float64)
     np.add.at(out, idx, vals)
     return out
-
-
-def np64(t: torch.Tensor) -> np.ndarray:
-    # one copy, of its own (C order, as .numpy().copy() gave)
-    return t.detach().to(torch.float64, copy=True,
-                         memory_format=torch.contiguous_format).cpu().numpy()
 
 
 def random_row_grad(rows: int, width: int, nnz: int, *, dtype=torch.float32, id_range=None,

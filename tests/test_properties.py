@@ -755,15 +755,6 @@ def _coo(case: SparseCase, flat: torch.Tensor, values: torch.Tensor) -> torch.Te
 #   was last touched at, or, never touched, that of the start (`_check_start`).
 
 
-def _distinct(idx: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct rows of ``idx`` (non-negative, below ``rows``), ascending, and each
-    position's place among them."""
-    distinct = np.flatnonzero(np.bincount(idx, minlength=rows))
-    place = np.zeros(rows, np.int64)
-    place[distinct] = np.arange(distinct.size)
-    return distinct, place[idx]
-
-
 def _held(state: dict[str, Any] | None, shape: tuple[int, ...], iav: float,
           sum_dtype: torch.dtype) -> torch.Tensor:
     """A copy of the accumulator the optimizer holds (G₀ before its first step)."""
@@ -873,7 +864,7 @@ def _run_sparse(case: SparseCase) -> None:
             assert float(state["step"]) == t
             # rows no position touches keep θ and G bit for bit (:ref:`algo-sparse`)
             idx = flat.numpy()
-            rows, local = _distinct(idx, ref_rows)
+            rows, local = reference.distinct_rows(idx)
             _assert_rows_kept(view(param), before_theta, rows, f"step {t} θ")
             _assert_rows_kept(view(state["sum"]), before_G, rows, f"step {t} sum")
             # one step from the optimizer's own θ and G, the reference's bookkeeping
@@ -1086,7 +1077,7 @@ def _run_kernel(case: KernelCase) -> None:
             # the rows the step touches; where an untouched row moved (which the bound may
             # allow), every row, as a whole-table comparison
             idx = indices.numpy()
-            rows, local = _distinct(idx, case.rows)
+            rows, local = reference.distinct_rows(idx)
             if (_untouched_changed(param, before_theta, rows)
                     or _untouched_changed(state_sum, before_G, rows)):
                 rows, local = np.arange(case.rows), idx
@@ -1223,7 +1214,7 @@ def _run_layer(case: LayerCase) -> None:
             out = layer(*args)
             # forward: the looked-up rows as the dense algorithm holds them (the flush of
             # the looked-up rows alone: it is row by row, as the step)
-            looked_up, at = _distinct(ids.numpy(), case.rows)
+            looked_up, at = reference.distinct_rows(ids.numpy())
             dense_rows, _ = reference.adagrad_sparse_flush(
                 _rows64(before_theta, looked_up),
                 dict(rstate, sum=_rows64(before_G, looked_up), last=rstate["last"][looked_up]),
@@ -1255,7 +1246,7 @@ def _run_layer(case: LayerCase) -> None:
             theirs.zero_grad(set_to_none=True)
             (theirs(*args) * head.to(case.dtype)).sum().backward()
             idx, vals = rows_and_values(theirs.weight.grad)
-            rows, local = _distinct(idx, case.rows)
+            rows, local = reference.distinct_rows(idx)
             _assert_rows_kept(weight.detach(), before_theta, rows, f"step {t} θ")
             _assert_rows_kept(state["sum"], before_G, rows, f"step {t} sum")
             theta_prev, G_prev = _rows64(before_theta, rows), _rows64(before_G, rows)

@@ -23,6 +23,7 @@ import numpy as np
 
 __all__ = [
     "lr_at",
+    "distinct_rows",
     "adagrad_init",
     "adagrad",
     "adagrad_sparse_init",
@@ -168,9 +169,10 @@ def adagrad_sparse_init(param: Any, initial_accumulator_value: float = 0.0) -> S
     return state
 
 
-def _distinct_rows(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def distinct_rows(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct rows of the (non-negative) row indices ``idx``, ascending (as
-    ``np.unique``), and each position's place among them (as ``np.searchsorted``)."""
+    ``np.unique``), and each position's place among them (as ``np.searchsorted``): the
+    rows a sparse step touches, which the sparse references update row by row."""
     touched = np.bincount(idx) > 0
     return np.flatnonzero(touched), (np.cumsum(touched) - 1)[idx]
 
@@ -300,7 +302,7 @@ def adagrad_sparse(
     new["lr_history"].append(lr_t)
 
     # 1. sum duplicates
-    rows, pos = _distinct_rows(idx)
+    rows, pos = distinct_rows(idx)
     g = np.zeros((rows.size,) + theta.shape[1:], np.float64)
     np.add.at(g, pos, vals)
 
@@ -478,7 +480,7 @@ def rowwise_adagrad_sparse(
     new["lr_history"].append(lr_t)
 
     # 1. sum duplicates
-    rows, pos = _distinct_rows(idx)
+    rows, pos = distinct_rows(idx)
     g = np.zeros((rows.size,) + theta.shape[1:], np.float64)
     np.add.at(g, pos, vals)
 
@@ -568,7 +570,7 @@ def _summed_rows(indices: Any, values: Any, row_shape: tuple[int, ...]):
     """A COO row gradient as its distinct rows and each one's summed values (:ref:`algo-sparse` step 1)."""
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
     vals = np.asarray(values, dtype=np.float64).reshape((idx.size,) + row_shape)
-    rows, pos = _distinct_rows(idx)
+    rows, pos = distinct_rows(idx)
     g = np.zeros((rows.size,) + row_shape, np.float64)
     np.add.at(g, pos, vals)
     return rows, g
