@@ -7,7 +7,7 @@ It is decided by Welch's t-test: ``t = c / sqrt(Σ a_k² s_k²/n_k)`` with the W
 degrees of freedom ``(Σ v_k)² / Σ v_k²/(n_k − 1)``, ``v_k = a_k² s_k²/n_k`` (Welch, Biometrika
 1947; Satterthwaite, Biometrics 1946), one-sided at ``ALPHA``, with the 90 % two-sided
 confidence interval (the interval whose one-sided halves are the tests). Claims built on ranks
-use a percentile bootstrap over seeds instead (`bootstrap_share`).
+use a percentile bootstrap over seeds instead (`bootstrap_means`).
 
 Every value is used: a seed that failed (diverged, or ended worse than the trivial predictor)
 is scored, never dropped (`experiment.OptimizerResult.test_values`).
@@ -29,7 +29,7 @@ the tests run the judges' own arithmetic on thousands of simulated studies at on
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -191,28 +191,16 @@ def family_verdict(parts: Sequence[Contrast]) -> str:
 
 
 def bootstrap_means(groups: Sequence[Iterable[float]], seed: int = 0) -> np.ndarray | None:
-    """The resampled group means of `bootstrap_share`, shape ``(resamples, groups)``: each
-    group (one optimizer on one dataset: its seeds' measurements) resampled with replacement
-    independently, `BOOTSTRAP_RESAMPLES` times. None if a group has fewer than two values or
-    one that is not finite."""
+    """Bootstrap resamples' group means, shape ``(resamples, groups)``: each group (one optimizer
+    on one dataset: its seeds' measurements) resampled with replacement independently,
+    `BOOTSTRAP_RESAMPLES` times. None if a group has fewer than two values or one that is
+    not finite."""
     data = [np.asarray(list(g), dtype=np.float64) for g in groups]
     if any(len(v) < 2 or not np.isfinite(v).all() for v in data):
         return None
     rng = np.random.default_rng(seed)
     return np.stack([v[rng.integers(0, len(v), (BOOTSTRAP_RESAMPLES, len(v)))].mean(axis=1)
                      for v in data], axis=1)
-
-
-def bootstrap_share(groups: Sequence[Iterable[float]],
-                    statistic: Callable[[np.ndarray], np.ndarray], seed: int = 0) -> float:
-    """The share of bootstrap resamples for which ``statistic`` is true.
-
-    ``statistic`` receives the resampled group means (`bootstrap_means`), shape
-    ``(resamples, groups)``, and returns one bool per resample. Returns NaN if a group has
-    fewer than two values or one that is not finite.
-    """
-    means = bootstrap_means(groups, seed)
-    return math.nan if means is None else float(np.mean(statistic(means)))
 
 
 def bootstrap_verdict(share_true: float, share_false: float) -> str:
